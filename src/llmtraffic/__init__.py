@@ -1,0 +1,34 @@
+"""llmtraffic: a discrete-event simulator of production LLM API traffic.
+
+Describe traffic, providers and a client's resilience policy; replay hours of traffic in
+seconds; read cost, waste, failures, latency and retry-storm recovery from the results.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("llmtraffic")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0+unknown"
+
+from llmtraffic.config import Policy, Scenario, load_config, scenario_from_dict
+from llmtraffic.engine.simulation import RunResult, Simulation
+from llmtraffic.errors import ConfigError, LLMTrafficError, TraceError
+from llmtraffic.results.load import RunData, load
+from llmtraffic.runner import run_to_folder
+
+__all__ = [
+    "ConfigError",
+    "LLMTrafficError",
+    "Policy",
+    "RunData",
+    "RunResult",
+    "Scenario",
+    "Simulation",
+    "TraceError",
+    "__version__",
+    "load",
+    "load_config",
+    "run_to_folder",
+    "scenario_from_dict",
+]

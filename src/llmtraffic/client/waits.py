@@ -1,0 +1,143 @@
+"""Wait strategies: how long to sleep before a retry.
+
+Small callables of the retry state and a source of U[0, 1) draws, composable with ``+`` as
+tenacity's are. They never sleep: the simulation carries the wait out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class RetryState:
+    """What a policy may look at after a failed attempt.
+
+    ``attempt_number`` counts the attempts made so far (1 after the first failure);
+    ``retries`` = attempt_number - 1 is the number of retries already made.
+    """
+
+    attempt_number: int
+    status: str
+    http_status: int
+    retry_after: float
+    elapsed: float
+    prev_wait: float
+    now: float
+
+    @property
+    def retries(self) -> int:
+        """Retries made so far."""
+        return self.attempt_number - 1
+
+
+class Wait:
+    """Base of wait strategies; ``a + b`` waits the sum of both."""
+
+    def __call__(self, state: RetryState, u: Iterator[float]) -> float:
+        """Seconds to wait before the next attempt."""
+        raise NotImplementedError
+
+    def __add__(self, other: Wait) -> Wait:
+        return WaitSum((self, other))
+
+    def mean(self, state: RetryState) -> float:
+        """Expected wait for ``state`` (over the jitter), for tests and docs."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class WaitSum(Wait):
+    """The sum of several waits."""
+
+    parts: tuple[Wait, ...]
+
+    def __call__(self, state: RetryState, u: Iterator[float]) -> float:
+        """Sum of the parts' waits."""
+        return sum(p(state, u) for p in self.parts)
+
+    def __add__(self, other: Wait) -> Wait:
+        return WaitSum((*self.parts, other))
+
+    def mean(self, state: RetryState) -> float:
+        """Sum of the parts' means."""
+        return sum(p.mean(state) for p in self.parts)
+
+
+@dataclass(frozen=True)
+class WaitNone(Wait):
+    """Retry at once (the naive policy)."""
+
+    def __call__(self, state: RetryState, u: Iterator[float]) -> float:
+        """Zero."""
+        return 0.0
+
+    def mean(self, state: RetryState) -> float:
+        """Zero."""
+        return 0.0
+
+
+@dataclass(frozen=True)
+class WaitFixed(Wait):
+    """Always the same delay; use when the failure clears on a known schedule."""
+
+    delay: float
+
+    def __call__(self, state: RetryState, u: Iterator[float]) -> float:
+        """The delay."""
+        return self.delay
+
+    def mean(self, state: RetryState) -> float:
+        """The delay."""
+        return self.delay
+
+
+@dataclass(frozen=True)
+class WaitExponential(Wait):
+    """Exponential backoff ``w = min(cap, base * multiplier**retries)`` with jitter.
+
+    - ``none``: w. Synchronised clients retry together: avoid under shared load.
+    - ``full``: U(0, w), mean w/2. The AWS recommendation: least total work.
+    - ``equal``: w/2 + U(0, w/2), mean 3w/4. Never retries immediately.
+    - ``decorrelated``: min(cap, U(base, 3 * previous wait)), previous starting at base.
+    """
+
+    base: float
+    multiplier: float
+    cap: float
+    jitter: str = "full"
+
+    def ceiling(self, retries: int) -> float:
+        """The un-jittered wait before retry number ``retries + 1``."""
+        # Cap the exponent so that huge retry counts cannot overflow the power.
+        return min(self.cap, self.base * self.multiplier ** min(retries, 1000))
+
+    def __call__(self, state: RetryState, u: Iterator[float]) -> float:
+        """A jittered wait."""
+        jitter = self.jitter
+        if jitter == "decorrelated":
+            prev = state.prev_wait if state.prev_wait > 0 else self.base
+            high = max(self.base, 3.0 * prev)
+            return min(self.cap, self.base + (high - self.base) * next(u))
+        w = self.ceiling(state.retries)
+        if jitter == "full":
+            return w * next(u)
+        if jitter == "equal":
+            return 0.5 * w + 0.5 * w * next(u)
+        return w
+
+    def mean(self, state: RetryState) -> float:
+        """Expected wait; for decorrelated jitter, ignoring the cap's truncation when it binds."""
+        jitter = self.jitter
+        if jitter == "decorrelated":
+            prev = state.prev_wait if state.prev_wait > 0 else self.base
+            high = max(self.base, 3.0 * prev)
+            if high <= self.cap:
+                return (self.base + high) / 2
+            # E[min(cap, U(base, high))] for base <= cap < high.
+            span = high - self.base
+            below = (self.cap - self.base) / span
+            return below * (self.base + self.cap) / 2 + (1 - below) * self.cap
+        w = self.ceiling(state.retries)
+        return {"full": w / 2, "equal": 0.75 * w}.get(jitter, w)

@@ -1,0 +1,244 @@
+"""Reading scenarios from TOML, applying ``--set`` overrides, and turning validation errors
+into one clear line per problem that names the field path and what was expected."""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from llmtraffic.config.scenario import Scenario
+from llmtraffic.errors import ConfigError
+
+
+def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Scenario:
+    """Read a scenario TOML file, apply ``dotted.path=value`` overrides, and validate it."""
+    raw = read_toml(path)
+    apply_overrides(raw, overrides, source=str(path))
+    return scenario_from_dict(raw, source=str(path))
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Parse a TOML file, raising ``ConfigError`` for an unreadable or malformed file."""
+    p = Path(path)
+    try:
+        text = p.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError([f"file not found: {p}"]) from None
+    except OSError as exc:
+        raise ConfigError([f"cannot read {p}: {exc.strerror}"]) from None
+    try:
+        return tomllib.loads(text.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(["the file is not UTF-8 text"], source=str(p)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"not valid TOML: {exc}"], source=str(p)) from None
+
+
+def scenario_from_dict(raw: Mapping[str, Any], source: str | None = None) -> Scenario:
+    """Validate a plain dict (as TOML gives it) into a ``Scenario``."""
+    try:
+        return Scenario.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_errors(exc, raw, Scenario), source=source) from None
+
+
+def apply_overrides(
+    raw: dict[str, Any], overrides: Iterable[str], source: str | None = None
+) -> None:
+    """Set ``dotted.path=value`` items in ``raw``; values are TOML literals, else plain strings."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError([f"--set {item!r}: expected dotted.path=value"], source=source)
+        path, _, text = item.partition("=")
+        set_dotted(raw, path.strip(), parse_value(text.strip()))
+
+
+def parse_value(text: str) -> Any:
+    """A TOML literal (``3``, ``0.5``, ``true``, ``"x"``, ``[1, 2]``, ``{kind = "full"}``), or
+    the text itself as a string when it is not one (so ``jitter=full`` works unquoted)."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def set_dotted(raw: dict[str, Any], path: str, value: Any) -> None:
+    """Set ``raw[a][b][c] = value`` for path ``a.b.c``, creating tables as needed."""
+    keys = [k for k in path.split(".")]
+    if not path or any(not k for k in keys):
+        raise ConfigError([f"--set {path!r}: malformed dotted path"])
+    node: Any = raw
+    for i, key in enumerate(keys[:-1]):
+        nxt = node.get(key) if isinstance(node, dict) else None
+        if nxt is None:
+            nxt = node[key] = {}
+        if not isinstance(nxt, dict):
+            where = ".".join(keys[: i + 1])
+            raise ConfigError([f"--set {path}: {where} is a value, not a table"])
+        node = nxt
+    node[keys[-1]] = copy.deepcopy(value)
+
+
+def format_errors(exc: ValidationError, raw: Any, root: type[BaseModel]) -> list[str]:
+    """One readable line per pydantic error, with union tags dropped from the path."""
+    lines: list[str] = []
+    for err in exc.errors(include_url=False):
+        path, node = _clean_path(err["loc"], raw)
+        where = _join(path)
+        kind = err["type"]
+        got = err.get("input")
+        ctx = err.get("ctx") or {}
+        msg: str
+        if kind == "extra_forbidden":
+            allowed = _allowed_keys(root, path[:-1], raw)
+            hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
+            msg = f"{where}: unknown key{hint}"
+        elif kind == "missing":
+            msg = f"{where}: missing required key"
+        elif kind in ("union_tag_invalid", "union_tag_not_found"):
+            tags = str(ctx.get("expected_tags", "")).replace("'", "")
+            if kind == "union_tag_invalid":
+                msg = f"{where}.kind: unknown kind {ctx.get('tag')!r}; expected one of: {tags}"
+            else:
+                msg = f"{where}: missing 'kind'; expected one of: {tags}"
+        elif kind == "value_error":
+            text = str(ctx.get("error", err["msg"]))
+            # Cross-field checks at the top level already name their own paths.
+            msg = "\n".join(f"{where}: {line}" if where else line for line in text.splitlines())
+        elif kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+            op = {
+                "greater_than": ">",
+                "greater_than_equal": ">=",
+                "less_than": "<",
+                "less_than_equal": "<=",
+            }[kind]
+            bound = next(iter(ctx.values()), "?")
+            msg = f"{where}: must be {op} {bound}, got {got!r}"
+        elif kind.endswith("_type") or kind.endswith("_parsing"):
+            expected = _TYPE_NAMES.get(kind.split("_")[0], kind.split("_")[0])
+            msg = f"{where}: expected {expected}, got {got!r} ({type(got).__name__})"
+        elif kind == "literal_error":
+            msg = f"{where}: expected {ctx.get('expected')}, got {got!r}"
+        else:
+            msg = f"{where}: {err['msg']}, got {got!r}"
+        del node
+        lines.extend(msg.splitlines())
+    return _dedupe(lines)
+
+
+_TYPE_NAMES = {
+    "int": "an integer",
+    "float": "a number",
+    "string": "a string",
+    "bool": "true or false",
+    "list": "a list",
+    "dict": "a table",
+    "model": "a table",
+}
+
+
+def _join(path: list[str]) -> str:
+    """``["providers", "p", "incidents", "0", "start"]`` -> ``providers.p.incidents[0].start``."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if part.isdigit() else (f".{part}" if out else part)
+    return out
+
+
+def _clean_path(loc: tuple[int | str, ...], raw: Any) -> tuple[list[str], Any]:
+    """Drop discriminated-union tags (and pydantic's internal markers) from an error's loc."""
+    path: list[str] = []
+    node = raw
+    for part in loc:
+        if isinstance(node, dict) and part not in node and node.get("kind") == part:
+            continue
+        if isinstance(part, str) and part.startswith(("function-", "json-or-python")):
+            continue
+        path.append(str(part))
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            node = None
+    return path, node
+
+
+def _allowed_keys(root: type[BaseModel], path: list[str], raw: Any) -> list[str]:
+    """Field names of the model found at ``path`` (following the input to pick union members)."""
+    tp: Any = root
+    node = raw
+    for part in path:
+        tp = _model_for(tp, node)
+        if tp is None:
+            return []
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            field = tp.model_fields.get(part)
+            if field is None:
+                return []
+            tp = field.annotation
+        else:
+            tp = _container_item(tp)
+        node = (
+            node.get(part)
+            if isinstance(node, dict)
+            else (node[int(part)] if isinstance(node, list) and part.isdigit() else None)
+        )
+    model = _model_for(tp, node)
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return sorted(model.model_fields)
+    return []
+
+
+def _model_for(tp: Any, node: Any) -> Any:
+    """Resolve Optional / Annotated / discriminated unions to one type, guided by the input."""
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is typing.Annotated:
+            tp = typing.get_args(tp)[0]
+        elif origin in (typing.Union, types.UnionType):
+            members = [a for a in typing.get_args(tp) if a is not type(None)]
+            models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
+            kind = node.get("kind") if isinstance(node, dict) else None
+            for m in models:
+                if typing.get_args(m.model_fields.get("kind", _NoField).annotation) == (kind,):
+                    return m
+            if len(models) == 1:
+                return models[0]
+            if len(members) == 1:
+                tp = members[0]
+                continue
+            return None
+        else:
+            return tp
+
+
+class _NoField:
+    annotation = None
+
+
+def _container_item(tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is dict:
+        return args[1]
+    if origin is list:
+        return args[0]
+    return None
+
+
+def _dedupe(lines: list[str]) -> list[str]:
+    seen: set[str] = set()
+    out = []
+    for line in lines:
+        if line not in seen:
+            seen.add(line)
+            out.append(line)
+    return out

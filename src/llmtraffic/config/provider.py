@@ -1,0 +1,248 @@
+"""Config of providers (model endpoints): prices, rate limits, capacity, latency, failures."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Annotated, Literal, Self
+
+from pydantic import Field, model_validator
+
+from llmtraffic.config.base import Duration, Model
+
+
+class Prices(Model):
+    """Prices in USD per million tokens."""
+
+    input: float = Field(ge=0.0, description="USD per 1M input tokens")
+    output: float = Field(ge=0.0, description="USD per 1M output tokens")
+    cached_input: float | None = Field(
+        None, ge=0.0, description="USD per 1M cached input tokens (defaults to the input price)"
+    )
+
+
+class RateLimit(Model):
+    """Per-account rate limits, shared by every feature that uses the provider.
+
+    OpenAI style: ``rpm`` and ``tpm`` (input + max_tokens counted at admission). Anthropic
+    style: ``rpm``, ``itpm`` (input tokens) and ``otpm`` (max_tokens counted at admission,
+    corrected to the actual output at completion).
+    """
+
+    rpm: float | None = Field(None, gt=0, description="requests per minute")
+    tpm: float | None = Field(None, gt=0, description="tokens per minute: input + max_tokens")
+    itpm: float | None = Field(None, gt=0, description="input tokens per minute")
+    otpm: float | None = Field(None, gt=0, description="output tokens per minute")
+    refill: Literal["continuous", "window"] = Field(
+        "continuous",
+        description="token buckets refilled continuously, or fixed one-minute windows",
+    )
+    count_rejected: bool = Field(
+        True, description="whether a rejected (429) attempt still counts against the limits"
+    )
+    retry_after_resolution: Duration = Field(
+        1.0, description="retry_after is rounded up to a multiple of this (headers use seconds)"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if all(v is None for v in (self.rpm, self.tpm, self.itpm, self.otpm)):
+            raise ValueError("a rate_limit needs at least one of rpm, tpm, itpm, otpm")
+        return self
+
+
+class Capacity(Model):
+    """Serving capacity: concurrent slots and a FIFO queue; past the queue limit, load is shed."""
+
+    slots: int = Field(100, gt=0, description="attempts served at once")
+    queue_limit: int | Literal["unbounded"] = Field(
+        200, description="attempts that may wait for a slot; beyond it they get overload errors"
+    )
+    overload_status: int = Field(529, description="HTTP status of a shed attempt (503 or 529)")
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if isinstance(self.queue_limit, int) and self.queue_limit < 0:
+            raise ValueError(f"queue_limit must be >= 0 or 'unbounded', got {self.queue_limit}")
+        return self
+
+
+class TokenService(Model):
+    """Service time = ttft + output_tokens / decode_tps, times mean-one lognormal noise."""
+
+    kind: Literal["tokens"]
+    ttft: Duration = Field(0.5, description="time to first token")
+    decode_tps: float = Field(60.0, gt=0, description="output tokens per second while decoding")
+    noise_sigma: float = Field(
+        0.25, ge=0, description="sigma of the multiplicative lognormal noise (0 for none)"
+    )
+
+
+class ExponentialService(Model):
+    """Exponential service time (the provider then reduces to M/M/c)."""
+
+    kind: Literal["exponential"]
+    mean: Duration
+
+
+class DeterministicService(Model):
+    """Every attempt takes the same time."""
+
+    kind: Literal["deterministic"]
+    value: Duration
+
+
+class LognormalService(Model):
+    """Lognormal service time given its median and 99th percentile."""
+
+    kind: Literal["lognormal"]
+    median: Duration
+    p99: Duration
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if not 0 < self.median < self.p99:
+            raise ValueError("need 0 < median < p99")
+        return self
+
+
+class UniformService(Model):
+    """Service time uniform on [low, high]."""
+
+    kind: Literal["uniform"]
+    low: Duration
+    high: Duration
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.high < self.low:
+            raise ValueError(f"high ({self.high}) must be >= low ({self.low})")
+        return self
+
+
+Service = Annotated[
+    TokenService | ExponentialService | DeterministicService | LognormalService | UniformService,
+    Field(discriminator="kind"),
+]
+
+
+class Failures(Model):
+    """Per-attempt failures outside incidents."""
+
+    error_rate: float = Field(
+        0.0, ge=0, le=1, description="probability of a fast server error (before generation)"
+    )
+    error_status: int = Field(500, description="HTTP status of those errors")
+    error_latency: Duration = Field(0.05, description="how long a fast error takes to come back")
+    midstream_rate: float = Field(
+        0.0, ge=0, le=1, description="probability that generation fails part-way through"
+    )
+
+
+class Billing(Model):
+    """Which failed attempts are billed, and how much.
+
+    Successes bill input + output; 429s and fast errors bill nothing. ``partial`` bills the
+    input (once processing started) plus the output generated before the failure or
+    disconnect; ``full`` bills as if the attempt had succeeded.
+    """
+
+    timeout: Literal["partial", "full", "none"] = Field(
+        "partial", description="billing of an attempt the client abandoned on timeout"
+    )
+    midstream: Literal["partial", "full", "none"] = Field(
+        "partial", description="billing of an attempt that failed mid-stream"
+    )
+    abandoned_keeps_running: bool = Field(
+        True,
+        description="an abandoned attempt keeps its slot (or queue place) until it would end",
+    )
+
+
+class _Window(Model):
+    start: Duration = Field(description="time since the start of the run")
+    duration: Duration
+
+    @model_validator(mode="after")
+    def _check_window(self) -> Self:
+        if self.duration <= 0 or math.isinf(self.duration):
+            raise ValueError(f"duration must be > 0 and finite, got {self.duration}")
+        return self
+
+
+class Outage(_Window):
+    """Every attempt fails fast with ``status`` (not billed)."""
+
+    kind: Literal["outage"]
+    status: int = 503
+
+
+class Brownout(_Window):
+    """A degraded provider: the fast-error probability is raised to ``error_rate`` and the
+    mid-stream failure probability to ``midstream_rate`` (which costs capacity and money)."""
+
+    kind: Literal["brownout"]
+    error_rate: float = Field(0.0, ge=0, le=1)
+    midstream_rate: float = Field(0.0, ge=0, le=1)
+    status: int = 500
+
+    @model_validator(mode="after")
+    def _check_rates(self) -> Self:
+        if self.error_rate == 0 and self.midstream_rate == 0:
+            raise ValueError("a brownout needs error_rate > 0 or midstream_rate > 0")
+        return self
+
+
+class LatencySpike(_Window):
+    """Service times are multiplied by ``factor``."""
+
+    kind: Literal["latency_spike"]
+    factor: float = Field(gt=0)
+
+
+class CapacityDrop(_Window):
+    """Only a fraction ``remaining`` of the slots serve (at least one)."""
+
+    kind: Literal["capacity_drop"]
+    remaining: float = Field(gt=0, lt=1)
+
+
+class RateLimitChange(_Window):
+    """All rate limits are multiplied by ``factor`` (a tier change, or a provider tightening)."""
+
+    kind: Literal["rate_limit_change"]
+    factor: float = Field(gt=0)
+
+
+Incident = Annotated[
+    Outage | Brownout | LatencySpike | CapacityDrop | RateLimitChange,
+    Field(discriminator="kind"),
+]
+
+
+class Provider(Model):
+    """A model endpoint: where attempts go."""
+
+    model: str = Field(description="model name (shown in records)")
+    prices: Prices
+    rate_limit: RateLimit | None = None
+    capacity: Capacity = Capacity()
+    service: Service = TokenService(kind="tokens")
+    failures: Failures = Failures()
+    billing: Billing = Billing()
+    incidents: list[Incident] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check_incidents(self) -> Self:
+        by_kind: dict[str, list[tuple[float, float]]] = {}
+        for inc in self.incidents:
+            by_kind.setdefault(inc.kind, []).append((inc.start, inc.start + inc.duration))
+        for kind, spans in by_kind.items():
+            spans.sort()
+            for (s0, e0), (s1, _) in itertools.pairwise(spans):
+                if s1 < e0:
+                    raise ValueError(
+                        f"two {kind} incidents overlap ({s0:g}-{e0:g}s and from {s1:g}s); "
+                        "merge them or move one"
+                    )
+        return self

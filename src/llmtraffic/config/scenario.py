@@ -1,0 +1,102 @@
+"""The whole scenario: run settings, providers, features and policies, cross-checked."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Literal, Self
+
+from pydantic import Field, model_validator
+
+from llmtraffic.config.base import Duration, Model
+from llmtraffic.config.policy import Policy
+from llmtraffic.config.provider import Provider
+from llmtraffic.config.workload import Feature
+
+
+class Recovery(Model):
+    """How recovery after an incident is judged (see docs/metrics.md)."""
+
+    tolerance: float = Field(
+        0.02, ge=0, le=1, description="recovered when within this of the pre-incident success rate"
+    )
+    window: Duration = Field(60.0, description="rolling window of the success rate")
+    baseline: Duration = Field(300.0, description="pre-incident span that sets the level")
+
+
+class RunSettings(Model):
+    """Length, seed and recording of one run."""
+
+    duration: Duration = Field(description="span during which requests arrive")
+    seed: int = Field(0, ge=0, description="root seed of every random stream")
+    drain: Duration = Field(
+        float("inf"),
+        description="after the arrivals stop, how long requests may take to finish; the rest "
+        "are recorded as 'unfinished'",
+    )
+    timeseries_bin: Duration = Field(10.0, description="width of a time-series bin")
+    records: Literal["all", "timeseries", "summary"] = Field(
+        "all", description="which tables to keep: all, time series + summary, or summary only"
+    )
+    start_hour: float = Field(0.0, ge=0, lt=24, description="hour of day at t=0 (diurnal load)")
+    recovery: Recovery = Recovery()
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.duration <= 0 or math.isinf(self.duration):
+            raise ValueError(f"duration must be > 0 and finite, got {self.duration}")
+        if self.timeseries_bin <= 0 or math.isinf(self.timeseries_bin):
+            raise ValueError(f"timeseries_bin must be > 0 and finite, got {self.timeseries_bin}")
+        return self
+
+
+class Scenario(Model):
+    """One simulated system: traffic, providers and client policies. Build with ``load_config``
+    from TOML or directly in Python."""
+
+    name: str = Field("scenario", description="name used for the results folder")
+    run: RunSettings
+    providers: dict[str, Provider]
+    features: dict[str, Feature]
+    policies: dict[str, Policy] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _cross_check(self) -> Self:
+        problems: list[str] = []
+        if not self.providers:
+            problems.append("providers: define at least one provider")
+        if not self.features:
+            problems.append("features: define at least one feature")
+        for name, feat in self.features.items():
+            if feat.provider not in self.providers:
+                problems.append(
+                    f"features.{name}.provider: unknown provider {feat.provider!r}; "
+                    f"defined: {_names(self.providers)}"
+                )
+            if feat.policy is None:
+                if len(self.policies) > 1:
+                    problems.append(
+                        f"features.{name}.policy: missing; several policies are defined "
+                        f"({_names(self.policies)}), name one"
+                    )
+            elif feat.policy not in self.policies:
+                problems.append(
+                    f"features.{name}.policy: unknown policy {feat.policy!r}; "
+                    f"defined: {_names(self.policies)}"
+                )
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    def policy_of(self, feature: str) -> Policy:
+        """The policy a feature uses (its named one, the only one defined, or no retries)."""
+        name = self.features[feature].policy
+        if name is not None:
+            return self.policies[name]
+        if self.policies:
+            return next(iter(self.policies.values()))
+        return Policy()
+
+
+def _names(d: Mapping[str, object]) -> str:
+    return ", ".join(sorted(d)) or "(none)"

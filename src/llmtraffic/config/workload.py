@@ -1,0 +1,176 @@
+"""Config of the workload: features, their arrival processes and their token sizes."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Self
+
+from pydantic import Field, model_validator
+
+from llmtraffic.config.base import Duration, Model, Rate
+
+
+class PoissonArrivals(Model):
+    """Homogeneous Poisson arrivals at a constant rate."""
+
+    kind: Literal["poisson"]
+    rate: Rate = Field(description="mean arrival rate, requests per second (or '1200/min')")
+
+
+class DiurnalArrivals(Model):
+    """Non-homogeneous Poisson arrivals following a daily profile, sampled exactly by thinning.
+
+    The rate is ``mean_rate * (1 + a cos(2 pi (h - peak_hour) / 24))`` with
+    ``a = (peak_to_trough - 1) / (peak_to_trough + 1)``, where ``h`` is the hour of day; or,
+    when ``profile`` is given, ``mean_rate`` times the hourly weights normalised to mean 1.
+    """
+
+    kind: Literal["diurnal"]
+    mean_rate: Rate = Field(description="mean over a whole day, requests per second")
+    peak_to_trough: float = Field(3.0, ge=1.0, description="ratio of the peak to the lowest rate")
+    peak_hour: float = Field(14.0, ge=0.0, lt=24.0, description="hour of day of the peak")
+    profile: list[float] | None = Field(
+        None, description="24 hourly weights (replaces the sinusoid; scaled to mean 1)"
+    )
+
+    @model_validator(mode="after")
+    def _check_profile(self) -> Self:
+        if self.profile is not None:
+            if len(self.profile) != 24:
+                raise ValueError(f"profile must have 24 hourly weights, got {len(self.profile)}")
+            if min(self.profile) < 0 or max(self.profile) <= 0:
+                raise ValueError("profile weights must be >= 0 and not all zero")
+        return self
+
+
+class BurstyArrivals(Model):
+    """Markov-modulated Poisson arrivals: the rate switches between states.
+
+    State ``i`` lasts an exponential time of mean ``mean_durations[i]`` and then moves to the
+    next state in turn (an on/off source when two states are given).
+    """
+
+    kind: Literal["bursty"]
+    rates: list[Rate] = Field(description="arrival rate in each state, per second (0 allowed)")
+    mean_durations: list[Duration] = Field(description="mean time spent in each state")
+
+    @model_validator(mode="after")
+    def _check_states(self) -> Self:
+        if len(self.rates) < 2:
+            raise ValueError("bursty arrivals need at least two states in 'rates'")
+        if len(self.rates) != len(self.mean_durations):
+            raise ValueError(
+                f"'rates' has {len(self.rates)} states but 'mean_durations' has "
+                f"{len(self.mean_durations)}; give one mean duration per state"
+            )
+        if any(d <= 0 for d in self.mean_durations):
+            raise ValueError("every mean duration must be > 0")
+        return self
+
+
+class RampArrivals(Model):
+    """Poisson arrivals whose rate moves linearly from ``start_rate`` to ``end_rate``."""
+
+    kind: Literal["ramp"]
+    start_rate: float = Field(ge=0.0, description="rate at t=0, per second")
+    end_rate: float = Field(ge=0.0, description="rate at the end of the run, per second")
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.start_rate == 0 and self.end_rate == 0:
+            raise ValueError("start_rate and end_rate cannot both be 0")
+        return self
+
+
+class DauArrivals(Model):
+    """Daily-active-users form: ``users * requests_per_user`` requests a day.
+
+    Poisson at the daily mean when ``peak_to_trough`` is 1, otherwise diurnal.
+    """
+
+    kind: Literal["dau"]
+    users: float = Field(gt=0, description="daily active users")
+    requests_per_user: float = Field(gt=0, description="requests per user per day")
+    peak_to_trough: float = Field(1.0, ge=1.0)
+    peak_hour: float = Field(14.0, ge=0.0, lt=24.0)
+
+
+Arrivals = Annotated[
+    PoissonArrivals | DiurnalArrivals | BurstyArrivals | RampArrivals | DauArrivals,
+    Field(discriminator="kind"),
+]
+
+
+class FixedTokens(Model):
+    """Every request has the same number of tokens."""
+
+    kind: Literal["fixed"]
+    value: int = Field(ge=0)
+
+
+class UniformTokens(Model):
+    """Token counts uniform on the integers ``low..high`` (both included)."""
+
+    kind: Literal["uniform"]
+    low: int = Field(ge=0)
+    high: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.high < self.low:
+            raise ValueError(f"high ({self.high}) must be >= low ({self.low})")
+        return self
+
+
+class LognormalTokens(Model):
+    """Lognormal token counts, given (median, p99) or (mean, sigma); rounded, at least 1."""
+
+    kind: Literal["lognormal"]
+    median: float | None = Field(None, gt=0)
+    p99: float | None = Field(None, gt=0)
+    mean: float | None = Field(None, gt=0)
+    sigma: float | None = Field(None, gt=0, description="standard deviation of log(tokens)")
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        by_quantiles = self.median is not None or self.p99 is not None
+        by_moments = self.mean is not None or self.sigma is not None
+        if by_quantiles and by_moments:
+            raise ValueError("give either (median, p99) or (mean, sigma), not both")
+        if by_quantiles:
+            if self.median is None or self.p99 is None:
+                raise ValueError("lognormal by quantiles needs both 'median' and 'p99'")
+            if self.p99 <= self.median:
+                raise ValueError(f"p99 ({self.p99}) must be > median ({self.median})")
+        elif by_moments:
+            if self.mean is None or self.sigma is None:
+                raise ValueError("lognormal by moments needs both 'mean' and 'sigma'")
+        else:
+            raise ValueError("lognormal needs (median, p99) or (mean, sigma)")
+        return self
+
+
+TokenDist = Annotated[FixedTokens | UniformTokens | LognormalTokens, Field(discriminator="kind")]
+
+
+class Feature(Model):
+    """A stream of requests with its own arrivals, token sizes, provider and client policy."""
+
+    provider: str = Field(description="name of the provider entry that serves this feature")
+    policy: str | None = Field(
+        None, description="name of a [policies] entry; may be omitted when only one is defined"
+    )
+    arrivals: Arrivals
+    input_tokens: TokenDist = Field(description="prompt tokens per request")
+    output_tokens: TokenDist = Field(
+        description="tokens the model generates (capped by max_tokens)"
+    )
+    rag_tokens: TokenDist | None = Field(
+        None, description="retrieved context added to the prompt (the RAG add-on)"
+    )
+    cached_fraction: float = Field(
+        0.0, ge=0.0, le=1.0, description="share of input tokens billed at the cached-input price"
+    )
+    max_tokens: int = Field(1024, gt=0, description="max_tokens sent with each attempt")
+    value_per_success: float | None = Field(
+        None, ge=0.0, description="business value of one successful request, USD (for ROI)"
+    )

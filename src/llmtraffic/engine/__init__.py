@@ -1,0 +1,2 @@
+"""The simulation engine: kernel, random streams, entities and the ``Simulation`` that wires
+workload, providers, clients and records together."""

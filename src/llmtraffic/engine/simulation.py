@@ -1,0 +1,250 @@
+"""``Simulation``: builds one run of a scenario (kernel, streams, providers, clients, sources,
+incidents, records) and runs it. It emits records to a sink and returns the summary; it writes
+no files of its own (the runner owns results folders)."""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import itertools
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from llmtraffic.client.client import Client
+from llmtraffic.config.scenario import Scenario
+from llmtraffic.engine.entities import UNFINISHED
+from llmtraffic.engine.kernel import Call, Kernel
+from llmtraffic.engine.streams import Streams
+from llmtraffic.provider.endpoint import Endpoint
+from llmtraffic.provider.incidents import schedule_incidents
+from llmtraffic.results.metrics import (
+    IncidentSpan,
+    incident_metrics,
+    peak_attempt_rate_ratio,
+    tally_metrics,
+)
+from llmtraffic.results.recorder import Recorder
+from llmtraffic.results.schema import SCHEMA_VERSION
+from llmtraffic.results.sink import MemorySink, RecordSink
+from llmtraffic.workload.source import FeatureSource
+
+ProgressFn = Callable[[float], None]
+"""Called now and then with the fraction of the arrival span simulated so far."""
+
+
+@dataclass
+class RunResult:
+    """What a run returns: the summary, and the tables when they were kept in memory."""
+
+    summary: dict[str, Any]
+    tables: dict[str, pa.Table] = field(default_factory=dict)
+
+    def df(self, table: str) -> Any:
+        """A kept table as a pandas DataFrame (``requests``, ``attempts``, ``events``,
+        ``timeseries``)."""
+        if table not in self.tables:
+            raise KeyError(f"table {table!r} was not kept in memory; kept: {sorted(self.tables)}")
+        return self.tables[table].to_pandas()
+
+
+def config_hash(scenario: Scenario) -> str:
+    """A short hash of the scenario without its seed (replications share it)."""
+    data = scenario.model_dump(mode="json")
+    data["run"].pop("seed", None)
+    text = json.dumps(data, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class Simulation:
+    """One run of one scenario with one seed.
+
+    ``seed`` overrides ``scenario.run.seed``. ``sink`` receives the record tables (a
+    ``MemorySink`` by default, whose tables come back in the result); ``progress`` is called
+    with the fraction of the arrival span done.
+    """
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        *,
+        seed: int | None = None,
+        sink: RecordSink | None = None,
+        progress: ProgressFn | None = None,
+    ) -> None:
+        self.scenario = scenario
+        self.seed = scenario.run.seed if seed is None else int(seed)
+        self._memory = sink is None
+        self.sink: RecordSink = MemorySink() if sink is None else sink
+        self.progress = progress
+
+    def run(self) -> RunResult:
+        """Simulate the scenario and return the summary (and in-memory tables)."""
+        # The engine makes millions of short-lived acyclic objects that reference counting
+        # frees; the cyclic collector would only rescan the row buffers again and again
+        # (a third of the run time with records kept). It is restored afterwards.
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self._run()
+        finally:
+            if was_enabled:
+                gc.enable()
+
+    def _run(self) -> RunResult:
+        wall0 = time.perf_counter()
+        sc = self.scenario
+        run = sc.run
+        duration = run.duration
+        kernel = Kernel()
+        streams = Streams(self.seed)
+        recorder = Recorder(
+            self.sink,
+            keep_rows=run.records == "all",
+            keep_timeseries=run.records in ("all", "timeseries"),
+            bin_width=run.timeseries_bin,
+            expected_end=duration * 1.1,
+            features=list(sc.features),
+        )
+        endpoints = {
+            name: Endpoint(name, cfg, kernel, streams) for name, cfg in sc.providers.items()
+        }
+        for name, cfg in sc.providers.items():
+            schedule_incidents(kernel, endpoints[name], cfg.incidents, recorder)
+        finite_drain = not math.isinf(run.drain)
+        clients = {
+            name: Client(
+                name,
+                feat,
+                sc.policy_of(name),
+                endpoints[feat.provider],
+                kernel,
+                streams,
+                recorder,
+                track_live=finite_drain,
+            )
+            for name, feat in sc.features.items()
+        }
+        recorder.integrals = {
+            "in_flight": lambda t: sum(c.inflight_integral(t) for c in clients.values()),
+            "busy_slots": lambda t: sum(e.busy_integral(t) for e in endpoints.values()),
+            "queue_length": lambda t: sum(e.queue_integral(t) for e in endpoints.values()),
+        }
+        ids = itertools.count()
+        for name, feat in sc.features.items():
+            FeatureSource(
+                name, feat, clients[name], kernel, streams, duration, run.start_hour, ids.__next__
+            ).start()
+        self._schedule_ticks(kernel, recorder, endpoints, clients, duration)
+        until = duration + run.drain if finite_drain else None
+        kernel.run(until=until)
+        end = float(kernel.env.now)
+        for c in clients.values():
+            if c.live:
+                for req in list(c.live.values()):
+                    c.finish(req, UNFINISHED, end)
+            c.close_open_intervals(end)
+        last = recorder.used_bins()
+        if end > last * recorder.bins.width + 1e-9 or last == 0:
+            recorder.sample(end, last)
+        recorder.close(end)
+        wall = time.perf_counter() - wall0
+        summary = self._summary(sc, recorder, end, wall, kernel.events_scheduled())
+        tables: dict[str, pa.Table] = {}
+        if self._memory and isinstance(self.sink, MemorySink):
+            keep = {
+                "all": ("requests", "attempts", "events", "timeseries"),
+                "timeseries": ("events", "timeseries"),
+                "summary": (),
+            }[run.records]
+            tables = {name: self.sink.table(name) for name in keep}
+        return RunResult(summary, tables)
+
+    def _schedule_ticks(
+        self,
+        kernel: Kernel,
+        recorder: Recorder,
+        endpoints: dict[str, Endpoint],
+        clients: dict[str, Client],
+        duration: float,
+    ) -> None:
+        """One event per bin boundary: closes the bin, samples levels, reports progress.
+
+        Ticks go on while requests arrive or are still active, then stop, so the event queue
+        empties once the last request is done.
+        """
+        bins = recorder.bins
+        width = bins.width
+        limiters = [ep.limiter for ep in endpoints.values() if ep.limiter is not None]
+        budgets = [c.budget for c in clients.values() if c.budget is not None]
+        client_list = list(clients.values())
+        progress = self.progress
+        state = {"k": 1}
+
+        def tick(ev: Call) -> None:
+            now = kernel.env._now
+            k = state["k"]
+            b = k - 1
+            recorder.sample(now, b)
+            if limiters:
+                bins.samples["rate_limit_headroom"][b] = min(lim.headroom(now) for lim in limiters)
+            if budgets:
+                bins.samples["budget_level"][b] = min(bg.level for bg in budgets)
+            if progress is not None:
+                progress(min(1.0, now / duration))
+            if now < duration or any(c.active for c in client_list):
+                state["k"] = k + 1
+                # Absolute bin edges, so that no rounding drift accumulates over a long run.
+                kernel.call_in((k + 1) * width - now, tick)
+
+        kernel.call_in(width, tick)
+
+    def _summary(
+        self, sc: Scenario, recorder: Recorder, end: float, wall: float, events: int
+    ) -> dict[str, Any]:
+        from llmtraffic import __version__
+
+        duration = sc.run.duration
+        names = list(sc.features)
+        tallies = [recorder.tallies[n] for n in names]
+        values = [sc.features[n].value_per_success for n in names]
+        n_bins = recorder.used_bins()
+        summary: dict[str, Any] = tally_metrics(tallies, duration, values)
+        summary["peak_attempt_rate_ratio"] = peak_attempt_rate_ratio(
+            recorder.bins, n_bins, summary["requests"], duration
+        )
+        sent = sum(t.sent for t in tallies)
+        summary["retry_share"] = sum(t.retries for t in tallies) / sent if sent else math.nan
+        summary["features"] = {
+            n: tally_metrics([recorder.tallies[n]], duration, [sc.features[n].value_per_success])
+            for n in names
+        }
+        rec = sc.run.recovery
+        spans = [
+            IncidentSpan(p, inc.kind, inc.start, inc.start + inc.duration)
+            for p, cfg in sc.providers.items()
+            for inc in cfg.incidents
+        ]
+        summary["incidents"] = [
+            incident_metrics(s, recorder.bins, duration, rec.tolerance, rec.window, rec.baseline)
+            for s in sorted(spans, key=lambda s: s.start)
+        ]
+        summary.update(
+            {
+                "scenario": sc.name,
+                "seed": self.seed,
+                "config_hash": config_hash(sc),
+                "version": __version__,
+                "schema_version": SCHEMA_VERSION,
+                "duration": duration,
+                "sim_end_time": end,
+                "event_count": events,
+                "wall_time_s": wall,
+            }
+        )
+        return summary

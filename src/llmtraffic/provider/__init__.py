@@ -1,0 +1,1 @@
+"""Providers: rate limiters, service times, billing and the serving endpoint."""

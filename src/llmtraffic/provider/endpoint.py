@@ -1,0 +1,267 @@
+"""A provider endpoint: admits attempts through its rate limiter, fails some, queues the rest
+for its serving slots, sheds past the queue limit, and bills per its billing rules.
+
+An attempt reaches the client exactly once, through ``client.on_response(attempt)``, at the
+time the client sees its outcome; an attempt the client abandoned may keep running here,
+holding its slot, until it would have ended.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from heapq import heappush
+
+from llmtraffic.config.provider import Provider
+from llmtraffic.engine.entities import (
+    MIDSTREAM_ERROR,
+    OK,
+    OVERLOADED,
+    RATE_LIMITED,
+    SERVER_ERROR,
+    TIMEOUT,
+    Attempt,
+)
+from llmtraffic.engine.kernel import NORMAL, Call, Kernel
+from llmtraffic.engine.streams import Streams
+from llmtraffic.provider.ratelimit import RateLimiter
+from llmtraffic.provider.service import make_service
+
+PER_MILLION = 1e-6
+INF = math.inf
+
+
+class Endpoint:
+    """One provider (model endpoint) in a running simulation.
+
+    Levels for the time series: the integral of busy slots from 0 to T is
+    ``busy_acc + busy * T``, and of the queue length ``queue_acc + len(queue) * T``.
+    """
+
+    def __init__(self, name: str, cfg: Provider, kernel: Kernel, streams: Streams) -> None:
+        self.name = name
+        self.model = cfg.model
+        self.kernel = kernel
+        self.env = kernel.env
+        prices = cfg.prices
+        self.price_input = prices.input * PER_MILLION
+        cached = prices.cached_input if prices.cached_input is not None else prices.input
+        self.price_cached = cached * PER_MILLION
+        self.price_output = prices.output * PER_MILLION
+        rl = cfg.rate_limit
+        self.limiter = (
+            RateLimiter(
+                rl.rpm,
+                rl.tpm,
+                rl.itpm,
+                rl.otpm,
+                rl.refill,
+                rl.count_rejected,
+                rl.retry_after_resolution,
+            )
+            if rl is not None
+            else None
+        )
+        self.refunds_output = self.limiter is not None and self.limiter.otpm is not None
+        cap = cfg.capacity
+        self.base_slots = cap.slots
+        self.slots = cap.slots
+        self.queue_limit = INF if cap.queue_limit == "unbounded" else cap.queue_limit
+        self.overload_status = cap.overload_status
+        self.busy = 0
+        self.busy_acc = 0.0
+        self.queue: deque[Attempt] = deque()
+        self.queue_acc = 0.0
+        f = cfg.failures
+        self.base_error_rate = f.error_rate
+        self.base_error_status = f.error_status
+        self.error_rate = f.error_rate
+        self.error_status = f.error_status
+        self.error_latency = f.error_latency
+        self.base_midstream_rate = f.midstream_rate
+        self.midstream_rate = f.midstream_rate
+        self.outage_status = 0
+        self.slowdown = 1.0
+        b = cfg.billing
+        self.bill_timeout = b.timeout
+        self.bill_midstream = b.midstream
+        self.keep_running = b.abandoned_keeps_running
+        service = make_service(cfg.service, streams.generator(f"provider/{name}/latency"))
+        self.svc_fixed = service.fixed
+        self.svc_per_token = service.per_token
+        self.svc_factors = service.factors
+        self.u = streams.uniforms(f"provider/{name}/errors")
+        self.queue_heap = kernel.queue
+        self.eid = kernel.eid
+
+    def cost(self, input_tokens: int, cached_tokens: int, output_tokens: int) -> float:
+        """USD for the given tokens at this endpoint's prices."""
+        return (
+            (input_tokens - cached_tokens) * self.price_input
+            + cached_tokens * self.price_cached
+            + output_tokens * self.price_output
+        )
+
+    def busy_integral(self, t: float) -> float:
+        """Integral of the busy slots from 0 to ``t``."""
+        return self.busy_acc + self.busy * t
+
+    def queue_integral(self, t: float) -> float:
+        """Integral of the queue length from 0 to ``t``."""
+        return self.queue_acc + len(self.queue) * t
+
+    # Admission ----------------------------------------------------------------------------------
+
+    def submit(self, att: Attempt, now: float) -> None:
+        """Take an attempt sent at ``now``."""
+        if self.outage_status:
+            self._respond(att, now, SERVER_ERROR, self.outage_status, math.nan)
+            return
+        limiter = self.limiter
+        if limiter is not None:
+            retry_after = limiter.admit(now, att.request.input_tokens, att.client.max_tokens)
+            if retry_after is not None:
+                self._respond(att, now, RATE_LIMITED, 429, retry_after)
+                return
+        if self.error_rate and next(self.u) < self.error_rate:
+            self._respond(att, now, SERVER_ERROR, self.error_status, math.nan)
+            return
+        if self.busy < self.slots:
+            self._start(att, now)
+        elif len(self.queue) < self.queue_limit:
+            att.queued_at = now
+            self.queue.append(att)
+            self.queue_acc -= now
+            if att.abandon_at != INF:
+                att.timer = self.kernel.call_in(att.abandon_at - now, self._on_timeout, att)
+        else:
+            self._respond(att, now, OVERLOADED, self.overload_status, math.nan)
+
+    def _respond(
+        self, att: Attempt, now: float, status: str, http: int, retry_after: float
+    ) -> None:
+        """A fast, unbilled failure: the client sees it after ``error_latency``."""
+        delay = self.error_latency
+        if now + delay > att.abandon_at:
+            att.status = TIMEOUT
+            att.http_status = 0
+            att.abandoned = True
+            delay = att.abandon_at - now
+        else:
+            att.status = status
+            att.http_status = http
+            att.retry_after = retry_after
+        self.kernel.schedule(att, delay, self._deliver)
+
+    def _deliver(self, att: Attempt) -> None:
+        att.client.on_response(att)
+
+    # Service ------------------------------------------------------------------------------------
+
+    def _start(self, att: Attempt, now: float) -> None:
+        self.busy += 1
+        self.busy_acc -= now
+        att.start = now
+        out = att.request.output_tokens
+        svc = (self.svc_fixed + self.svc_per_token * out) * next(self.svc_factors) * self.slowdown
+        if self.midstream_rate and next(self.u) < self.midstream_rate:
+            frac = next(self.u)
+            svc *= frac
+            att.generated = int(out * frac)
+            att.status = MIDSTREAM_ERROR
+        else:
+            att.generated = out
+        att.service = svc
+        if att.abandoned:
+            # The client left while this waited in the queue; the provider serves it anyway.
+            fn = self._on_release
+        elif now + svc <= att.abandon_at:
+            fn = self._on_finish
+        else:
+            att.timer = self.kernel.call_in(att.abandon_at - now, self._on_timeout, att)
+            if not self.keep_running:
+                return
+            fn = self._on_release
+        # The attempt is itself the event of its end at the provider (see engine.entities).
+        att.callbacks = [fn]
+        heappush(self.queue_heap, (now + svc, NORMAL, next(self.eid), att))
+
+    def _free_slot(self, att: Attempt, now: float) -> None:
+        self.busy -= 1
+        self.busy_acc += now
+        if self.refunds_output:
+            unused = att.client.max_tokens - att.generated
+            self.limiter.refund_output(now, unused, att.send)  # type: ignore[union-attr]
+        if self.queue:
+            self._serve_queue(now)
+
+    def _serve_queue(self, now: float) -> None:
+        """Start queued attempts while slots are free."""
+        queue = self.queue
+        while queue and self.busy < self.slots:
+            nxt = queue.popleft()
+            self.queue_acc += now
+            if nxt.timer is not None:
+                # Served in time: the client's timeout while queued will not happen.
+                Kernel.cancel(nxt.timer)
+                nxt.timer = None
+            self._start(nxt, now)
+
+    def _on_finish(self, att: Attempt) -> None:
+        """The provider finished an attempt the client is still waiting for."""
+        now = self.env._now
+        self._free_slot(att, now)
+        req = att.request
+        if att.status is OK:
+            att.cost = (
+                (req.input_tokens - req.cached_tokens) * self.price_input
+                + req.cached_tokens * self.price_cached
+                + att.generated * self.price_output
+            )
+        else:  # mid-stream error
+            att.cost = self._failed_cost(self.bill_midstream, att, att.generated)
+        att.client.on_response(att)
+
+    def _on_release(self, att: Attempt) -> None:
+        """An abandoned attempt ends at the provider and frees its slot."""
+        self._free_slot(att, self.env._now)
+
+    def _on_timeout(self, ev: Call) -> None:
+        """The client gives up on an attempt (per-attempt timeout or request deadline)."""
+        att: Attempt = ev._value
+        now = self.env._now
+        att.timer = None
+        att.abandoned = True
+        att.status = TIMEOUT
+        att.http_status = 0
+        if att.start == att.start:  # started (not NaN)
+            done = min(1.0, (now - att.start) / att.service) if att.service > 0 else 1.0
+            if self.bill_timeout == "partial":
+                att.cost = self._failed_cost("partial", att, int(att.generated * done))
+            else:
+                att.cost = self._failed_cost(self.bill_timeout, att, att.generated)
+            if not self.keep_running:
+                self._free_slot(att, now)
+        elif not self.keep_running:
+            self.queue.remove(att)
+            self.queue_acc += now
+        elif self.bill_timeout == "full":
+            # Still queued, and it will be served and billed in full after the client left.
+            req = att.request
+            att.cost = self.cost(req.input_tokens, req.cached_tokens, req.output_tokens)
+        att.client.on_response(att)
+
+    def _failed_cost(self, rule: str, att: Attempt, generated: int) -> float:
+        req = att.request
+        if rule == "none":
+            return 0.0
+        if rule == "full":
+            return self.cost(req.input_tokens, req.cached_tokens, req.output_tokens)
+        return self.cost(req.input_tokens, req.cached_tokens, generated)
+
+    # Incidents ----------------------------------------------------------------------------------
+
+    def set_slots(self, slots: int, now: float) -> None:
+        """Change the number of serving slots; more slots start queued attempts at once."""
+        self.slots = slots
+        self._serve_queue(now)

@@ -1,0 +1,205 @@
+"""Rate limiters: token buckets refilled continuously, or fixed one-minute windows.
+
+A limiter holds one bucket per limited quantity (requests, tokens, input tokens, output
+tokens). An attempt is admitted only if every bucket can pay its cost; otherwise it gets a 429
+whose ``retry_after`` is the time until every bucket could pay, rounded up as headers are.
+Time is passed in (``now``): limiters hold no clock.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+WINDOW = 60.0
+
+
+class TokenBucket:
+    """A bucket of ``capacity`` refilled continuously at ``capacity / 60`` per second.
+
+    When rejected attempts count, the level may go below zero (the attempt is charged); the
+    debt is bounded at one window's worth, as a fixed window would bound it.
+    """
+
+    __slots__ = ("base_capacity", "capacity", "last", "level", "rate")
+
+    def __init__(self, per_minute: float) -> None:
+        self.base_capacity = per_minute
+        self.capacity = per_minute
+        self.rate = per_minute / WINDOW
+        self.level = per_minute
+        self.last = 0.0
+
+    def refill(self, now: float) -> float:
+        """Bring the level up to ``now`` and return it."""
+        level = self.level + (now - self.last) * self.rate
+        if level > self.capacity:
+            level = self.capacity
+        self.level = level
+        self.last = now
+        return level
+
+    def wait_for(self, cost: float, now: float) -> float:
+        """Seconds until the (already refilled) level reaches ``cost``; inf if it never can."""
+        if cost > self.capacity:
+            return math.inf
+        return max(0.0, (cost - self.level) / self.rate)
+
+    def charge(self, cost: float) -> None:
+        """Take ``cost`` (the level may go negative, down to minus one capacity)."""
+        level = self.level - cost
+        self.level = level if level > -self.capacity else -self.capacity
+
+    def refund(self, amount: float, now: float, charged_at: float) -> None:
+        """Give back ``amount`` charged at ``charged_at`` (never above capacity)."""
+        self.refill(now)
+        self.level = min(self.capacity, self.level + amount)
+
+    def scale(self, factor: float, now: float) -> None:
+        """Multiply the limit by ``factor`` relative to the configured one (tier changes)."""
+        self.refill(now)
+        self.capacity = self.base_capacity * factor
+        self.rate = self.capacity / WINDOW
+        self.level = min(self.level, self.capacity)
+
+    def fraction(self, now: float) -> float:
+        """Level as a fraction of capacity, at ``now``, without changing state."""
+        level = min(self.capacity, self.level + (now - self.last) * self.rate)
+        return level / self.capacity
+
+
+class FixedWindow:
+    """A counter of usage reset at every multiple of 60 s; admits while usage + cost <= limit."""
+
+    __slots__ = ("base_capacity", "capacity", "used", "window")
+
+    def __init__(self, per_minute: float) -> None:
+        self.base_capacity = per_minute
+        self.capacity = per_minute
+        self.used = 0.0
+        self.window = 0
+
+    def refill(self, now: float) -> float:
+        """Start a new window if ``now`` is past the current one; return what is left."""
+        w = int(now // WINDOW)
+        if w != self.window:
+            self.window = w
+            self.used = 0.0
+        return self.capacity - self.used
+
+    def wait_for(self, cost: float, now: float) -> float:
+        """Seconds until the cost fits: 0 if it fits now, else until the next window."""
+        if cost > self.capacity:
+            return math.inf
+        if self.used + cost <= self.capacity:
+            return 0.0
+        return (self.window + 1) * WINDOW - now
+
+    def charge(self, cost: float) -> None:
+        """Count ``cost`` in the current window."""
+        self.used += cost
+
+    def refund(self, amount: float, now: float, charged_at: float) -> None:
+        """Give back ``amount`` if it was charged in the current window (older windows are gone)."""
+        self.refill(now)
+        if int(charged_at // WINDOW) == self.window:
+            self.used = max(0.0, self.used - amount)
+
+    def scale(self, factor: float, now: float) -> None:
+        """Multiply the limit by ``factor`` relative to the configured one."""
+        self.refill(now)
+        self.capacity = self.base_capacity * factor
+
+    def fraction(self, now: float) -> float:
+        """What is left as a fraction of the limit, at ``now``."""
+        if int(now // WINDOW) != self.window:
+            return 1.0
+        return max(0.0, self.capacity - self.used) / self.capacity
+
+
+class Bucket(Protocol):
+    """What the limiter needs of a bucket or window."""
+
+    capacity: float
+
+    def refill(self, now: float) -> float: ...  # noqa: D102
+    def wait_for(self, cost: float, now: float) -> float: ...  # noqa: D102
+    def charge(self, cost: float) -> None: ...  # noqa: D102
+    def refund(self, amount: float, now: float, charged_at: float) -> None: ...  # noqa: D102
+    def scale(self, factor: float, now: float) -> None: ...  # noqa: D102
+    def fraction(self, now: float) -> float: ...  # noqa: D102
+
+
+# What each kind of bucket charges, as an index into (1, input + max_tokens, input, max_tokens).
+_REQUESTS, _TOKENS, _INPUT, _OUTPUT = 0, 1, 2, 3
+
+
+class RateLimiter:
+    """The limits of one provider account: requests, tokens, input tokens, output tokens.
+
+    ``admit`` returns ``None`` when the attempt is admitted (and charged), or the
+    ``retry_after`` in seconds (``nan`` when no wait would ever let it through: the attempt is
+    larger than a whole minute's limit).
+    """
+
+    __slots__ = ("_items", "count_rejected", "otpm", "resolution")
+
+    def __init__(
+        self,
+        rpm: float | None,
+        tpm: float | None,
+        itpm: float | None,
+        otpm: float | None,
+        refill: str,
+        count_rejected: bool,
+        resolution: float,
+    ) -> None:
+        make: type[TokenBucket] | type[FixedWindow] = (
+            FixedWindow if refill == "window" else TokenBucket
+        )
+        items: list[tuple[Bucket, int]] = []
+        self.otpm: Bucket | None = None
+        for limit, kind in ((rpm, _REQUESTS), (tpm, _TOKENS), (itpm, _INPUT), (otpm, _OUTPUT)):
+            if limit:
+                bucket = make(limit)
+                items.append((bucket, kind))
+                if kind == _OUTPUT:
+                    self.otpm = bucket
+        self._items = tuple(items)
+        self.count_rejected = count_rejected
+        self.resolution = resolution
+
+    def admit(self, now: float, input_tokens: int, max_tokens: int) -> float | None:
+        """Admit and charge, or return the retry_after of the 429 (see the class docstring)."""
+        costs = (1.0, input_tokens + max_tokens, input_tokens, max_tokens)
+        ok = True
+        for bucket, kind in self._items:
+            if bucket.refill(now) < costs[kind]:
+                ok = False
+        if ok or self.count_rejected:
+            for bucket, kind in self._items:
+                bucket.charge(costs[kind])
+        if ok:
+            return None
+        wait = max(bucket.wait_for(costs[kind], now) for bucket, kind in self._items)
+        if math.isinf(wait):
+            return math.nan
+        res = self.resolution
+        if res > 0:
+            # Headers carry whole seconds (or ms): round up so that honouring it succeeds.
+            wait = math.ceil(wait / res - 1e-9) * res
+        return wait
+
+    def refund_output(self, now: float, unused: int, admitted_at: float) -> None:
+        """Give back output tokens charged from max_tokens but not generated (Anthropic OTPM)."""
+        if self.otpm is not None and unused > 0:
+            self.otpm.refund(float(unused), now, admitted_at)
+
+    def scale(self, factor: float, now: float) -> None:
+        """Multiply every limit by ``factor`` (1 restores the configured limits)."""
+        for bucket, _ in self._items:
+            bucket.scale(factor, now)
+
+    def headroom(self, now: float) -> float:
+        """The smallest fraction left across the buckets (1 = all full), for the time series."""
+        return min(bucket.fraction(now) for bucket, _ in self._items)

@@ -1,0 +1,125 @@
+"""Running a scenario into a results folder, atomically.
+
+The run is written into a hidden ``.<name>.partial-<pid>`` folder beside the target and renamed
+into place only when complete, so an interrupted or crashed run never leaves a folder that
+looks finished. A finished folder holds:
+
+- ``config.json``: the resolved scenario (every default filled in), and ``config.toml``, the
+  file it came from, when there was one;
+- ``manifest.json``: seed, version, git revision, host, Python, start time, wall time;
+- ``summary.json``: every metric (docs/metrics.md);
+- ``requests.parquet``, ``attempts.parquet``, ``events.parquet``, ``timeseries.parquet`` as
+  ``run.records`` asks (docs/records.md).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from llmtraffic.config.scenario import Scenario
+from llmtraffic.engine.simulation import ProgressFn, RunResult, Simulation
+from llmtraffic.errors import ConfigError
+from llmtraffic.results.jsonio import write_json
+from llmtraffic.results.sink import ParquetSink
+
+TABLES_BY_RECORDS = {
+    "all": ("requests", "attempts", "events", "timeseries"),
+    "timeseries": ("events", "timeseries"),
+    "summary": (),
+}
+
+
+def default_folder(scenario: Scenario, root: Path = Path("runs")) -> Path:
+    """``runs/<scenario name>-<UTC timestamp>``."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
+    return root / f"{scenario.name}-{stamp}"
+
+
+def git_revision(cwd: Path | None = None) -> str | None:
+    """The git commit of the working directory's repository, if there is one."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def run_to_folder(
+    scenario: Scenario,
+    folder: Path | None = None,
+    *,
+    seed: int | None = None,
+    force: bool = False,
+    progress: ProgressFn | None = None,
+    config_text: str | None = None,
+) -> tuple[Path, RunResult]:
+    """Run ``scenario`` and write its results folder; return the folder and the result."""
+    final = Path(folder) if folder is not None else default_folder(scenario)
+    if final.exists() and not force:
+        raise ConfigError(
+            [
+                f"results folder {final} already exists; pass --force to replace it, or choose "
+                "another --out"
+            ]
+        )
+    final.parent.mkdir(parents=True, exist_ok=True)
+    partial = final.parent / f".{final.name}.partial-{os.getpid()}"
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir()
+    started = dt.datetime.now(dt.UTC)
+    try:
+        write_json(partial / "config.json", scenario.model_dump(mode="python"))
+        if config_text is not None:
+            (partial / "config.toml").write_text(config_text, encoding="utf-8")
+        sink = ParquetSink(partial, TABLES_BY_RECORDS[scenario.run.records])
+        result = Simulation(scenario, seed=seed, sink=sink, progress=progress).run()
+        write_json(partial / "summary.json", result.summary)
+        write_json(partial / "manifest.json", manifest(scenario, result, started))
+        if final.exists():
+            trash = final.parent / f".{final.name}.old-{os.getpid()}"
+            os.replace(final, trash)
+            os.replace(partial, final)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(partial, final)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return final, result
+
+
+def manifest(scenario: Scenario, result: RunResult, started: dt.datetime) -> dict[str, Any]:
+    """Provenance of a run: what ran, where, when, and how long it took."""
+    s = result.summary
+    return {
+        "kind": "llmtraffic-run",
+        "scenario": scenario.name,
+        "seed": s["seed"],
+        "config_hash": s["config_hash"],
+        "version": s["version"],
+        "schema_version": s["schema_version"],
+        "git_revision": git_revision(),
+        "host": socket.gethostname(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "started_utc": started.isoformat(timespec="seconds"),
+        "wall_time_s": s["wall_time_s"],
+        "records": scenario.run.records,
+        "tables": list(TABLES_BY_RECORDS[scenario.run.records]),
+        "complete": True,
+    }

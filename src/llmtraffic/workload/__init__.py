@@ -1,0 +1,1 @@
+"""The workload: arrival processes, token sizes, and the per-feature request source."""

@@ -1,0 +1,39 @@
+"""Token-size distributions: vectorised samplers of integer token counts."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+from scipy.stats import norm
+
+from llmtraffic.config.workload import FixedTokens, LognormalTokens, TokenDist, UniformTokens
+
+TokenSampler = Callable[[int], np.ndarray]
+"""Returns ``n`` token counts (int64)."""
+
+Z99 = float(norm.ppf(0.99))
+
+
+def lognormal_params(cfg: LognormalTokens) -> tuple[float, float]:
+    """(mu, sigma) of log(tokens) from (median, p99) or (mean, sigma)."""
+    if cfg.median is not None and cfg.p99 is not None:
+        mu = math.log(cfg.median)
+        return mu, (math.log(cfg.p99) - mu) / Z99
+    assert cfg.mean is not None and cfg.sigma is not None
+    return math.log(cfg.mean) - cfg.sigma**2 / 2, cfg.sigma
+
+
+def token_sampler(cfg: TokenDist, rng: np.random.Generator) -> TokenSampler:
+    """Build the sampler for a token-size config."""
+    if isinstance(cfg, FixedTokens):
+        value = cfg.value
+        return lambda n: np.full(n, value, dtype=np.int64)
+    if isinstance(cfg, UniformTokens):
+        low, high = cfg.low, cfg.high
+        return lambda n: rng.integers(low, high + 1, n, dtype=np.int64)
+    if isinstance(cfg, LognormalTokens):
+        mu, sigma = lognormal_params(cfg)
+        return lambda n: np.maximum(1, np.rint(rng.lognormal(mu, sigma, n))).astype(np.int64)
+    raise TypeError(f"unknown token config {cfg!r}")
