@@ -12,10 +12,7 @@ import time
 
 import ciw
 
-try:
-    from ._theory import mmc_mean_wait
-except ImportError:  # run as a script: python benchmarks/baselines/ciw_mmc.py
-    from _theory import mmc_mean_wait  # type: ignore[import-not-found,no-redef]
+from llmtraffic.theory import mmc_mean_wait
 
 
 def run(lam: float, mu: float, c: int, n: int, seed: int) -> dict[str, float]:

@@ -17,10 +17,7 @@ from typing import Any
 import numpy as np
 import simpy
 
-try:
-    from ._theory import mmc_mean_wait
-except ImportError:  # run as a script: python benchmarks/baselines/simpy_mmc.py
-    from _theory import mmc_mean_wait  # type: ignore[import-not-found,no-redef]
+from llmtraffic.theory import mmc_mean_wait
 
 
 def _customer(

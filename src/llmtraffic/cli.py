@@ -67,13 +67,14 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
             force=args.force,
             progress=update,
             config_text=text,
+            overrides=args.set,
         )
     finally:
         if bar is not None:
             bar.stop()
     if not args.quiet:
         print_summary(console, result.summary)
-    console.print(f"results: {folder}")
+    console.print(f"results: {folder}", markup=False, highlight=False, soft_wrap=True)
     return EXIT_OK
 
 
@@ -83,7 +84,10 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
     console.print(
         f"{args.config}: valid ({len(scenario.features)} features, "
         f"{len(scenario.providers)} providers, {len(scenario.policies)} policies, "
-        f"{scenario.run.duration:g} s)"
+        f"{scenario.run.duration:g} s)",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
     )
     return EXIT_OK
 
@@ -150,14 +154,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except LLMTrafficError as exc:
         err.print("[red]error:[/red]", end=" ")
-        err.print(str(exc), markup=False, highlight=False)
+        err.print(str(exc), markup=False, highlight=False, soft_wrap=True)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         err.print("interrupted; no results folder was left half-written")
         return EXIT_FAILED
     except Exception:  # a bug or an environment failure: show it, exit 1
         err.print("[red]the run failed:[/red]")
-        err.print(traceback.format_exc(), markup=False, highlight=False)
+        err.print(traceback.format_exc(), markup=False, highlight=False, soft_wrap=True)
         return EXIT_FAILED
 
 

@@ -26,5 +26,9 @@ class ConfigError(LLMTrafficError):
         super().__init__(text)
 
 
+class OutputError(LLMTrafficError):
+    """A results folder cannot be written where asked (exists, or its parent is not a folder)."""
+
+
 class TraceError(LLMTrafficError):
     """A trace file cannot be read; the message names the file, line and column."""

@@ -25,7 +25,7 @@ from typing import Any
 
 from llmtraffic.config.scenario import Scenario
 from llmtraffic.engine.simulation import ProgressFn, RunResult, Simulation
-from llmtraffic.errors import ConfigError
+from llmtraffic.errors import OutputError
 from llmtraffic.results.jsonio import write_json
 from llmtraffic.results.sink import ParquetSink
 
@@ -37,9 +37,14 @@ TABLES_BY_RECORDS = {
 
 
 def default_folder(scenario: Scenario, root: Path = Path("runs")) -> Path:
-    """``runs/<scenario name>-<UTC timestamp>``."""
+    """``runs/<scenario name>-<UTC timestamp>``, with a counter if that exists already."""
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
-    return root / f"{scenario.name}-{stamp}"
+    folder = root / f"{scenario.name}-{stamp}"
+    n = 2
+    while folder.exists():
+        folder = root / f"{scenario.name}-{stamp}-{n}"
+        n += 1
+    return folder
 
 
 def git_revision(cwd: Path | None = None) -> str | None:
@@ -66,17 +71,29 @@ def run_to_folder(
     force: bool = False,
     progress: ProgressFn | None = None,
     config_text: str | None = None,
+    overrides: list[str] | None = None,
 ) -> tuple[Path, RunResult]:
-    """Run ``scenario`` and write its results folder; return the folder and the result."""
-    final = Path(folder) if folder is not None else default_folder(scenario)
-    if final.exists() and not force:
-        raise ConfigError(
-            [
-                f"results folder {final} already exists; pass --force to replace it, or choose "
-                "another --out"
-            ]
+    """Run ``scenario`` and write its results folder; return the folder and the result.
+
+    ``seed`` replaces ``run.seed`` (so ``config.json`` reproduces the run); ``config_text``
+    and ``overrides`` are kept for provenance.
+    """
+    if seed is not None:
+        scenario = scenario.model_copy(
+            update={"run": scenario.run.model_copy(update={"seed": int(seed)})}
         )
-    final.parent.mkdir(parents=True, exist_ok=True)
+    final = Path(folder) if folder is not None else default_folder(scenario)
+    if final.exists() and not final.is_dir():
+        raise OutputError(f"{final} exists and is not a folder; choose another --out")
+    if final.exists() and not force:
+        raise OutputError(
+            f"results folder {final} already exists; pass --force to replace it, or choose "
+            "another --out"
+        )
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the folder {final.parent}: {exc.strerror}") from None
     partial = final.parent / f".{final.name}.partial-{os.getpid()}"
     if partial.exists():
         shutil.rmtree(partial)
@@ -87,9 +104,11 @@ def run_to_folder(
         if config_text is not None:
             (partial / "config.toml").write_text(config_text, encoding="utf-8")
         sink = ParquetSink(partial, TABLES_BY_RECORDS[scenario.run.records])
-        result = Simulation(scenario, seed=seed, sink=sink, progress=progress).run()
+        result = Simulation(scenario, sink=sink, progress=progress).run()
         write_json(partial / "summary.json", result.summary)
-        write_json(partial / "manifest.json", manifest(scenario, result, started))
+        meta = manifest(scenario, result, started)
+        meta["overrides"] = list(overrides or [])
+        write_json(partial / "manifest.json", meta)
         if final.exists():
             trash = final.parent / f".{final.name}.old-{os.getpid()}"
             os.replace(final, trash)

@@ -25,7 +25,7 @@ _RATE_UNITS = {
     "d": 86400.0,
     "day": 86400.0,
 }
-_NUMBER = r"[0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?|\.[0-9]+(?:[eE][+-]?[0-9]+)?"
+_NUMBER = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?|\.[0-9]+(?:[eE][+-]?[0-9]+)?)"
 _DURATION_RE = re.compile(rf"^\s*({_NUMBER})\s*([a-z]+)\s*$")
 _RATE_RE = re.compile(rf"^\s*({_NUMBER})\s*/\s*([a-z]+)\s*$")
 
@@ -51,13 +51,18 @@ def parse_duration(value: object) -> float:
         seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
     else:
         raise ValueError(f"expected a duration ({DURATION_HELP}), got {value!r}")
-    if math.isnan(seconds) or seconds < 0:
+    if math.isnan(seconds):
+        raise ValueError(f"a duration cannot be NaN; use {DURATION_HELP}")
+    if seconds < 0:
         raise ValueError(f"a duration must be >= 0, got {value!r}")
     return seconds
 
 
-def parse_rate(value: object) -> float:
-    """Return ``value`` as events per second; accept a number or a string like '1200/min'."""
+def parse_rate(value: object, allow_zero: bool = False) -> float:
+    """Return ``value`` as events per second; accept a number or a string like '1200/min'.
+
+    Zero is refused unless ``allow_zero`` (an idle state of a bursty source).
+    """
     if isinstance(value, bool):
         raise ValueError(f"expected a rate ({RATE_HELP}), got {value!r}")
     if isinstance(value, int | float):
@@ -69,6 +74,14 @@ def parse_rate(value: object) -> float:
         rate = float(match.group(1)) / _RATE_UNITS[match.group(2)]
     else:
         raise ValueError(f"expected a rate ({RATE_HELP}), got {value!r}")
-    if not math.isfinite(rate) or rate <= 0:
-        raise ValueError(f"a rate must be > 0 and finite, got {value!r}")
+    if not math.isfinite(rate):
+        raise ValueError(f"a rate must be finite, got {value!r}")
+    if rate < 0 or (rate == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"a rate must be {bound}, got {value!r}")
     return rate
+
+
+def parse_rate_or_zero(value: object) -> float:
+    """``parse_rate`` that also accepts 0."""
+    return parse_rate(value, allow_zero=True)

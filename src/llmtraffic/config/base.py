@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 
-from llmtraffic.units import parse_duration, parse_rate
+from llmtraffic.units import parse_duration, parse_rate, parse_rate_or_zero
 
 
 class Model(BaseModel):
@@ -19,4 +20,26 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 """Seconds; written in configs as a number of seconds or a string such as "5m"."""
 
 Rate = Annotated[float, BeforeValidator(parse_rate)]
-"""Events per second; written as a number or a string such as "1200/min"."""
+"""Events per second (> 0); written as a number or a string such as "1200/min"."""
+
+RateOrZero = Annotated[float, BeforeValidator(parse_rate_or_zero)]
+"""Events per second, 0 allowed."""
+
+
+def _positive(value: float) -> float:
+    if value <= 0:
+        raise ValueError(f"must be > 0, got {value:g} s")
+    return value
+
+
+def _positive_finite(value: float) -> float:
+    if math.isinf(value):
+        raise ValueError("must be finite")
+    return _positive(value)
+
+
+PositiveDuration = Annotated[float, BeforeValidator(parse_duration), AfterValidator(_positive)]
+"""A duration > 0 ("inf" allowed: never)."""
+
+FiniteDuration = Annotated[float, BeforeValidator(parse_duration), AfterValidator(_positive_finite)]
+"""A duration > 0 and finite."""

@@ -57,7 +57,11 @@ def apply_overrides(
         if "=" not in item:
             raise ConfigError([f"--set {item!r}: expected dotted.path=value"], source=source)
         path, _, text = item.partition("=")
-        set_dotted(raw, path.strip(), parse_value(text.strip()))
+        try:
+            set_dotted(raw, path.strip(), parse_value(text.strip()))
+        except ConfigError as exc:
+            problems = [f"--set {item!r}: {p}" for p in exc.problems]
+            raise ConfigError(problems, source=source) from None
 
 
 def parse_value(text: str) -> Any:
@@ -70,20 +74,33 @@ def parse_value(text: str) -> Any:
 
 
 def set_dotted(raw: dict[str, Any], path: str, value: Any) -> None:
-    """Set ``raw[a][b][c] = value`` for path ``a.b.c``, creating tables as needed."""
-    keys = [k for k in path.split(".")]
+    """Set ``raw[a][b][c] = value`` for path ``a.b.c``, creating tables as needed.
+
+    A whole-number part indexes a list (``providers.p.incidents.0.start``).
+    """
+    keys = path.split(".")
     if not path or any(not k for k in keys):
-        raise ConfigError([f"--set {path!r}: malformed dotted path"])
+        raise ConfigError([f"malformed dotted path {path!r}"])
     node: Any = raw
-    for i, key in enumerate(keys[:-1]):
-        nxt = node.get(key) if isinstance(node, dict) else None
-        if nxt is None:
-            nxt = node[key] = {}
-        if not isinstance(nxt, dict):
-            where = ".".join(keys[: i + 1])
-            raise ConfigError([f"--set {path}: {where} is a value, not a table"])
-        node = nxt
-    node[keys[-1]] = copy.deepcopy(value)
+    for i, key in enumerate(keys):
+        last = i == len(keys) - 1
+        where = ".".join(keys[: i + 1])
+        if isinstance(node, list):
+            if not key.isdigit() or int(key) >= len(node):
+                raise ConfigError([f"{where}: no item {key} in a list of {len(node)}"])
+            if last:
+                node[int(key)] = copy.deepcopy(value)
+                return
+            node = node[int(key)]
+            continue
+        if not isinstance(node, dict):
+            raise ConfigError([f"{'.'.join(keys[:i])} is a value, not a table"])
+        if last:
+            node[key] = copy.deepcopy(value)
+            return
+        if node.get(key) is None:
+            node[key] = {}
+        node = node[key]
 
 
 def format_errors(exc: ValidationError, raw: Any, root: type[BaseModel]) -> list[str]:
@@ -103,7 +120,7 @@ def format_errors(exc: ValidationError, raw: Any, root: type[BaseModel]) -> list
         elif kind == "missing":
             msg = f"{where}: missing required key"
         elif kind in ("union_tag_invalid", "union_tag_not_found"):
-            tags = str(ctx.get("expected_tags", "")).replace("'", "")
+            tags = ", ".join(_union_tags(root, path, raw))
             if kind == "union_tag_invalid":
                 msg = f"{where}.kind: unknown kind {ctx.get('tag')!r}; expected one of: {tags}"
             else:
@@ -171,30 +188,66 @@ def _clean_path(loc: tuple[int | str, ...], raw: Any) -> tuple[list[str], Any]:
     return path, node
 
 
-def _allowed_keys(root: type[BaseModel], path: list[str], raw: Any) -> list[str]:
-    """Field names of the model found at ``path`` (following the input to pick union members)."""
+def _type_at(root: type[BaseModel], path: list[str], raw: Any) -> Any:
+    """The annotated type of the field at ``path``, following the input to pick union members
+    (None when the path leaves the schema)."""
     tp: Any = root
     node = raw
     for part in path:
-        tp = _model_for(tp, node)
-        if tp is None:
-            return []
-        if isinstance(tp, type) and issubclass(tp, BaseModel):
-            field = tp.model_fields.get(part)
+        resolved = _model_for(tp, node)
+        if isinstance(resolved, type) and issubclass(resolved, BaseModel):
+            field = resolved.model_fields.get(part)
             if field is None:
-                return []
+                return None
             tp = field.annotation
+        elif resolved is not None:
+            tp = _container_item(resolved)
         else:
-            tp = _container_item(tp)
-        node = (
-            node.get(part)
-            if isinstance(node, dict)
-            else (node[int(part)] if isinstance(node, list) and part.isdigit() else None)
-        )
-    model = _model_for(tp, node)
+            return None
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            node = None
+    return tp
+
+
+def _allowed_keys(root: type[BaseModel], path: list[str], raw: Any) -> list[str]:
+    """Field names of the table at ``path``."""
+    node = _node_at(raw, path)
+    model = _model_for(_type_at(root, path, raw), node)
     if isinstance(model, type) and issubclass(model, BaseModel):
         return sorted(model.model_fields)
     return []
+
+
+def _union_tags(root: type[BaseModel], path: list[str], raw: Any) -> list[str]:
+    """The ``kind`` values a discriminated union at ``path`` accepts."""
+    tp = _type_at(root, path, raw)
+    while typing.get_origin(tp) is typing.Annotated:
+        tp = typing.get_args(tp)[0]
+    tags: list[str] = []
+    for member in typing.get_args(tp):
+        if (
+            isinstance(member, type)
+            and issubclass(member, BaseModel)
+            and "kind" in member.model_fields
+        ):
+            tags.extend(str(t) for t in typing.get_args(member.model_fields["kind"].annotation))
+    return tags
+
+
+def _node_at(raw: Any, path: list[str]) -> Any:
+    node = raw
+    for part in path:
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+    return node
 
 
 def _model_for(tp: Any, node: Any) -> Any:

@@ -6,7 +6,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import Field, model_validator
 
-from llmtraffic.config.base import Duration, Model
+from llmtraffic.config.base import Duration, Model, PositiveDuration
 
 FailureKind = Literal["rate_limited", "server_error", "overloaded", "timeout", "midstream_error"]
 """Failed attempt statuses, as they appear in the ``status`` column of the attempts table."""
@@ -62,15 +62,13 @@ class ExponentialRetry(_Retry):
     """
 
     kind: Literal["exponential"]
-    base: Duration = 0.5
+    base: PositiveDuration = 0.5
     multiplier: float = Field(2.0, ge=1.0)
     cap: Duration = 60.0
     jitter: Literal["none", "full", "equal", "decorrelated"] = "full"
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        if self.base <= 0:
-            raise ValueError(f"base must be > 0, got {self.base}")
         if self.cap < self.base:
             raise ValueError(f"cap ({self.cap}) must be >= base ({self.base})")
         return self
@@ -118,8 +116,10 @@ class Budget(Model):
 class Policy(Model):
     """A client's resilience behaviour for one feature."""
 
-    timeout: Duration = Field(600.0, description="per-attempt timeout (the SDKs' default is 600s)")
-    deadline: Duration = Field(
+    timeout: PositiveDuration = Field(
+        600.0, description="per-attempt timeout (the SDKs' default is 600s)"
+    )
+    deadline: PositiveDuration = Field(
         float("inf"), description="per-request deadline: when the user gives up"
     )
     retryable: list[FailureKind] = Field(
@@ -128,11 +128,3 @@ class Policy(Model):
     retry: Retry = NoRetry(kind="none")
     breaker: Breaker | None = None
     budget: Budget | None = None
-
-    @model_validator(mode="after")
-    def _check(self) -> Self:
-        if self.timeout <= 0:
-            raise ValueError(f"timeout must be > 0, got {self.timeout}")
-        if self.deadline <= 0:
-            raise ValueError(f"deadline must be > 0, got {self.deadline}")
-        return self

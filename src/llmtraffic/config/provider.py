@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import itertools
-import math
 from typing import Annotated, Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from llmtraffic.config.base import Duration, Model
+from llmtraffic.config.base import Duration, FiniteDuration, Model, PositiveDuration
 
 
 class Prices(Model):
@@ -51,20 +50,22 @@ class RateLimit(Model):
         return self
 
 
+def _queue_limit(value: object) -> object:
+    if value == "unbounded" or (
+        isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    ):
+        return value
+    raise ValueError(f"expected a whole number >= 0 or 'unbounded', got {value!r}")
+
+
 class Capacity(Model):
     """Serving capacity: concurrent slots and a FIFO queue; past the queue limit, load is shed."""
 
     slots: int = Field(100, gt=0, description="attempts served at once")
-    queue_limit: int | Literal["unbounded"] = Field(
+    queue_limit: Annotated[int | Literal["unbounded"], BeforeValidator(_queue_limit)] = Field(
         200, description="attempts that may wait for a slot; beyond it they get overload errors"
     )
     overload_status: int = Field(529, description="HTTP status of a shed attempt (503 or 529)")
-
-    @model_validator(mode="after")
-    def _check(self) -> Self:
-        if isinstance(self.queue_limit, int) and self.queue_limit < 0:
-            raise ValueError(f"queue_limit must be >= 0 or 'unbounded', got {self.queue_limit}")
-        return self
 
 
 class TokenService(Model):
@@ -82,7 +83,7 @@ class ExponentialService(Model):
     """Exponential service time (the provider then reduces to M/M/c)."""
 
     kind: Literal["exponential"]
-    mean: Duration
+    mean: PositiveDuration
 
 
 class DeterministicService(Model):
@@ -161,13 +162,7 @@ class Billing(Model):
 
 class _Window(Model):
     start: Duration = Field(description="time since the start of the run")
-    duration: Duration
-
-    @model_validator(mode="after")
-    def _check_window(self) -> Self:
-        if self.duration <= 0 or math.isinf(self.duration):
-            raise ValueError(f"duration must be > 0 and finite, got {self.duration}")
-        return self
+    duration: FiniteDuration
 
 
 class Outage(_Window):
@@ -232,17 +227,18 @@ class Provider(Model):
     billing: Billing = Billing()
     incidents: list[Incident] = Field(default_factory=list)
 
-    @model_validator(mode="after")
-    def _check_incidents(self) -> Self:
-        by_kind: dict[str, list[tuple[float, float]]] = {}
-        for inc in self.incidents:
-            by_kind.setdefault(inc.kind, []).append((inc.start, inc.start + inc.duration))
+    @field_validator("incidents")
+    @classmethod
+    def _no_overlap(cls, incidents: list[Incident]) -> list[Incident]:
+        by_kind: dict[str, list[tuple[float, float, int]]] = {}
+        for i, inc in enumerate(incidents):
+            by_kind.setdefault(inc.kind, []).append((inc.start, inc.start + inc.duration, i))
         for kind, spans in by_kind.items():
             spans.sort()
-            for (s0, e0), (s1, _) in itertools.pairwise(spans):
+            for (s0, e0, i0), (s1, _, i1) in itertools.pairwise(spans):
                 if s1 < e0:
                     raise ValueError(
-                        f"two {kind} incidents overlap ({s0:g}-{e0:g}s and from {s1:g}s); "
-                        "merge them or move one"
+                        f"incidents [{i0}] and [{i1}] are both {kind} and overlap "
+                        f"({s0:g}-{e0:g} s and from {s1:g} s); merge them or move one"
                     )
-        return self
+        return incidents

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Annotated, Literal, Self
 
 from pydantic import Field, model_validator
 
-from llmtraffic.config.base import Duration, Model, Rate
+from llmtraffic.config.base import Duration, Model, Rate, RateOrZero
 
 
 class PoissonArrivals(Model):
@@ -50,7 +51,9 @@ class BurstyArrivals(Model):
     """
 
     kind: Literal["bursty"]
-    rates: list[Rate] = Field(description="arrival rate in each state, per second (0 allowed)")
+    rates: list[RateOrZero] = Field(
+        description="arrival rate in each state, per second (0 allowed: an off state)"
+    )
     mean_durations: list[Duration] = Field(description="mean time spent in each state")
 
     @model_validator(mode="after")
@@ -64,6 +67,8 @@ class BurstyArrivals(Model):
             )
         if any(d <= 0 for d in self.mean_durations):
             raise ValueError("every mean duration must be > 0")
+        if max(self.rates) <= 0:
+            raise ValueError("at least one state needs a rate > 0")
         return self
 
 
@@ -94,8 +99,28 @@ class DauArrivals(Model):
     peak_hour: float = Field(14.0, ge=0.0, lt=24.0)
 
 
+class ExplicitArrivals(Model):
+    """Arrivals at the listed times (seconds from the start): small exact cases and examples."""
+
+    kind: Literal["times"]
+    at: list[float] = Field(description="arrival times in seconds, sorted, each >= 0")
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if any(t < 0 for t in self.at):
+            raise ValueError("arrival times must be >= 0")
+        if any(b < a for a, b in itertools.pairwise(self.at)):
+            raise ValueError("arrival times must be sorted in increasing order")
+        return self
+
+
 Arrivals = Annotated[
-    PoissonArrivals | DiurnalArrivals | BurstyArrivals | RampArrivals | DauArrivals,
+    PoissonArrivals
+    | DiurnalArrivals
+    | BurstyArrivals
+    | RampArrivals
+    | DauArrivals
+    | ExplicitArrivals,
     Field(discriminator="kind"),
 ]
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from itertools import repeat
+from statistics import NormalDist
 from typing import NamedTuple
 
 import numpy as np
-from scipy.stats import norm
 
 from llmtraffic.config.provider import (
     DeterministicService,
@@ -37,7 +37,7 @@ class ServiceModel(NamedTuple):
         return (self.fixed + self.per_token * output_tokens) * next(self.factors)
 
 
-Z99 = float(norm.ppf(0.99))
+Z99 = NormalDist().inv_cdf(0.99)  # 99th percentile of the standard normal
 
 
 def make_service(cfg: Service, rng: np.random.Generator) -> ServiceModel:

@@ -17,6 +17,7 @@ from llmtraffic.config.workload import (
     BurstyArrivals,
     DauArrivals,
     DiurnalArrivals,
+    ExplicitArrivals,
     PoissonArrivals,
     RampArrivals,
 )
@@ -53,6 +54,8 @@ def arrival_times(
         return thinned_times(ramp, max(r0, r1), rng, horizon)
     if isinstance(cfg, BurstyArrivals):
         return mmpp_times(cfg.rates, cfg.mean_durations, rng, horizon)
+    if isinstance(cfg, ExplicitArrivals):
+        return iter([np.asarray(cfg.at, dtype=float)])
     raise TypeError(f"unknown arrivals config {cfg!r}")
 
 
@@ -62,6 +65,8 @@ def mean_rate(cfg: Arrivals, horizon: float, start_hour: float = 0.0) -> float:
         return cfg.rate
     if isinstance(cfg, RampArrivals):
         return (cfg.start_rate + cfg.end_rate) / 2
+    if isinstance(cfg, ExplicitArrivals):
+        return len(cfg.at) / horizon
     if isinstance(cfg, BurstyArrivals):
         weights = np.asarray(cfg.mean_durations)
         return float(np.dot(weights, cfg.rates) / weights.sum())

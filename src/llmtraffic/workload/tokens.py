@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from statistics import NormalDist
 
 import numpy as np
-from scipy.stats import norm
 
 from llmtraffic.config.workload import FixedTokens, LognormalTokens, TokenDist, UniformTokens
 
 TokenSampler = Callable[[int], np.ndarray]
 """Returns ``n`` token counts (int64)."""
 
-Z99 = float(norm.ppf(0.99))
+Z99 = NormalDist().inv_cdf(0.99)  # 99th percentile of the standard normal
 
 
 def lognormal_params(cfg: LognormalTokens) -> tuple[float, float]:

@@ -1,0 +1,103 @@
+"""Rate limiters: unit behaviour with an injected clock, and long-run admitted rates."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from llmtraffic import Simulation
+from llmtraffic.provider.ratelimit import FixedWindow, RateLimiter, TokenBucket
+from llmtraffic.theory import token_bucket_admitted_rate
+from tests.conftest import make_scenario
+
+
+def test_token_bucket_refills_continuously() -> None:
+    bucket = TokenBucket(60.0)  # one token per second, 60 at most
+    assert bucket.refill(0.0) == 60.0
+    bucket.charge(60.0)
+    assert bucket.refill(0.0) == 0.0
+    assert bucket.refill(2.5) == pytest.approx(2.5)  # 2.5 s later: 2.5 tokens back
+    assert bucket.wait_for(5.0, 2.5) == pytest.approx(2.5)
+    assert bucket.refill(1000.0) == 60.0  # never above capacity
+    assert math.isinf(bucket.wait_for(61.0, 1000.0))  # larger than the bucket: never
+
+
+def test_fixed_window_resets_each_minute() -> None:
+    window = FixedWindow(10.0)
+    window.refill(5.0)
+    window.charge(10.0)
+    assert window.refill(59.9) == 0.0
+    assert window.wait_for(1.0, 59.9) == pytest.approx(0.1)  # until the next window
+    assert window.refill(60.0) == 10.0
+
+
+def test_limiter_retry_after_is_rounded_up_to_whole_seconds() -> None:
+    lim = RateLimiter(60.0, None, None, None, "continuous", False, 1.0)
+    for _ in range(60):
+        assert lim.admit(0.0, 10, 10) is None
+    # Empty: the next token comes 1 s later; at t=0.3 that is 0.7 s away, sent as "1".
+    assert lim.admit(0.3, 10, 10) == 1.0
+    assert lim.admit(1.0, 10, 10) is None
+
+
+def test_openai_style_tokens_count_input_plus_max_tokens() -> None:
+    lim = RateLimiter(None, 1000.0, None, None, "continuous", False, 0.0)
+    assert lim.admit(0.0, 300, 400) is None  # 700 of 1000
+    ra = lim.admit(0.0, 300, 400)  # needs 700, has 300: 400 tokens at 1000/60 per s
+    assert ra == pytest.approx(400 / (1000 / 60))
+
+
+def test_anthropic_style_output_refund() -> None:
+    """OTPM is charged max_tokens at admission and corrected to the actual output at the end."""
+    lim = RateLimiter(None, None, 10_000.0, 1000.0, "continuous", False, 0.0)
+    assert lim.admit(0.0, 100, 1000) is None
+    assert lim.admit(0.0, 100, 1000) is not None  # OTPM empty
+    lim.refund_output(0.0, 800, 0.0)  # only 200 were generated
+    assert lim.admit(0.0, 100, 800) is None
+
+
+def test_rejected_attempts_count_when_configured() -> None:
+    counting = RateLimiter(60.0, None, None, None, "continuous", True, 0.0)
+    free = RateLimiter(60.0, None, None, None, "continuous", False, 0.0)
+    for lim in (counting, free):
+        for _ in range(60):
+            lim.admit(0.0, 1, 1)
+        for _ in range(30):
+            lim.admit(0.0, 1, 1)  # all rejected
+    # After 10 s, 10 tokens came back; the counting limiter is still 30 in debt.
+    assert free.admit(10.0, 1, 1) is None
+    assert counting.admit(10.0, 1, 1) is not None
+
+
+def admitted(offered: float, rpm: float, refill: str, duration: float) -> tuple[int, int]:
+    """(admitted attempts, requests) of a run with no retries."""
+    sc = make_scenario(
+        **{
+            "run.duration": duration,
+            "run.seed": 31,
+            "run.records": "summary",
+            "providers.p.rate_limit": {"rpm": rpm, "refill": refill, "count_rejected": False},
+            "providers.p.capacity": {"slots": 1000, "queue_limit": 0},
+            "providers.p.service": {"kind": "deterministic", "value": 0.05},
+            "features.f.arrivals": {"kind": "poisson", "rate": offered},
+        }
+    )
+    s = Simulation(sc).run().summary
+    return s["attempts"] - s["attempt_statuses"].get("rate_limited", 0), s["requests"]
+
+
+@pytest.mark.parametrize("refill", ["continuous", "window"])
+def test_under_the_limit_everything_is_admitted(refill: str) -> None:
+    n_admitted, requests = admitted(4.0, 600.0, refill, 1800.0)
+    assert n_admitted == requests
+
+
+@pytest.mark.parametrize("refill", ["continuous", "window"])
+def test_over_the_limit_the_admitted_rate_is_the_refill(refill: str) -> None:
+    rpm, offered, duration = 600.0, 15.0, 3600.0
+    n_admitted, _ = admitted(offered, rpm, refill, duration)
+    # A continuous bucket starts full: one minute's worth is a one-off burst, not a rate.
+    burst = rpm if refill == "continuous" else 0.0
+    rate = (n_admitted - burst) / duration
+    assert rate == pytest.approx(token_bucket_admitted_rate(offered, rpm), rel=0.01)
