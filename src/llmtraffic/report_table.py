@@ -63,19 +63,19 @@ def summary_table(s: dict[str, Any], title: str = "Summary") -> Table:
 
 def features_table(s: dict[str, Any]) -> Table:
     """Per-feature breakdown."""
-    t = Table(title="Per feature", title_justify="left")
+    t = Table(title="Per feature", title_justify="left", box=None, header_style="bold underline")
     for col in (
         "feature",
         "requests",
         "success",
-        "attempts/req",
+        "att/req",
         "billed",
         "wasted",
         "cost x",
         "p95 latency",
         "per month",
     ):
-        t.add_column(col, justify="left" if col == "feature" else "right")
+        t.add_column(col, justify="left" if col == "feature" else "right", no_wrap=True)
     for name, m in s["features"].items():
         t.add_row(
             name,
@@ -93,19 +93,19 @@ def features_table(s: dict[str, Any]) -> Table:
 
 def incidents_table(s: dict[str, Any]) -> Table:
     """Per-incident success, cost and recovery."""
-    t = Table(title="Incidents", title_justify="left")
+    t = Table(title="Incidents", title_justify="left", box=None, header_style="bold underline")
     for col in (
         "provider",
         "kind",
         "window",
-        "success before",
-        "success during",
-        "attempts/req during",
+        "ok before",
+        "ok during",
+        "att/req",
         "extra cost",
         "recovery",
         "metastable",
     ):
-        t.add_column(col)
+        t.add_column(col, no_wrap=True)
     for inc in s["incidents"]:
         meta = inc["metastable"]
         t.add_row(

@@ -30,8 +30,8 @@ NAN = math.nan
 class Client:
     """One feature's client: its policy, breaker and budget, and its request lifecycle.
 
-    ``active`` counts requests between arrival and terminal outcome; ``live`` maps their ids
-    to them when the run may be cut short (a finite drain) and must end them as unfinished.
+    ``live`` maps the ids of requests between arrival and outcome to them when the run may be
+    cut short (a finite drain) and must end them as unfinished.
     """
 
     def __init__(
@@ -57,6 +57,7 @@ class Client:
         self.u = streams.uniforms(f"client/{name}/jitter")
         self.tally = recorder.tallies[name]
         self.bins = recorder.bins
+        self._inv = recorder.bins.inv
         self.arrived_ok = recorder.bins.arrived["arrived_ok"]
         self.arrived_done = recorder.bins.arrived["arrived_done"]
         self.breaker: CircuitBreaker | None = None
@@ -70,7 +71,6 @@ class Client:
             if policy.budget is not None
             else None
         )
-        self.active = 0
         self.live: dict[int, Request] | None = {} if track_live else None
 
     # Request lifecycle ------------------------------------------------------------------------
@@ -78,7 +78,6 @@ class Client:
     def arrive(self, req: Request) -> None:
         """A new request arrives now."""
         self.tally.requests += 1
-        self.active += 1
         if self.live is not None:
             self.live[req.id] = req
         if self.budget is not None:
@@ -101,7 +100,6 @@ class Client:
         number = req.attempts
         tally = self.tally
         tally.sent += 1
-        tally.inflight_n += 1
         tally.inflight_acc -= now
         if number:
             tally.retries += 1
@@ -122,9 +120,17 @@ class Client:
         tally.attempts += 1
         tally.billed += cost
         tally.status[status] += 1
-        tally.inflight_n -= 1
         tally.inflight_acc += now
         req.billed += cost
+        breaker = self.breaker
+        if breaker is not None and (status is OK or status in self.breaker_failures):
+            breaker.record(now, att.epoch, status is not OK, now - att.send)
+        if status is OK:
+            req.useful = cost
+            if att.number == 0:
+                # The common case: one combined row stands for the request and its attempt.
+                self.finish(req, OK, now, att)
+                return
         rows = self.recorder.attempts
         if rows is not None:
             start = att.start
@@ -149,11 +155,7 @@ class Client:
                     att.wait_before,
                 )
             )
-        breaker = self.breaker
-        if breaker is not None and (status is OK or status in self.breaker_failures):
-            breaker.record(now, att.epoch, status is not OK, now - att.send)
         if status is OK:
-            req.useful = cost
             self.finish(req, OK, now)
         else:
             tally.failed_attempts += 1
@@ -202,25 +204,48 @@ class Client:
     def _on_deadline(self, req: Request) -> None:
         self.finish(req, DEADLINE, self.env._now)
 
-    def finish(self, req: Request, outcome: str, now: float) -> None:
-        """End ``req`` with its one terminal ``outcome``."""
+    def finish(
+        self, req: Request, outcome: str, now: float, first_try: Attempt | None = None
+    ) -> None:
+        """End ``req`` with its one terminal ``outcome``; ``first_try`` is its only attempt
+        when that succeeded (recorded as one combined row)."""
         tally = self.tally
-        tally.outcomes[outcome] = tally.outcomes.get(outcome, 0) + 1
-        tally.baseline += req.baseline
+        tally.outcomes[outcome] += 1
         latency = now - req.arrival
-        ba = int(req.arrival * self.bins.inv)
+        ba = int(req.arrival * self._inv)
         self.arrived_done[ba] += 1
         if outcome is OK:
-            tally.ok += 1
             tally.useful += req.useful
             tally.latencies.append(latency)
             tally.ok_input_tokens += req.input_tokens
             tally.ok_output_tokens += req.output_tokens
             self.arrived_ok[ba] += 1
-        self.active -= 1
         if self.live is not None:
             del self.live[req.id]
-        rows = self.recorder.requests
+        recorder = self.recorder
+        if first_try is not None:
+            simple = recorder.simple
+            if simple is not None:
+                provider = first_try.provider
+                simple.append(
+                    (
+                        req.id,
+                        self.name,
+                        provider.name,
+                        provider.model,
+                        req.arrival,
+                        first_try.start,
+                        now,
+                        req.input_tokens,
+                        first_try.generated,
+                        req.useful,
+                        req.baseline,
+                    )
+                )
+                if len(simple) >= FLUSH_ROWS:
+                    recorder.flush_if_full()
+            return
+        rows = recorder.requests
         if rows is not None:
             last = req.last_provider
             rows.append(
@@ -242,11 +267,18 @@ class Client:
                 )
             )
             if len(rows) >= FLUSH_ROWS:
-                self.recorder.flush_if_full()
+                recorder.flush_if_full()
 
     def inflight_integral(self, t: float) -> float:
         """Integral of this client's attempts in flight from 0 to ``t``."""
-        return self.tally.inflight_acc + self.tally.inflight_n * t
+        tally = self.tally
+        return tally.inflight_acc + (tally.sent - tally.attempts) * t
+
+    @property
+    def active(self) -> int:
+        """Requests that arrived and have not reached their outcome yet."""
+        tally = self.tally
+        return tally.requests - tally.finished
 
     # Breaker hooks ----------------------------------------------------------------------------
 

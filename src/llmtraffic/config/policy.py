@@ -36,20 +36,20 @@ class _Retry(Model):
 class NoRetry(Model):
     """Never retry: one attempt per request."""
 
-    kind: Literal["none"]
+    kind: Literal["none"] = "none"
 
 
 class NaiveRetry(_Retry):
     """Retry immediately, up to ``max_retries`` times (the retry-storm maker)."""
 
-    kind: Literal["naive"]
+    kind: Literal["naive"] = "naive"
     honor_retry_after: bool = False
 
 
 class FixedRetry(_Retry):
     """Wait a fixed ``delay`` before each retry."""
 
-    kind: Literal["fixed"]
+    kind: Literal["fixed"] = "fixed"
     delay: Duration = 1.0
 
 
@@ -61,7 +61,7 @@ class ExponentialRetry(_Retry):
     ``decorrelated`` = min(cap, U(base, 3 * previous wait)).
     """
 
-    kind: Literal["exponential"]
+    kind: Literal["exponential"] = "exponential"
     base: PositiveDuration = 0.5
     multiplier: float = Field(2.0, ge=1.0)
     cap: Duration = 60.0

@@ -71,7 +71,7 @@ class Capacity(Model):
 class TokenService(Model):
     """Service time = ttft + output_tokens / decode_tps, times mean-one lognormal noise."""
 
-    kind: Literal["tokens"]
+    kind: Literal["tokens"] = "tokens"
     ttft: Duration = Field(0.5, description="time to first token")
     decode_tps: float = Field(60.0, gt=0, description="output tokens per second while decoding")
     noise_sigma: float = Field(
@@ -82,21 +82,21 @@ class TokenService(Model):
 class ExponentialService(Model):
     """Exponential service time (the provider then reduces to M/M/c)."""
 
-    kind: Literal["exponential"]
+    kind: Literal["exponential"] = "exponential"
     mean: PositiveDuration
 
 
 class DeterministicService(Model):
     """Every attempt takes the same time."""
 
-    kind: Literal["deterministic"]
+    kind: Literal["deterministic"] = "deterministic"
     value: Duration
 
 
 class LognormalService(Model):
     """Lognormal service time given its median and 99th percentile."""
 
-    kind: Literal["lognormal"]
+    kind: Literal["lognormal"] = "lognormal"
     median: Duration
     p99: Duration
 
@@ -110,7 +110,7 @@ class LognormalService(Model):
 class UniformService(Model):
     """Service time uniform on [low, high]."""
 
-    kind: Literal["uniform"]
+    kind: Literal["uniform"] = "uniform"
     low: Duration
     high: Duration
 
@@ -168,7 +168,7 @@ class _Window(Model):
 class Outage(_Window):
     """Every attempt fails fast with ``status`` (not billed)."""
 
-    kind: Literal["outage"]
+    kind: Literal["outage"] = "outage"
     status: int = 503
 
 
@@ -176,7 +176,7 @@ class Brownout(_Window):
     """A degraded provider: the fast-error probability is raised to ``error_rate`` and the
     mid-stream failure probability to ``midstream_rate`` (which costs capacity and money)."""
 
-    kind: Literal["brownout"]
+    kind: Literal["brownout"] = "brownout"
     error_rate: float = Field(0.0, ge=0, le=1)
     midstream_rate: float = Field(0.0, ge=0, le=1)
     status: int = 500
@@ -191,21 +191,21 @@ class Brownout(_Window):
 class LatencySpike(_Window):
     """Service times are multiplied by ``factor``."""
 
-    kind: Literal["latency_spike"]
+    kind: Literal["latency_spike"] = "latency_spike"
     factor: float = Field(gt=0)
 
 
 class CapacityDrop(_Window):
     """Only a fraction ``remaining`` of the slots serve (at least one)."""
 
-    kind: Literal["capacity_drop"]
+    kind: Literal["capacity_drop"] = "capacity_drop"
     remaining: float = Field(gt=0, lt=1)
 
 
 class RateLimitChange(_Window):
     """All rate limits are multiplied by ``factor`` (a tier change, or a provider tightening)."""
 
-    kind: Literal["rate_limit_change"]
+    kind: Literal["rate_limit_change"] = "rate_limit_change"
     factor: float = Field(gt=0)
 
 

@@ -13,7 +13,7 @@ from llmtraffic.config.base import Duration, Model, Rate, RateOrZero
 class PoissonArrivals(Model):
     """Homogeneous Poisson arrivals at a constant rate."""
 
-    kind: Literal["poisson"]
+    kind: Literal["poisson"] = "poisson"
     rate: Rate = Field(description="mean arrival rate, requests per second (or '1200/min')")
 
 
@@ -25,7 +25,7 @@ class DiurnalArrivals(Model):
     when ``profile`` is given, ``mean_rate`` times the hourly weights normalised to mean 1.
     """
 
-    kind: Literal["diurnal"]
+    kind: Literal["diurnal"] = "diurnal"
     mean_rate: Rate = Field(description="mean over a whole day, requests per second")
     peak_to_trough: float = Field(3.0, ge=1.0, description="ratio of the peak to the lowest rate")
     peak_hour: float = Field(14.0, ge=0.0, lt=24.0, description="hour of day of the peak")
@@ -50,7 +50,7 @@ class BurstyArrivals(Model):
     next state in turn (an on/off source when two states are given).
     """
 
-    kind: Literal["bursty"]
+    kind: Literal["bursty"] = "bursty"
     rates: list[RateOrZero] = Field(
         description="arrival rate in each state, per second (0 allowed: an off state)"
     )
@@ -75,7 +75,7 @@ class BurstyArrivals(Model):
 class RampArrivals(Model):
     """Poisson arrivals whose rate moves linearly from ``start_rate`` to ``end_rate``."""
 
-    kind: Literal["ramp"]
+    kind: Literal["ramp"] = "ramp"
     start_rate: float = Field(ge=0.0, description="rate at t=0, per second")
     end_rate: float = Field(ge=0.0, description="rate at the end of the run, per second")
 
@@ -92,7 +92,7 @@ class DauArrivals(Model):
     Poisson at the daily mean when ``peak_to_trough`` is 1, otherwise diurnal.
     """
 
-    kind: Literal["dau"]
+    kind: Literal["dau"] = "dau"
     users: float = Field(gt=0, description="daily active users")
     requests_per_user: float = Field(gt=0, description="requests per user per day")
     peak_to_trough: float = Field(1.0, ge=1.0)
@@ -102,7 +102,7 @@ class DauArrivals(Model):
 class ExplicitArrivals(Model):
     """Arrivals at the listed times (seconds from the start): small exact cases and examples."""
 
-    kind: Literal["times"]
+    kind: Literal["times"] = "times"
     at: list[float] = Field(description="arrival times in seconds, sorted, each >= 0")
 
     @model_validator(mode="after")
@@ -128,14 +128,14 @@ Arrivals = Annotated[
 class FixedTokens(Model):
     """Every request has the same number of tokens."""
 
-    kind: Literal["fixed"]
+    kind: Literal["fixed"] = "fixed"
     value: int = Field(ge=0)
 
 
 class UniformTokens(Model):
     """Token counts uniform on the integers ``low..high`` (both included)."""
 
-    kind: Literal["uniform"]
+    kind: Literal["uniform"] = "uniform"
     low: int = Field(ge=0)
     high: int = Field(ge=0)
 
@@ -149,7 +149,7 @@ class UniformTokens(Model):
 class LognormalTokens(Model):
     """Lognormal token counts, given (median, p99) or (mean, sigma); rounded, at least 1."""
 
-    kind: Literal["lognormal"]
+    kind: Literal["lognormal"] = "lognormal"
     median: float | None = Field(None, gt=0)
     p99: float | None = Field(None, gt=0)
     mean: float | None = Field(None, gt=0)

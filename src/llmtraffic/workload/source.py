@@ -72,6 +72,8 @@ class FeatureSource:
             baseline = (
                 (inp - cached) * ep.price_input + cached * ep.price_cached + out * ep.price_output
             )
+            # Every request of the chunk arrives before the run ends (times < duration).
+            self.client.tally.baseline += float(baseline.sum())
             self._chunk = zip(
                 times.tolist(),
                 inp.tolist(),
@@ -91,12 +93,15 @@ class FeatureSource:
             item = next(self._chunk)
         t, inp, cached, out, baseline = item
         req = Request(self.next_id(), t, inp, cached, out, t + self.deadline, baseline)
-        req.callbacks = [self._on_arrival]
-        kernel = self.kernel
-        heappush(kernel.queue, (t, NORMAL, next(kernel.eid), req))
+        # SimPy reads an event's callbacks list without changing it, so one list serves all.
+        req.callbacks = self._arrival_callbacks
+        heappush(self._queue, (t, NORMAL, next(self._eid), req))
 
     def start(self) -> None:
         """Schedule the first arrival."""
+        self._arrival_callbacks = [self._on_arrival]
+        self._queue = self.kernel.queue
+        self._eid = self.kernel.eid
         self._schedule_next()
 
     def _on_arrival(self, req: Request) -> None:
