@@ -1,0 +1,291 @@
+"""Collects what a run produces: rows (flushed to a sink in batches), time-series bins and
+per-feature tallies from which the summary is computed.
+
+The hot path only bumps cumulative counters (in ``Tally``, per feature) and, for levels, keeps
+``acc`` and ``n`` such that the integral of the level from 0 to T is ``acc + n * T``. A tick at
+every bin boundary turns both into bins: counts are differences of the counters, levels are
+differences of the integrals over the bin width (time-weighted means). A tally and a level are
+different statistics and are kept apart.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections.abc import Callable
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from llmtraffic.engine.entities import ATTEMPT_STATUSES, OK, REQUEST_OUTCOMES
+from llmtraffic.results.schema import ATTEMPTS, EVENTS, REQUESTS, SIMPLE, TIMESERIES
+from llmtraffic.results.sink import RecordSink
+
+FLUSH_ROWS = 65_536
+
+COUNT_COLUMNS = (
+    "arrivals",
+    "attempts",
+    "retries",
+    *ATTEMPT_STATUSES,
+    "requests_ok",
+    "requests_failed",
+)
+ARRIVAL_COLUMNS = ("arrived_ok", "arrived_done")
+COST_COLUMNS = ("billed_cost", "wasted_cost")
+LEVEL_COLUMNS = ("in_flight", "busy_slots", "queue_length", "breakers_open")
+SAMPLE_COLUMNS = ("rate_limit_headroom", "budget_level")
+
+Integral = Callable[[float], float]
+"""The integral of a level from 0 to T."""
+
+
+class Tally:
+    """Per-feature cumulative counters (tallies of events), plus the in-flight level.
+
+    Attempts in flight = ``sent - attempts``; the integral of that level from 0 to T is
+    ``inflight_acc + (sent - attempts) * T``.
+    """
+
+    __slots__ = (
+        "attempts",
+        "baseline",
+        "billed",
+        "failed_attempts",
+        "inflight_acc",
+        "latencies",
+        "ok_input_tokens",
+        "ok_output_tokens",
+        "outcomes",
+        "requests",
+        "retries",
+        "sent",
+        "status",
+        "useful",
+        "wasted",
+    )
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.sent = 0
+        self.retries = 0
+        self.attempts = 0
+        self.failed_attempts = 0
+        self.billed = 0.0
+        self.useful = 0.0
+        self.wasted = 0.0
+        self.baseline = 0.0
+        self.ok_input_tokens = 0
+        self.ok_output_tokens = 0
+        self.latencies = array("d")
+        self.outcomes: dict[str, int] = dict.fromkeys(REQUEST_OUTCOMES, 0)
+        self.status: dict[str, int] = dict.fromkeys(ATTEMPT_STATUSES, 0)
+        self.inflight_acc = 0.0
+
+    @property
+    def ok(self) -> int:
+        """Requests that succeeded (each ends with exactly one ok attempt)."""
+        return self.status[OK]
+
+    @property
+    def finished(self) -> int:
+        """Requests that reached a terminal outcome."""
+        return sum(self.outcomes.values())
+
+    def counters(self) -> dict[str, float]:
+        """The cumulative values behind each count and cost column of the time series."""
+        out: dict[str, float] = {
+            "arrivals": self.requests,
+            "attempts": self.sent,
+            "retries": self.retries,
+            "requests_ok": self.ok,
+            "requests_failed": self.finished - self.ok,
+            "billed_cost": self.billed,
+            "wasted_cost": self.wasted,
+        }
+        out.update(self.status)
+        return out
+
+
+class Bins:
+    """Fixed-width time bins, grown by the ticks as the run goes on."""
+
+    def __init__(self, width: float, expected_end: float) -> None:
+        self.width = width
+        self.inv = 1.0 / width
+        n = int(math.ceil(expected_end * self.inv)) + 2
+        self.n = n
+        self.counts: dict[str, list[float]] = {c: [0] * n for c in COUNT_COLUMNS}
+        self.arrived: dict[str, list[int]] = {c: [0] * n for c in ARRIVAL_COLUMNS}
+        self.costs: dict[str, list[float]] = {c: [0.0] * n for c in COST_COLUMNS}
+        self.levels: dict[str, list[float]] = {c: [0.0] * n for c in LEVEL_COLUMNS}
+        self.samples: dict[str, list[float]] = {c: [math.nan] * n for c in SAMPLE_COLUMNS}
+
+    def ensure(self, index: int) -> None:
+        """Make sure bin ``index`` exists (growing by half again, so growth is rare)."""
+        if index < self.n:
+            return
+        extra = max(index + 1 - self.n, self.n // 2 + 1)
+        for d in (self.counts, self.arrived, self.costs, self.levels):
+            for lst in d.values():
+                lst.extend([0] * extra)
+        for lst in self.samples.values():
+            lst.extend([math.nan] * extra)
+        self.n += extra
+
+    def add_interval(self, column: list[float], start: float, end: float) -> None:
+        """Add the overlap of [start, end) with each bin to a level column (time-weighted)."""
+        inv = self.inv
+        b0 = int(start * inv)
+        b1 = int(end * inv)
+        self.ensure(b1)
+        if b0 == b1:
+            column[b0] += end - start
+            return
+        w = self.width
+        column[b0] += (b0 + 1) * w - start
+        for b in range(b0 + 1, b1):
+            column[b] += w
+        column[b1] += end - b1 * w
+
+
+class Recorder:
+    """Row buffers, bins and tallies of one run; the engine's components report to it."""
+
+    def __init__(
+        self,
+        sink: RecordSink | None,
+        keep_rows: bool,
+        keep_timeseries: bool,
+        bin_width: float,
+        expected_end: float,
+        features: list[str],
+    ) -> None:
+        self.sink = sink
+        self.keep_rows = keep_rows and sink is not None
+        self.keep_timeseries = keep_timeseries and sink is not None
+        self.requests: list[tuple[Any, ...]] | None = [] if self.keep_rows else None
+        self.attempts: list[tuple[Any, ...]] | None = [] if self.keep_rows else None
+        # Requests that succeeded on their first attempt: one row (SIMPLE) for both tables.
+        self.simple: list[tuple[Any, ...]] | None = [] if self.keep_rows else None
+        self.events: list[tuple[Any, ...]] = []
+        self.bins = Bins(bin_width, expected_end)
+        self.tallies = {f: Tally() for f in features}
+        self.integrals: dict[str, Integral] = {}
+        self._last_counters: dict[str, float] = {}
+        self._last_integrals: dict[str, float] = {}
+        self._sampled_until = 0
+
+    # Time series ------------------------------------------------------------------------------
+
+    def sample(self, now: float, bin_index: int) -> None:
+        """Close bin ``bin_index`` at time ``now`` (its end, or the end of the run)."""
+        bins = self.bins
+        bins.ensure(bin_index + 2)
+        totals: dict[str, float] = {}
+        for tally in self.tallies.values():
+            for k, v in tally.counters().items():
+                totals[k] = totals.get(k, 0) + v
+        last = self._last_counters
+        for k, v in totals.items():
+            column = bins.costs[k] if k in bins.costs else bins.counts[k]
+            column[bin_index] += v - last.get(k, 0)
+        self._last_counters = totals
+        for k, integral in self.integrals.items():
+            value = integral(now)
+            bins.levels[k][bin_index] += value - self._last_integrals.get(k, 0.0)
+            self._last_integrals[k] = value
+        self._sampled_until = bin_index + 1
+
+    # Rows -------------------------------------------------------------------------------------
+
+    def flush_if_full(self) -> None:
+        """Flush row buffers that reached the batch size."""
+        if self.requests is not None and len(self.requests) >= FLUSH_ROWS:
+            self._flush("requests", self.requests, REQUESTS)
+        if self.attempts is not None and len(self.attempts) >= FLUSH_ROWS:
+            self._flush("attempts", self.attempts, ATTEMPTS)
+        if self.simple is not None and len(self.simple) >= FLUSH_ROWS:
+            self._flush_simple()
+
+    def _flush_simple(self) -> None:
+        """Split the combined rows into a requests batch and an attempts batch, by columns."""
+        rows = self.simple
+        if not rows or self.sink is None:
+            if rows is not None:
+                rows.clear()
+            return
+        c = {
+            f.name: pa.array(col, type=f.type)
+            for col, f in zip(zip(*rows, strict=True), SIMPLE, strict=True)
+        }
+        n = len(rows)
+        rows.clear()
+        arrival, start, end, cost = c["arrival"], c["start"], c["end"], c["cost"]
+        requests = [
+            c["request_id"], c["feature"], arrival, end, pa.repeat(pa.scalar("ok"), n),
+            pa.repeat(pa.scalar(1, pa.int32()), n), c["provider"], c["model"],
+            c["input_tokens"], c["output_tokens"], cost, cost, c["baseline"],
+            pc.subtract(end, arrival),
+        ]  # fmt: skip
+        attempts = [
+            c["request_id"], pa.repeat(pa.scalar(0, pa.int32()), n), c["feature"],
+            c["provider"], c["model"], arrival, start, end, pa.repeat(pa.scalar("ok"), n),
+            pa.repeat(pa.scalar(200, pa.int32()), n), pa.repeat(pa.scalar(math.nan), n),
+            pc.subtract(start, arrival), c["input_tokens"], c["output_tokens"], cost,
+            pa.repeat(pa.scalar(0.0), n),
+        ]  # fmt: skip
+        self.sink.write("requests", pa.RecordBatch.from_arrays(requests, schema=REQUESTS))
+        self.sink.write("attempts", pa.RecordBatch.from_arrays(attempts, schema=ATTEMPTS))
+
+    def event(
+        self, time: float, kind: str, feature: str, provider: str, detail: str, value: float
+    ) -> None:
+        """Record an event row (breaker transition, incident start or end, budget state)."""
+        self.events.append((time, kind, feature, provider, detail, value))
+
+    def _flush(self, table: str, rows: list[tuple[Any, ...]], schema: pa.Schema) -> None:
+        if not rows or self.sink is None:
+            rows.clear()
+            return
+        columns = list(zip(*rows, strict=True))
+        arrays = [pa.array(col, type=f.type) for col, f in zip(columns, schema, strict=True)]
+        self.sink.write(table, pa.RecordBatch.from_arrays(arrays, schema=schema))
+        rows.clear()
+
+    def close(self, end_time: float) -> None:
+        """Flush every buffer and write the time series; call once, after the last sample."""
+        if self.requests is not None:
+            self._flush("requests", self.requests, REQUESTS)
+        if self.attempts is not None:
+            self._flush("attempts", self.attempts, ATTEMPTS)
+        self._flush_simple()
+        if self.sink is None:
+            return
+        if self.keep_timeseries:
+            self.events.sort(key=lambda r: r[0])
+            self._flush("events", list(self.events), EVENTS)
+            self.sink.write("timeseries", self.timeseries_batch(end_time))
+        self.sink.close()
+
+    def used_bins(self) -> int:
+        """Bins sampled so far (every bin up to the end of the run, once it is over)."""
+        return self._sampled_until
+
+    def timeseries_batch(self, end_time: float) -> pa.RecordBatch:
+        """The time series as one record batch, levels as time-weighted means."""
+        bins = self.bins
+        n = self.used_bins()
+        w = bins.width
+        spans = [w] * n
+        if n:
+            spans[-1] = max(end_time - (n - 1) * w, 1e-12)  # the last bin may be partial
+        cols: dict[str, Any] = {"time": [i * w for i in range(n)]}
+        for d in (bins.counts, bins.arrived, bins.costs, bins.samples):
+            for k, v in d.items():
+                cols[k] = v[:n]
+        for k, v in bins.levels.items():
+            cols[k] = [x / s for x, s in zip(v[:n], spans, strict=True)]
+        arrays = [pa.array(cols[f.name], type=f.type) for f in TIMESERIES]
+        return pa.RecordBatch.from_arrays(arrays, schema=TIMESERIES)
