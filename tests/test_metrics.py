@@ -19,8 +19,7 @@ def bins_with(success_by_bin: list[float], per_bin: int = 100, cost: float = 1.0
     """10 s bins; each bin has ``per_bin`` arrivals of which a share succeeded."""
     b = Bins(10.0, 10.0 * len(success_by_bin))
     for i, share in enumerate(success_by_bin):
-        b.arrived["arrived_done"][i] = per_bin
-        b.arrived["arrived_ok"][i] = round(per_bin * share)
+        b.arrived["arrived_failed"][i] = per_bin - round(per_bin * share)
         b.counts["arrivals"][i] = per_bin
         b.counts["attempts"][i] = per_bin
         b.costs["billed_cost"][i] = cost

@@ -15,7 +15,7 @@ from tests.conftest import make_scenario
 def test_token_bucket_refills_continuously() -> None:
     bucket = TokenBucket(60.0)  # one token per second, 60 at most
     assert bucket.refill(0.0) == 60.0
-    bucket.charge(60.0)
+    bucket.charge(60.0, 0.0)
     assert bucket.refill(0.0) == 0.0
     assert bucket.refill(2.5) == pytest.approx(2.5)  # 2.5 s later: 2.5 tokens back
     assert bucket.wait_for(5.0, 2.5) == pytest.approx(2.5)
@@ -26,7 +26,7 @@ def test_token_bucket_refills_continuously() -> None:
 def test_fixed_window_resets_each_minute() -> None:
     window = FixedWindow(10.0)
     window.refill(5.0)
-    window.charge(10.0)
+    window.charge(10.0, 5.0)
     assert window.refill(59.9) == 0.0
     assert window.wait_for(1.0, 59.9) == pytest.approx(0.1)  # until the next window
     assert window.refill(60.0) == 10.0

@@ -35,36 +35,37 @@ TransitionHook = Callable[[float, str, str], None]
 
 
 class CountWindow:
-    """Outcomes of the last ``size`` calls, with running totals."""
+    """Outcomes of the last ``size`` calls.
 
-    __slots__ = ("_fail", "_i", "_slow", "calls", "fails", "size", "slows")
+    Keeps the number of calls so far and the positions of the failed and slow ones, so that a
+    call that succeeded fast only moves a counter.
+    """
+
+    __slots__ = ("_fails", "_slows", "calls", "size")
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._fail = bytearray(size)
-        self._slow = bytearray(size)
-        self._i = 0
         self.calls = 0
-        self.fails = 0
-        self.slows = 0
+        self._fails: deque[int] = deque()
+        self._slows: deque[int] = deque()
 
     def add(self, now: float, failed: bool, slow: bool) -> None:
-        """Record one call, evicting the oldest when full."""
-        i = self._i
-        if self.calls == self.size:
-            self.fails -= self._fail[i]
-            self.slows -= self._slow[i]
-        else:
-            self.calls += 1
-        self._fail[i] = failed
-        self._slow[i] = slow
-        self.fails += failed
-        self.slows += slow
-        self._i = (i + 1) % self.size
+        """Record one call."""
+        self.calls += 1
+        if failed:
+            self._fails.append(self.calls)
+        if slow:
+            self._slows.append(self.calls)
 
     def totals(self, now: float) -> tuple[int, int, int]:
         """(calls, failures, slow calls) in the window."""
-        return self.calls, self.fails, self.slows
+        oldest = self.calls - self.size  # calls at or before this position have left
+        fails, slows = self._fails, self._slows
+        while fails and fails[0] <= oldest:
+            fails.popleft()
+        while slows and slows[0] <= oldest:
+            slows.popleft()
+        return min(self.calls, self.size), len(fails), len(slows)
 
 
 class TimeWindow:
@@ -124,6 +125,8 @@ class CircuitBreaker:
         self.failure_threshold = cfg.failure_rate_threshold
         self.slow_threshold = cfg.slow_call_rate_threshold
         self.slow_duration = cfg.slow_call_duration
+        self.minimum_calls = cfg.minimum_calls
+        self._judge_every_call = cfg.window == "time"
 
     def _new_window(self) -> CountWindow | TimeWindow:
         if self.cfg.window == "count":
@@ -151,15 +154,23 @@ class CircuitBreaker:
         slow = duration >= self.slow_duration
         if self.state is CLOSED:
             window = self._window
-            window.add(now, failed, slow)
+            if failed or slow or self._judge_every_call:
+                window.add(now, failed, slow)
+            else:
+                # A fast success in a count window cannot raise either rate: count it, and
+                # judge only when it brings the window to minimum_calls. (A time window also
+                # forgets old calls, which can raise a rate, so it judges every call.)
+                window.calls += 1
+                if window.calls != self.minimum_calls:
+                    return
             calls, fails, slows = window.totals(now)
-            if calls >= self.cfg.minimum_calls and self._tripped(calls, fails, slows):
+            if calls >= self.minimum_calls and self._tripped(calls, fails, slows):
                 self._transition(OPEN, now)
         elif self.state is HALF_OPEN:
             trials = self._trials
             trials.add(now, failed, slow)
             if trials.calls >= self.cfg.half_open_calls:
-                tripped = self._tripped(trials.calls, trials.fails, trials.slows)
+                tripped = self._tripped(*trials.totals(now))
                 self._transition(OPEN if tripped else CLOSED, now)
 
     def _tripped(self, calls: int, fails: int, slows: int) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from llmtraffic.client.breaker import OPEN, CircuitBreaker
+from llmtraffic.client.breaker import CLOSED, OPEN, CircuitBreaker
 from llmtraffic.client.budget import RetryBudget
 from llmtraffic.client.retry import RetryController
 from llmtraffic.client.waits import RetryState
@@ -16,6 +16,7 @@ from llmtraffic.engine.entities import (
     OK,
     REJECTED_BREAKER,
     REJECTED_BUDGET,
+    UNFINISHED,
     Attempt,
     Request,
 )
@@ -58,8 +59,8 @@ class Client:
         self.tally = recorder.tallies[name]
         self.bins = recorder.bins
         self._inv = recorder.bins.inv
-        self.arrived_ok = recorder.bins.arrived["arrived_ok"]
-        self.arrived_done = recorder.bins.arrived["arrived_done"]
+        self.arrived_failed = recorder.bins.arrived["arrived_failed"]
+        self.arrived_unfinished = recorder.bins.arrived["arrived_unfinished"]
         self.breaker: CircuitBreaker | None = None
         self.breaker_failures: frozenset[str] = frozenset()
         if policy.breaker is not None:
@@ -89,7 +90,7 @@ class Client:
         breaker = self.breaker
         epoch = 0
         if breaker is not None:
-            if not breaker.allow(now):
+            if breaker.state is not CLOSED and not breaker.allow(now):
                 self.finish(req, REJECTED_BREAKER, now)
                 return
             epoch = breaker.epoch
@@ -212,14 +213,15 @@ class Client:
         tally = self.tally
         tally.outcomes[outcome] += 1
         latency = now - req.arrival
-        ba = int(req.arrival * self._inv)
-        self.arrived_done[ba] += 1
         if outcome is OK:
             tally.useful += req.useful
             tally.latencies.append(latency)
             tally.ok_input_tokens += req.input_tokens
             tally.ok_output_tokens += req.output_tokens
-            self.arrived_ok[ba] += 1
+        elif outcome is UNFINISHED:
+            self.arrived_unfinished[int(req.arrival * self._inv)] += 1
+        else:
+            self.arrived_failed[int(req.arrival * self._inv)] += 1
         if self.live is not None:
             del self.live[req.id]
         recorder = self.recorder

@@ -17,55 +17,51 @@ WINDOW = 60.0
 class TokenBucket:
     """A bucket of ``capacity`` refilled continuously at ``capacity / 60`` per second.
 
+    Kept as one number, the time ``full_at`` at which the bucket is full again (the generic
+    cell rate algorithm): the level at ``now`` is ``capacity - rate * max(0, full_at - now)``,
+    charging ``c`` moves ``full_at`` by ``c / rate``, and no refill step is needed.
     When rejected attempts count, the level may go below zero (the attempt is charged); the
     debt is bounded at one window's worth, as a fixed window would bound it.
     """
 
-    __slots__ = ("base_capacity", "capacity", "last", "level", "rate")
+    __slots__ = ("base_capacity", "capacity", "full_at", "inv_rate")
 
     def __init__(self, per_minute: float) -> None:
         self.base_capacity = per_minute
         self.capacity = per_minute
-        self.rate = per_minute / WINDOW
-        self.level = per_minute
-        self.last = 0.0
+        self.inv_rate = WINDOW / per_minute  # seconds to refill one unit
+        self.full_at = 0.0
 
     def refill(self, now: float) -> float:
-        """Bring the level up to ``now`` and return it."""
-        level = self.level + (now - self.last) * self.rate
-        if level > self.capacity:
-            level = self.capacity
-        self.level = level
-        self.last = now
-        return level
+        """The level at ``now`` (nothing to update: the state is ``full_at``)."""
+        behind = self.full_at - now
+        return self.capacity if behind <= 0 else self.capacity - behind / self.inv_rate
 
     def wait_for(self, cost: float, now: float) -> float:
-        """Seconds until the (already refilled) level reaches ``cost``; inf if it never can."""
+        """Seconds until the level reaches ``cost``; inf if it never can."""
         if cost > self.capacity:
             return math.inf
-        return max(0.0, (cost - self.level) / self.rate)
+        return max(0.0, self.full_at + cost * self.inv_rate - WINDOW - now)
 
-    def charge(self, cost: float) -> None:
+    def charge(self, cost: float, now: float) -> None:
         """Take ``cost`` (the level may go negative, down to minus one capacity)."""
-        level = self.level - cost
-        self.level = level if level > -self.capacity else -self.capacity
+        full_at = max(self.full_at, now) + cost * self.inv_rate
+        self.full_at = min(full_at, now + 2 * WINDOW)
 
     def refund(self, amount: float, now: float, charged_at: float) -> None:
         """Give back ``amount`` charged at ``charged_at`` (never above capacity)."""
-        self.refill(now)
-        self.level = min(self.capacity, self.level + amount)
+        self.full_at = max(max(self.full_at, now) - amount * self.inv_rate, now)
 
     def scale(self, factor: float, now: float) -> None:
         """Multiply the limit by ``factor`` relative to the configured one (tier changes)."""
-        self.refill(now)
+        level = min(self.refill(now), self.base_capacity * factor)
         self.capacity = self.base_capacity * factor
-        self.rate = self.capacity / WINDOW
-        self.level = min(self.level, self.capacity)
+        self.inv_rate = WINDOW / self.capacity
+        self.full_at = now + (self.capacity - level) * self.inv_rate
 
     def fraction(self, now: float) -> float:
-        """Level as a fraction of capacity, at ``now``, without changing state."""
-        level = min(self.capacity, self.level + (now - self.last) * self.rate)
-        return level / self.capacity
+        """Level as a fraction of capacity, at ``now``."""
+        return self.refill(now) / self.capacity
 
 
 class FixedWindow:
@@ -95,7 +91,7 @@ class FixedWindow:
             return 0.0
         return (self.window + 1) * WINDOW - now
 
-    def charge(self, cost: float) -> None:
+    def charge(self, cost: float, now: float) -> None:
         """Count ``cost`` in the current window."""
         self.used += cost
 
@@ -124,7 +120,7 @@ class Bucket(Protocol):
 
     def refill(self, now: float) -> float: ...  # noqa: D102
     def wait_for(self, cost: float, now: float) -> float: ...  # noqa: D102
-    def charge(self, cost: float) -> None: ...  # noqa: D102
+    def charge(self, cost: float, now: float) -> None: ...  # noqa: D102
     def refund(self, amount: float, now: float, charged_at: float) -> None: ...  # noqa: D102
     def scale(self, factor: float, now: float) -> None: ...  # noqa: D102
     def fraction(self, now: float) -> float: ...  # noqa: D102
@@ -142,7 +138,7 @@ class RateLimiter:
     larger than a whole minute's limit).
     """
 
-    __slots__ = ("_items", "count_rejected", "otpm", "resolution")
+    __slots__ = ("_continuous", "_items", "count_rejected", "otpm", "resolution")
 
     def __init__(
         self,
@@ -166,21 +162,40 @@ class RateLimiter:
                 if kind == _OUTPUT:
                     self.otpm = bucket
         self._items = tuple(items)
+        self._continuous = make is TokenBucket
         self.count_rejected = count_rejected
         self.resolution = resolution
 
     def admit(self, now: float, input_tokens: int, max_tokens: int) -> float | None:
         """Admit and charge, or return the retry_after of the 429 (see the class docstring)."""
         costs = (1.0, input_tokens + max_tokens, input_tokens, max_tokens)
+        if self._continuous:
+            # TokenBucket's arithmetic inlined: every attempt comes through here.
+            for bucket, kind in self._items:
+                b: TokenBucket = bucket  # type: ignore[assignment]
+                full_at = b.full_at if b.full_at > now else now
+                if full_at + costs[kind] * b.inv_rate - now > WINDOW:
+                    return self._reject(now, costs)
+            for bucket, kind in self._items:
+                b = bucket  # type: ignore[assignment]
+                full_at = b.full_at if b.full_at > now else now
+                b.full_at = full_at + costs[kind] * b.inv_rate
+            return None
         ok = True
         for bucket, kind in self._items:
             if bucket.refill(now) < costs[kind]:
                 ok = False
-        if ok or self.count_rejected:
-            for bucket, kind in self._items:
-                bucket.charge(costs[kind])
         if ok:
+            for bucket, kind in self._items:
+                bucket.charge(costs[kind], now)
             return None
+        return self._reject(now, costs)
+
+    def _reject(self, now: float, costs: tuple[float, int, int, int]) -> float:
+        """The 429: charge it if rejected attempts count, and compute its retry_after."""
+        if self.count_rejected:
+            for bucket, kind in self._items:
+                bucket.charge(costs[kind], now)
         wait = max(bucket.wait_for(costs[kind], now) for bucket, kind in self._items)
         if math.isinf(wait):
             return math.nan

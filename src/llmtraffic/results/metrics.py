@@ -121,8 +121,9 @@ def incident_metrics(
     arrivals stop, the incident is ``metastable``.
     """
     w = bins.width
-    ok = np.asarray(bins.arrived["arrived_ok"], dtype=float)
-    done = np.asarray(bins.arrived["arrived_done"], dtype=float)
+    arrived_ok, arrived_done = bins.arrived_ok_done(bins.n)
+    ok = np.asarray(arrived_ok, dtype=float)
+    done = np.asarray(arrived_done, dtype=float)
     cost = np.asarray(bins.costs["billed_cost"], dtype=float)
     attempts = np.asarray(bins.counts["attempts"], dtype=float)
     arrivals = np.asarray(bins.counts["arrivals"], dtype=float)

@@ -32,7 +32,9 @@ COUNT_COLUMNS = (
     "requests_ok",
     "requests_failed",
 )
-ARRIVAL_COLUMNS = ("arrived_ok", "arrived_done")
+ARRIVAL_COLUMNS = ("arrived_failed", "arrived_unfinished")
+"""Kept by arrival bin, for the recovery metrics. Failures are rare, so the hot path only
+counts them; ``arrived_ok`` and ``arrived_done`` are derived from the arrivals."""
 COST_COLUMNS = ("billed_cost", "wasted_cost")
 LEVEL_COLUMNS = ("in_flight", "busy_slots", "queue_length", "breakers_open")
 SAMPLE_COLUMNS = ("rate_limit_headroom", "budget_level")
@@ -133,6 +135,14 @@ class Bins:
         for lst in self.samples.values():
             lst.extend([math.nan] * extra)
         self.n += extra
+
+    def arrived_ok_done(self, n: int) -> tuple[list[int], list[int]]:
+        """Per arrival bin: requests that succeeded, and requests that reached an outcome."""
+        arrivals = self.counts["arrivals"][:n]
+        failed = self.arrived["arrived_failed"][:n]
+        unfinished = self.arrived["arrived_unfinished"][:n]
+        done = [int(a) - u for a, u in zip(arrivals, unfinished, strict=True)]
+        return [d - f for d, f in zip(done, failed, strict=True)], done
 
     def add_interval(self, column: list[float], start: float, end: float) -> None:
         """Add the overlap of [start, end) with each bin to a level column (time-weighted)."""
@@ -282,9 +292,10 @@ class Recorder:
         if n:
             spans[-1] = max(end_time - (n - 1) * w, 1e-12)  # the last bin may be partial
         cols: dict[str, Any] = {"time": [i * w for i in range(n)]}
-        for d in (bins.counts, bins.arrived, bins.costs, bins.samples):
+        for d in (bins.counts, bins.costs, bins.samples):
             for k, v in d.items():
                 cols[k] = v[:n]
+        cols["arrived_ok"], cols["arrived_done"] = bins.arrived_ok_done(n)
         for k, v in bins.levels.items():
             cols[k] = [x / s for x, s in zip(v[:n], spans, strict=True)]
         arrays = [pa.array(cols[f.name], type=f.type) for f in TIMESERIES]
