@@ -9,8 +9,9 @@ import argparse
 import sys
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -92,6 +93,210 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def cmd_fit(args: argparse.Namespace, console: Console) -> int:
+    """Describe a trace's load (arrivals, token sizes) and fit distributions that reproduce it;
+    print them and a scenario TOML (or write it with --snippet)."""
+    from pydantic import ValidationError
+
+    from llmtraffic.config.loader import format_errors
+    from llmtraffic.config.trace import Trace
+    from llmtraffic.errors import ConfigError
+    from llmtraffic.fit import fit_trace, print_fit
+
+    raw: dict[str, object] = {"path": args.trace}
+    for key in _TRACE_FLAGS:
+        value = getattr(args, key)
+        if value is not None:
+            raw[key] = value
+    try:
+        cfg = Trace.model_validate(raw, context={"base_dir": Path.cwd()})
+    except ValidationError as exc:
+        problems = [f"--{p.replace('_', '-')}" for p in format_errors(exc, raw, Trace)]
+        raise ConfigError(problems) from None
+    fit = fit_trace(cfg, feature=args.feature_value)
+    print_fit(console, fit)
+    text = fit.scenario(feature=args.name, model=args.model)
+    if args.snippet is not None:
+        try:
+            args.snippet.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError([f"--snippet: cannot write {args.snippet}: {exc.strerror}"]) from None
+        console.print(f"scenario written to {args.snippet}", markup=False, highlight=False)
+    else:
+        console.print(text, markup=False, highlight=False, soft_wrap=True)
+    return EXIT_OK
+
+
+_TRACE_FLAGS = (
+    "format",
+    "timestamp",
+    "input_tokens",
+    "output_tokens",
+    "time_unit",
+    "origin",
+    "window",
+    "speedup",
+    "sort",
+    "delimiter",
+    "feature_column",
+    "feature_value",
+    "model_column",
+    "model_value",
+    "outcome_column",
+    "keep_outcomes",
+)
+
+
+def _add_fit_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "fit", help="fit arrival and token distributions to a trace", description=cmd_fit.__doc__
+    )
+    p.add_argument("trace", help="CSV, Parquet or JSONL file, or builtin:azure-conv")
+    p.add_argument("--snippet", type=Path, metavar="FILE", help="write the scenario TOML here")
+    p.add_argument("--name", default="replayed", help="feature name in the scenario")
+    p.add_argument(
+        "--model", default="openai/gpt-4o-mini", help="preset model of the scenario's provider"
+    )
+    g = p.add_argument_group("trace columns and options (as in a feature's trace table)")
+    g.add_argument("--format", choices=["auto", "csv", "parquet", "jsonl"])
+    g.add_argument("--timestamp", metavar="COLUMN", help="arrival times (default: timestamp)")
+    g.add_argument("--input-tokens", metavar="COLUMN", help="default: input_tokens")
+    g.add_argument("--output-tokens", metavar="COLUMN", help="default: output_tokens")
+    g.add_argument("--time-unit", choices=["auto", "datetime", "s", "ms", "us", "ns"])
+    g.add_argument("--origin", choices=["first", "zero"])
+    g.add_argument("--window", nargs=2, type=float, metavar=("FROM", "TO"), help="seconds")
+    g.add_argument("--speedup", type=float)
+    g.add_argument("--sort", choices=["refuse", "warn"])
+    g.add_argument("--delimiter", metavar="CHAR")
+    g.add_argument("--feature-column", metavar="COLUMN")
+    g.add_argument("--feature-value", metavar="VALUE")
+    g.add_argument("--model-column", metavar="COLUMN")
+    g.add_argument("--model-value", metavar="VALUE")
+    g.add_argument("--outcome-column", metavar="COLUMN")
+    g.add_argument(
+        "--keep-outcome",
+        dest="keep_outcomes",
+        action="append",
+        metavar="VALUE",
+        help="an outcome value to keep (repeatable; default ok, success, 200)",
+    )
+    p.set_defaults(func=cmd_fit)
+
+
+def cmd_presets(args: argparse.Namespace, console: Console) -> int:
+    """List the model presets (prices per million tokens, context) and the rate-limit tiers
+    (limits per model), as configs name them."""
+    from llmtraffic import presets
+
+    models = presets.models_with(args.price_file)
+    kinds = [args.kind] if args.kind != "all" else list(_PRESET_SECTIONS)
+    for kind in kinds:
+        _PRESET_SECTIONS[kind](console, models)
+    return EXIT_OK
+
+
+def _print_models(console: Console, models: Mapping[str, Any]) -> None:
+    from rich import box
+    from rich.table import Table
+
+    table = Table(
+        title='Models: providers.NAME.model = "..." (USD per million tokens)',
+        title_justify="left",
+        caption="* from a price file. Built-in prices: LiteLLM 1.110.2 (MIT), checked "
+        "2026-11-30; each entry's source is in data/models.toml",
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
+    table.add_column("model", no_wrap=True)
+    for col in ("input", "cached", "output", "context", "max out"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for name in sorted(models):
+        m = models[name]
+        table.add_row(
+            name + ("" if m.origin == "built-in" else " *"),
+            f"{m.input:g}",
+            "" if m.cached_input is None else f"{m.cached_input:g}",
+            f"{m.output:g}",
+            "" if m.context_window is None else f"{m.context_window:,}",
+            "" if m.max_output_tokens is None else f"{m.max_output_tokens:,}",
+        )
+    console.print(table)
+
+
+def _print_tiers(console: Console, models: Mapping[str, Any]) -> None:
+    from rich import box
+    from rich.table import Table
+
+    from llmtraffic import presets
+
+    tiers = presets.builtin_tiers().values()
+    rules: dict[str, str] = {}
+    for tier in tiers:
+        text = ", ".join(f"{k} = {str(v).lower()}" for k, v in tier.rules().items())
+        rules.setdefault(tier.provider, text)
+    table = Table(
+        title='Rate-limit tiers: rate_limit = { tier = "..." } (per minute)',
+        title_justify="left",
+        caption="Rules a tier sets: "
+        + "; ".join(f"{p}: {r or 'none'}" for p, r in rules.items())
+        + ". Sources: OpenAI's rate-limit guide (per-model limits as last published, late "
+        "2024), Anthropic's rate-limit docs (2025-11-08); see data/tiers.toml",
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
+    table.add_column("tier", no_wrap=True)
+    table.add_column("model", no_wrap=True)
+    for col in _LIMIT_COLS:
+        table.add_column(col, justify="right", no_wrap=True)
+    for tier in tiers:
+        for i, (model, lim) in enumerate(tier.limits.items()):
+            table.add_row(
+                tier.name if i == 0 else "",
+                model,
+                *[_compact(getattr(lim, k)) for k in _LIMIT_COLS],
+                end_section=i == len(tier.limits) - 1,
+            )
+    console.print(table)
+
+
+_LIMIT_COLS = ("rpm", "tpm", "itpm", "otpm")
+
+
+def _compact(value: float | None) -> str:
+    """30000 -> '30k', 2000000 -> '2M' (exact values only; others with separators)."""
+    if value is None:
+        return ""
+    for size, suffix in ((1e6, "M"), (1e3, "k")):
+        if value >= size and value % (size / 10) == 0:
+            return f"{value / size:g}{suffix}"
+    return f"{value:,.0f}"
+
+
+_PRESET_SECTIONS: dict[str, Callable[[Console, Mapping[str, Any]], None]] = {
+    "models": _print_models,
+    "tiers": _print_tiers,
+    # HOOK (policies): the policy-presets work adds "policies": _print_policies here (a table of
+    # the named retry policies: SDK defaults, LiteLLM router, ...); --kind picks it up.
+}
+
+
+def _add_presets_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "presets", help="list model prices and rate-limit tiers", description=cmd_presets.__doc__
+    )
+    p.add_argument(
+        "--kind", choices=["all", *_PRESET_SECTIONS], default="all", help="which list to show"
+    )
+    p.add_argument(
+        "--price-file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="also list the models of a price file (the format of data/models.toml)",
+    )
+    p.set_defaults(func=cmd_presets)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     from llmtraffic import __version__
@@ -130,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_val.add_argument("config", help="scenario TOML file")
     overrides(p_val)
     p_val.set_defaults(func=cmd_validate)
+    _add_fit_parser(sub)
+    _add_presets_parser(sub)
     return parser
 
 

@@ -32,3 +32,7 @@ class OutputError(LLMTrafficError):
 
 class TraceError(LLMTrafficError):
     """A trace file cannot be read; the message names the file, line and column."""
+
+
+class TraceWarning(UserWarning):
+    """A trace was read with a fix-up the user asked for (``sort = "warn"`` sorted it)."""

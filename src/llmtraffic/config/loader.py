@@ -13,15 +13,19 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from llmtraffic import presets
 from llmtraffic.config.scenario import Scenario
 from llmtraffic.errors import ConfigError
 
 
 def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Scenario:
-    """Read a scenario TOML file, apply ``dotted.path=value`` overrides, and validate it."""
+    """Read a scenario TOML file, apply ``dotted.path=value`` overrides, and validate it.
+
+    Relative paths in the file (trace files, price files) are taken from the file's folder.
+    """
     raw = read_toml(path)
     apply_overrides(raw, overrides, source=str(path))
-    return scenario_from_dict(raw, source=str(path))
+    return scenario_from_dict(raw, source=str(path), base_dir=Path(path).resolve().parent)
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
@@ -41,12 +45,38 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError([f"not valid TOML: {exc}"], source=str(p)) from None
 
 
-def scenario_from_dict(raw: Mapping[str, Any], source: str | None = None) -> Scenario:
-    """Validate a plain dict (as TOML gives it) into a ``Scenario``."""
+def scenario_from_dict(
+    raw: Mapping[str, Any], source: str | None = None, base_dir: str | Path | None = None
+) -> Scenario:
+    """Validate a plain dict (as TOML gives it) into a ``Scenario``.
+
+    Relative paths (``price_files``, a feature's ``trace.path``) are taken from ``base_dir``
+    (default: the current folder); the resolved scenario holds them as absolute paths.
+    """
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+    context = {"base_dir": base, "models": _price_models(raw, base, source)}
     try:
-        return Scenario.model_validate(raw)
+        return Scenario.model_validate(raw, context=context)
     except ValidationError as exc:
         raise ConfigError(format_errors(exc, raw, Scenario), source=source) from None
+
+
+def _price_models(
+    raw: Mapping[str, Any], base: Path, source: str | None
+) -> Mapping[str, presets.ModelPreset]:
+    """The model presets a scenario sees: built-in ones, then its ``price_files`` in order."""
+    files = raw.get("price_files")
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        return presets.builtin_models()  # a malformed price_files is reported by validation
+    models = dict(presets.builtin_models())
+    for i, name in enumerate(files):
+        path = base / Path(name).expanduser()
+        try:
+            models.update(presets.load_price_file(path))
+        except ConfigError as exc:
+            where = f"price_files[{i}] ({path})" if exc.source else f"price_files[{i}]"
+            raise ConfigError([f"{where}: {p}" for p in exc.problems], source=source) from None
+    return models
 
 
 def apply_overrides(
@@ -128,7 +158,13 @@ def format_errors(exc: ValidationError, raw: Any, root: type[BaseModel]) -> list
         elif kind == "value_error":
             text = str(ctx.get("error", err["msg"]))
             # Cross-field checks at the top level already name their own paths.
-            msg = "\n".join(f"{where}: {line}" if where else line for line in text.splitlines())
+            # A line that starts with "." names a key below the validator's own path.
+            msg = "\n".join(
+                (f"{where}{line}" if line.startswith(".") else f"{where}: {line}")
+                if where
+                else line.lstrip(".")
+                for line in text.splitlines()
+            )
         elif kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
             op = {
                 "greater_than": ">",
@@ -224,17 +260,23 @@ def _allowed_keys(root: type[BaseModel], path: list[str], raw: Any) -> list[str]
 
 def _union_tags(root: type[BaseModel], path: list[str], raw: Any) -> list[str]:
     """The ``kind`` values a discriminated union at ``path`` accepts."""
-    tp = _type_at(root, path, raw)
-    while typing.get_origin(tp) is typing.Annotated:
-        tp = typing.get_args(tp)[0]
     tags: list[str] = []
-    for member in typing.get_args(tp):
-        if (
-            isinstance(member, type)
-            and issubclass(member, BaseModel)
-            and "kind" in member.model_fields
-        ):
-            tags.extend(str(t) for t in typing.get_args(member.model_fields["kind"].annotation))
+
+    def collect(tp: Any) -> None:
+        while typing.get_origin(tp) is typing.Annotated:
+            tp = typing.get_args(tp)[0]
+        for member in typing.get_args(tp):
+            if typing.get_origin(member) is typing.Annotated:
+                collect(member)  # an optional union: ``Arrivals | None``
+            elif (
+                isinstance(member, type)
+                and issubclass(member, BaseModel)
+                and "kind" in member.model_fields
+            ):
+                annotation = member.model_fields["kind"].annotation
+                tags.extend(str(t) for t in typing.get_args(annotation))
+
+    collect(_type_at(root, path, raw))
     return tags
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import itertools
-from typing import Annotated, Literal, Self
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
+from llmtraffic import presets
 from llmtraffic.config.base import Duration, FiniteDuration, Model, PositiveDuration
 
 
@@ -25,9 +27,14 @@ class RateLimit(Model):
 
     OpenAI style: ``rpm`` and ``tpm`` (input + max_tokens counted at admission). Anthropic
     style: ``rpm``, ``itpm`` (input tokens) and ``otpm`` (max_tokens counted at admission,
-    corrected to the actual output at completion).
+    corrected to the actual output at completion). ``tier`` names a preset
+    (``openai/tier-3``) that fills in the limits of the provider's model and the tier's
+    counting rules; keys given next to it override the tier's.
     """
 
+    tier: str | None = Field(
+        None, description="a tier preset, e.g. 'openai/tier-3' (see `llmtraffic presets`)"
+    )
     rpm: float | None = Field(None, gt=0, description="requests per minute")
     tpm: float | None = Field(None, gt=0, description="tokens per minute: input + max_tokens")
     itpm: float | None = Field(None, gt=0, description="input tokens per minute")
@@ -43,10 +50,22 @@ class RateLimit(Model):
         1.0, description="retry_after is rounded up to a multiple of this (headers use seconds)"
     )
 
+    @field_validator("tier")
+    @classmethod
+    def _known_tier(cls, tier: str | None) -> str | None:
+        if tier is not None and presets.find_tier(tier) is None:
+            raise ValueError(presets.unknown_tier_message(tier))
+        return tier
+
     @model_validator(mode="after")
     def _check(self) -> Self:
         if all(v is None for v in (self.rpm, self.tpm, self.itpm, self.otpm)):
-            raise ValueError("a rate_limit needs at least one of rpm, tpm, itpm, otpm")
+            if self.tier is not None:
+                raise ValueError(
+                    f"tier {self.tier!r} is resolved against a provider's model: use it in a "
+                    "provider's rate_limit"
+                )
+            raise ValueError("a rate_limit needs at least one of rpm, tpm, itpm, otpm, or a tier")
         return self
 
 
@@ -218,14 +237,62 @@ Incident = Annotated[
 class Provider(Model):
     """A model endpoint: where attempts go."""
 
-    model: str = Field(description="model name (shown in records)")
-    prices: Prices
+    model: str = Field(
+        description="model name (shown in records); a preset name such as 'openai/gpt-4o-mini' "
+        "supplies the prices and a rate_limit tier's limits"
+    )
+    prices: Prices = Field(
+        None,  # filled from the model's preset by _preset_prices
+        validate_default=True,
+        description="USD per million tokens; omit to use the preset of `model`",
+    )
     rate_limit: RateLimit | None = None
     capacity: Capacity = Capacity()
     service: Service = TokenService(kind="tokens")
     failures: Failures = Failures()
     billing: Billing = Billing()
     incidents: list[Incident] = Field(default_factory=list)
+
+    @field_validator("prices", mode="before")
+    @classmethod
+    def _preset_prices(cls, value: object, info: ValidationInfo) -> object:
+        """Omitted prices come from the preset named by ``model`` (user price files first)."""
+        if value is not None:
+            return value
+        model = info.data.get("model")
+        if not isinstance(model, str):
+            raise ValueError("missing; give prices, or a preset model name in 'model'")
+        models = _models(info)
+        preset = presets.find_model(model, models)
+        if preset is None:
+            raise ValueError(
+                f"missing, and {presets.unknown_model_message(model, models)}; give prices = "
+                "{ input = ..., output = ... } (USD per million tokens), use a preset model "
+                "name, or add the model to a price file (price_files)"
+            )
+        return preset.prices()
+
+    @field_validator("rate_limit", mode="before")
+    @classmethod
+    def _preset_tier(cls, value: object, info: ValidationInfo) -> object:
+        """A ``tier`` fills in the limits of the provider's model and the tier's rules."""
+        if isinstance(value, RateLimit):
+            value = value.model_dump(exclude_unset=True)
+        if not isinstance(value, dict) or not isinstance(value.get("tier"), str):
+            return value
+        tier = presets.find_tier(value["tier"])
+        model = info.data.get("model")
+        if tier is None or not isinstance(model, str):
+            return value  # RateLimit reports the unknown tier; the model error is reported
+        limits = tier.limits.get(model)
+        if limits is None:
+            raise ValueError(
+                f".tier: tier {tier.name!r} has no limits for model {model!r}; it covers "
+                f"{', '.join(tier.limits)}. Use one of those models, or give rpm / tpm "
+                "(or rpm / itpm / otpm) without a tier"
+            )
+        # Explicit keys override the tier's.
+        return {**tier.rules(), **limits.as_dict(), **value}
 
     @field_validator("incidents")
     @classmethod
@@ -242,3 +309,14 @@ class Provider(Model):
                         f"({s0:g}-{e0:g} s and from {s1:g} s); merge them or move one"
                     )
         return incidents
+
+
+def _models(info: ValidationInfo) -> Mapping[str, presets.ModelPreset] | None:
+    """The model presets in force: the built-in ones, or those ``scenario_from_dict`` put in the
+    validation context (built-in ones plus the scenario's price files)."""
+    context: Any = info.context
+    if isinstance(context, Mapping):
+        models = context.get("models")
+        if isinstance(models, Mapping):
+            return models
+    return None

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os.path
 from collections.abc import Mapping
-from typing import Literal, Self
+from pathlib import Path
+from typing import Any, Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from llmtraffic.config.base import Duration, FiniteDuration, Model
 from llmtraffic.config.policy import Policy
@@ -50,6 +52,35 @@ class Scenario(Model):
     providers: dict[str, Provider]
     features: dict[str, Feature]
     policies: dict[str, Policy] = Field(default_factory=dict)
+    price_files: list[str] = Field(
+        default_factory=list,
+        description="TOML price files in the format of data/models.toml, relative to the "
+        "config file; their models add to (and override) the presets",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _price_files_need_the_loader(cls, data: Any, info: ValidationInfo) -> Any:
+        context: Any = info.context
+        if (
+            isinstance(data, Mapping)
+            and data.get("price_files")
+            and not (isinstance(context, Mapping) and "models" in context)
+        ):
+            raise ValueError(
+                "price_files: read by load_config() or scenario_from_dict(); "
+                "Scenario.model_validate() alone does not read files"
+            )
+        return data
+
+    @field_validator("price_files")
+    @classmethod
+    def _absolute_price_files(cls, files: list[str], info: ValidationInfo) -> list[str]:
+        """Recorded as absolute paths, so the resolved scenario names the files it used."""
+        context: Any = info.context
+        base = context.get("base_dir") if isinstance(context, Mapping) else None
+        root = Path(base) if base is not None else Path.cwd()
+        return [os.path.normpath((root / Path(f).expanduser()).absolute()) for f in files]
 
     @model_validator(mode="after")
     def _cross_check(self) -> Self:

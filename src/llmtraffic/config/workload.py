@@ -8,6 +8,7 @@ from typing import Annotated, Literal, Self
 from pydantic import Field, model_validator
 
 from llmtraffic.config.base import Duration, Model, Rate, RateOrZero
+from llmtraffic.config.trace import Trace
 
 
 class PoissonArrivals(Model):
@@ -174,20 +175,58 @@ class LognormalTokens(Model):
         return self
 
 
-TokenDist = Annotated[FixedTokens | UniformTokens | LognormalTokens, Field(discriminator="kind")]
+class EmpiricalTokens(Model):
+    """Token counts drawn from a measured distribution given by evenly spaced quantiles.
+
+    ``quantiles[0]`` is the minimum and ``quantiles[-1]`` the maximum; with 101 values they are
+    the percentiles p0..p100. A draw picks a uniform probability and interpolates linearly
+    between the neighbouring quantiles (inverse-CDF sampling), then rounds. ``llmtraffic fit``
+    writes these when a lognormal does not fit a trace's column.
+    """
+
+    kind: Literal["empirical"] = "empirical"
+    quantiles: list[float] = Field(
+        min_length=2, description="evenly spaced quantiles, from the minimum to the maximum"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if any(q < 0 for q in self.quantiles):
+            raise ValueError("quantiles must be >= 0")
+        if any(b < a for a, b in itertools.pairwise(self.quantiles)):
+            raise ValueError("quantiles must be in increasing order")
+        return self
+
+
+TokenDist = Annotated[
+    FixedTokens | UniformTokens | LognormalTokens | EmpiricalTokens, Field(discriminator="kind")
+]
 
 
 class Feature(Model):
-    """A stream of requests with its own arrivals, token sizes, provider and client policy."""
+    """A stream of requests with its own arrivals, token sizes, provider and client policy.
+
+    Arrivals and token sizes come from distributions (``arrivals``, ``input_tokens``,
+    ``output_tokens``) or from a request log (``trace``, docs/traces.md), not both.
+    """
 
     provider: str = Field(description="name of the provider entry that serves this feature")
     policy: str | None = Field(
         None, description="name of a [policies] entry; may be omitted when only one is defined"
     )
-    arrivals: Arrivals
-    input_tokens: TokenDist = Field(description="prompt tokens per request")
-    output_tokens: TokenDist = Field(
-        description="tokens the model generates (capped by max_tokens)"
+    arrivals: Arrivals | None = Field(
+        None, description="arrival process (required unless a trace is given)"
+    )
+    input_tokens: TokenDist | None = Field(
+        None, description="prompt tokens per request (required unless a trace is given)"
+    )
+    output_tokens: TokenDist | None = Field(
+        None,
+        description="tokens the model generates, capped by max_tokens (required unless a "
+        "trace is given)",
+    )
+    trace: Trace | None = Field(
+        None, description="replay a request log: arrival times and token counts from a file"
     )
     rag_tokens: TokenDist | None = Field(
         None, description="retrieved context added to the prompt (the RAG add-on)"
@@ -199,3 +238,24 @@ class Feature(Model):
     value_per_success: float | None = Field(
         None, ge=0.0, description="business value of one successful request, USD (for ROI)"
     )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        keys = ("arrivals", "input_tokens", "output_tokens")
+        if self.trace is None:
+            missing = [k for k in keys if getattr(self, k) is None]
+            if missing:
+                raise ValueError(
+                    "\n".join(f".{k}: missing required key (or give a trace)" for k in missing)
+                )
+        else:
+            extra = [k for k in keys if getattr(self, k) is not None]
+            if extra:
+                raise ValueError(
+                    "\n".join(
+                        f".{k}: not allowed with a trace (the trace gives arrival times and "
+                        "token counts); remove it, or remove the trace"
+                        for k in extra
+                    )
+                )
+        return self

@@ -138,7 +138,14 @@ class RateLimiter:
     larger than a whole minute's limit).
     """
 
-    __slots__ = ("_continuous", "_items", "count_rejected", "otpm", "resolution")
+    __slots__ = (
+        "_buckets",
+        "_continuous",
+        "_items",
+        "count_rejected",
+        "otpm",
+        "resolution",
+    )
 
     def __init__(
         self,
@@ -163,24 +170,49 @@ class RateLimiter:
                     self.otpm = bucket
         self._items = tuple(items)
         self._continuous = make is TokenBucket
+        # Per kind, the continuous bucket or None: the unrolled fast path in ``admit``.
+        by_kind: list[TokenBucket | None] = [None, None, None, None]
+        for item, kind in items:
+            if isinstance(item, TokenBucket):
+                by_kind[kind] = item
+        self._buckets = tuple(by_kind)
         self.count_rejected = count_rejected
         self.resolution = resolution
 
     def admit(self, now: float, input_tokens: int, max_tokens: int) -> float | None:
         """Admit and charge, or return the retry_after of the 429 (see the class docstring)."""
-        costs = (1.0, input_tokens + max_tokens, input_tokens, max_tokens)
         if self._continuous:
-            # TokenBucket's arithmetic inlined: every attempt comes through here.
-            for bucket, kind in self._items:
-                b: TokenBucket = bucket  # type: ignore[assignment]
-                full_at = b.full_at if b.full_at > now else now
-                if full_at + costs[kind] * b.inv_rate - now > WINDOW:
-                    return self._reject(now, costs)
-            for bucket, kind in self._items:
-                b = bucket  # type: ignore[assignment]
-                full_at = b.full_at if b.full_at > now else now
-                b.full_at = full_at + costs[kind] * b.inv_rate
+            # TokenBucket's arithmetic unrolled: every attempt comes through here. Each bucket
+            # is full again at max(full_at, now) + cost / rate; all must stay within a window.
+            rpm, tpm, itpm, otpm = self._buckets
+            limit = now + WINDOW
+            if rpm is not None:
+                r_at = (rpm.full_at if rpm.full_at > now else now) + rpm.inv_rate
+                if r_at > limit:
+                    return self._reject_tokens(now, input_tokens, max_tokens)
+            if tpm is not None:
+                t_at = (tpm.full_at if tpm.full_at > now else now) + (
+                    input_tokens + max_tokens
+                ) * tpm.inv_rate
+                if t_at > limit:
+                    return self._reject_tokens(now, input_tokens, max_tokens)
+            if itpm is not None:
+                i_at = (itpm.full_at if itpm.full_at > now else now) + input_tokens * itpm.inv_rate
+                if i_at > limit:
+                    return self._reject_tokens(now, input_tokens, max_tokens)
+            if otpm is not None:
+                o_at = (otpm.full_at if otpm.full_at > now else now) + max_tokens * otpm.inv_rate
+                if o_at > limit:
+                    return self._reject_tokens(now, input_tokens, max_tokens)
+                otpm.full_at = o_at
+            if rpm is not None:
+                rpm.full_at = r_at
+            if tpm is not None:
+                tpm.full_at = t_at
+            if itpm is not None:
+                itpm.full_at = i_at
             return None
+        costs = (1.0, input_tokens + max_tokens, input_tokens, max_tokens)
         ok = True
         for bucket, kind in self._items:
             if bucket.refill(now) < costs[kind]:
@@ -190,6 +222,9 @@ class RateLimiter:
                 bucket.charge(costs[kind], now)
             return None
         return self._reject(now, costs)
+
+    def _reject_tokens(self, now: float, input_tokens: int, max_tokens: int) -> float:
+        return self._reject(now, (1.0, input_tokens + max_tokens, input_tokens, max_tokens))
 
     def _reject(self, now: float, costs: tuple[float, int, int, int]) -> float:
         """The 429: charge it if rejected attempts count, and compute its retry_after."""

@@ -29,7 +29,7 @@ class IncidentSpan:
 
 
 def ratio(num: float, den: float) -> float:
-    """num / den, NaN when den is 0 (reported as null: the metric is undefined)."""
+    """The quotient, or NaN when ``den`` is 0 (reported as null: the metric is undefined)."""
     return num / den if den else math.nan
 
 
@@ -127,9 +127,9 @@ def incident_metrics(
     cost = np.asarray(bins.costs["billed_cost"], dtype=float)
     attempts = np.asarray(bins.counts["attempts"], dtype=float)
     arrivals = np.asarray(bins.counts["arrivals"], dtype=float)
-    last = min(len(ok), int(math.ceil(duration / w - 1e-9)))  # bins that hold arrivals
+    last = min(len(ok), math.ceil(duration / w - 1e-9))  # bins that hold arrivals
     b_start = int(inc.start // w)
-    b_end = int(math.ceil(inc.end / w - 1e-9))
+    b_end = math.ceil(inc.end / w - 1e-9)
     b_pre = max(0, int((inc.start - baseline) // w))
 
     def rate(a: int, b: int) -> float:
@@ -137,7 +137,7 @@ def incident_metrics(
 
     level = rate(b_pre, b_start)
     during = rate(b_start, min(b_end, last))
-    wb = max(1, int(math.ceil(window / w - 1e-9)))
+    wb = max(1, math.ceil(window / w - 1e-9))
     recovery = math.nan
     metastable: bool | None = None
     if not math.isnan(level):
@@ -152,7 +152,7 @@ def incident_metrics(
                 break
     pre_span = (b_start - b_pre) * w
     pre_rate = ratio(float(cost[b_pre:b_start].sum()), pre_span)
-    b_stop = b_end + (int(math.ceil(recovery / w)) if not math.isnan(recovery) else 0)
+    b_stop = b_end + (math.ceil(recovery / w) if not math.isnan(recovery) else 0)
     if metastable:
         b_stop = last
     b_stop = max(b_stop, b_end)

@@ -116,7 +116,7 @@ class Bins:
     def __init__(self, width: float, expected_end: float) -> None:
         self.width = width
         self.inv = 1.0 / width
-        n = int(math.ceil(expected_end * self.inv)) + 2
+        n = math.ceil(expected_end * self.inv) + 2
         self.n = n
         self.counts: dict[str, list[float]] = {c: [0] * n for c in COUNT_COLUMNS}
         self.arrived: dict[str, list[int]] = {c: [0] * n for c in ARRIVAL_COLUMNS}

@@ -1,11 +1,12 @@
 """The request source of one feature: schedules each arrival and hands the request to the
 feature's client. Arrival times and token sizes come from the feature's own streams, so every
-policy sees the same traffic for the same seed (common random numbers)."""
+policy sees the same traffic for the same seed (common random numbers), or from a trace."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from heapq import heappush
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -15,14 +16,18 @@ from llmtraffic.engine.entities import Request
 from llmtraffic.engine.kernel import NORMAL, Kernel
 from llmtraffic.engine.streams import Streams
 from llmtraffic.workload.arrivals import arrival_times
-from llmtraffic.workload.tokens import token_sampler
+from llmtraffic.workload.tokens import TokenSampler, token_sampler
+from llmtraffic.workload.trace import TraceChunk, replay
+
+SCHEDULE_BATCH = 512
 
 
 class FeatureSource:
     """Feeds one feature's requests into the simulation.
 
-    Each request is created when its arrival is scheduled and is itself the arrival event;
-    its baseline cost (first attempt succeeds on the primary model) is computed per chunk.
+    Requests are created a batch at a time, each scheduled as its own arrival event whose
+    callback is the client's ``arrive``; their baseline cost (first attempt succeeds on the
+    primary model) is computed per chunk with numpy.
     """
 
     def __init__(
@@ -42,31 +47,58 @@ class FeatureSource:
         self.kernel = kernel
         self.next_id = next_id
         self.deadline = client.deadline
-        self._times = (
-            times
-            if times is not None
-            else arrival_times(
-                cfg.arrivals, streams.generator(f"feature/{name}/arrivals"), horizon, start_hour
-            )
-        )
         rng = streams.generator(f"feature/{name}/tokens")
-        self._input = token_sampler(cfg.input_tokens, rng)
-        self._output = token_sampler(cfg.output_tokens, rng)
         self._rag = token_sampler(cfg.rag_tokens, rng) if cfg.rag_tokens is not None else None
+        self._draws: Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]
+        if cfg.trace is not None:
+            # Replay: times and token counts from the trace; the RAG add-on, cached_fraction
+            # and max_tokens still apply on top.
+            self._draws = self._replayed(replay(cfg.trace, horizon, feature=name))
+        else:
+            # Feature's validator makes these present when there is no trace.
+            assert cfg.arrivals is not None
+            assert cfg.input_tokens is not None and cfg.output_tokens is not None
+            if times is None:
+                arrivals = streams.generator(f"feature/{name}/arrivals")
+                times = arrival_times(cfg.arrivals, arrivals, horizon, start_hour)
+            self._draws = self._sampled(
+                times, token_sampler(cfg.input_tokens, rng), token_sampler(cfg.output_tokens, rng)
+            )
         self._cached_fraction = cfg.cached_fraction
         self._max_tokens = cfg.max_tokens
         self._chunk: Iterator[tuple[float, int, int, int, float]] = iter(())
 
-    def _load(self) -> bool:
-        """Fetch the next chunk of arrivals and draw their token sizes; False when done."""
-        for times in self._times:
+    def _sampled(
+        self, chunks: Iterator[np.ndarray], input_tokens: TokenSampler, output_tokens: TokenSampler
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Arrival times with token sizes drawn from the distributions (input, RAG, output:
+        the order of the draws is part of the seeded traffic)."""
+        for times in chunks:
             n = len(times)
             if n == 0:
                 continue
-            inp = self._input(n)
+            inp = input_tokens(n)
             if self._rag is not None:
                 inp = inp + self._rag(n)
-            out = np.minimum(self._output(n), self._max_tokens)
+            yield times, inp, output_tokens(n)
+
+    def _replayed(
+        self, chunks: Iterator[TraceChunk]
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """A trace's arrival times and token counts, plus the RAG add-on when configured."""
+        for chunk in chunks:
+            n = len(chunk)
+            if n == 0:
+                continue
+            inp = chunk.input_tokens
+            if self._rag is not None:
+                inp = inp + self._rag(n)
+            yield chunk.times, inp, chunk.output_tokens
+
+    def _load(self) -> bool:
+        """Fetch the next chunk of arrivals and draw their token sizes; False when done."""
+        for times, inp, out in self._draws:
+            out = np.minimum(out, self._max_tokens)
             cached = np.rint(inp * self._cached_fraction).astype(np.int64)
             ep = self.client.endpoint
             baseline = (
@@ -85,25 +117,32 @@ class FeatureSource:
             return True
         return False
 
-    def _schedule_next(self) -> None:
-        item = next(self._chunk, None)
-        if item is None:
+    def _schedule_batch(self, last: Request | None = None) -> None:
+        """Schedule the next ``SCHEDULE_BATCH`` arrivals; the last one schedules the batch after.
+
+        Scheduling a batch at once lets each request's arrival call the client directly, with
+        no per-arrival bookkeeping: the heap holds at most one batch per feature.
+        """
+        items = list(islice(self._chunk, SCHEDULE_BATCH))
+        if not items:
             if not self._load():
                 return
-            item = next(self._chunk)
-        t, inp, cached, out, baseline = item
-        req = Request(self.next_id(), t, inp, cached, out, t + self.deadline, baseline)
-        # SimPy reads an event's callbacks list without changing it, so one list serves all.
-        req.callbacks = self._arrival_callbacks
-        heappush(self._queue, (t, NORMAL, next(self._eid), req))
+            items = list(islice(self._chunk, SCHEDULE_BATCH))
+        queue, eid, deadline, next_id = self._queue, self._eid, self.deadline, self.next_id
+        callbacks = self._arrive_callbacks
+        req = None
+        for t, inp, cached, out, baseline in items:
+            req = Request(next_id(), t, inp, cached, out, t + deadline, baseline)
+            # SimPy reads an event's callbacks list without changing it, so one list serves all.
+            req.callbacks = callbacks
+            heappush(queue, (t, NORMAL, next(eid), req))
+        assert req is not None
+        req.callbacks = self._last_callbacks
 
     def start(self) -> None:
-        """Schedule the first arrival."""
-        self._arrival_callbacks = [self._on_arrival]
+        """Schedule the first batch of arrivals."""
         self._queue = self.kernel.queue
         self._eid = self.kernel.eid
-        self._schedule_next()
-
-    def _on_arrival(self, req: Request) -> None:
-        self._schedule_next()
-        self.client.arrive(req)
+        self._arrive_callbacks = [self.client.arrive]
+        self._last_callbacks = [self.client.arrive, self._schedule_batch]
+        self._schedule_batch()

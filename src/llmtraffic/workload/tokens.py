@@ -8,7 +8,13 @@ from statistics import NormalDist
 
 import numpy as np
 
-from llmtraffic.config.workload import FixedTokens, LognormalTokens, TokenDist, UniformTokens
+from llmtraffic.config.workload import (
+    EmpiricalTokens,
+    FixedTokens,
+    LognormalTokens,
+    TokenDist,
+    UniformTokens,
+)
 
 TokenSampler = Callable[[int], np.ndarray]
 """Returns ``n`` token counts (int64)."""
@@ -36,4 +42,18 @@ def token_sampler(cfg: TokenDist, rng: np.random.Generator) -> TokenSampler:
     if isinstance(cfg, LognormalTokens):
         mu, sigma = lognormal_params(cfg)
         return lambda n: np.maximum(1, np.rint(rng.lognormal(mu, sigma, n))).astype(np.int64)
+    if isinstance(cfg, EmpiricalTokens):
+        return empirical_sampler(cfg.quantiles, rng)
     raise TypeError(f"unknown token config {cfg!r}")
+
+
+def empirical_sampler(quantiles: list[float], rng: np.random.Generator) -> TokenSampler:
+    """Inverse-CDF sampling between evenly spaced quantiles (linear in between), rounded."""
+    q = np.asarray(quantiles, dtype=float)
+    grid = np.linspace(0.0, 1.0, len(q))
+
+    def sample(n: int) -> np.ndarray:
+        out: np.ndarray = np.rint(np.interp(rng.random(n), grid, q)).astype(np.int64)
+        return out
+
+    return sample

@@ -1,0 +1,1 @@
+"""Benchmarks of llmtraffic (not part of the test suite): ``make bench`` runs ``benchmarks.run``."""

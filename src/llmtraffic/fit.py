@@ -1,0 +1,479 @@
+"""``llmtraffic fit``: describe a trace's load and fit distributions that reproduce it.
+
+Arrival statistics (mean rate, inter-arrival CV, per-minute counts, index of dispersion) and,
+per token column, a lognormal fit (scipy's maximum-likelihood fit) with its Kolmogorov-Smirnov
+distance to the data; when the distance is above ``KS_MAX`` the column is described by its
+measured quantiles instead (``kind = "empirical"``). The result prints as tables and as a
+scenario TOML that reproduces the load with distributions (docs/traces.md).
+
+The trace is streamed: counts and sums are exact over every row; quantiles and the fits use
+every row up to ``SAMPLE`` rows, and a uniform random sample of that size beyond.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from llmtraffic.config.trace import Trace
+from llmtraffic.workload.trace import TraceReader
+
+KS_MAX = 0.05
+"""Largest Kolmogorov-Smirnov distance at which the lognormal is used."""
+
+DISPERSION_POISSON = 2.0
+"""Per-minute index of dispersion up to which arrivals are called Poisson (Poisson: 1)."""
+
+SAMPLE = 1_000_000
+QUANTILES = 101
+Z99 = NormalDist().inv_cdf(0.99)
+
+
+@dataclass(frozen=True)
+class ArrivalFit:
+    """Arrival statistics of a trace and the arrival process that reproduces them."""
+
+    requests: int
+    span: float
+    """Seconds from the first to the last request."""
+    mean_rate: float
+    """requests / span, per second."""
+    gap_cv: float
+    """Coefficient of variation of the inter-arrival times (1 for Poisson)."""
+    full_minutes: int
+    per_minute_min: float
+    per_minute_mean: float
+    per_minute_max: float
+    dispersion_minute: float
+    """Variance / mean of the counts in full minutes (1 for Poisson)."""
+    dispersion_second: float
+    """Variance / mean of the counts in full seconds (1 for Poisson)."""
+    config: dict[str, Any] = field(default_factory=dict)
+    """The ``arrivals`` table of the fitted process."""
+
+    @property
+    def peak_to_mean(self) -> float:
+        """Busiest full minute / mean full minute."""
+        return self.per_minute_max / self.per_minute_mean if self.per_minute_mean else math.nan
+
+    @property
+    def kind(self) -> str:
+        """``poisson`` or ``bursty``."""
+        return str(self.config.get("kind", "poisson"))
+
+
+@dataclass(frozen=True)
+class TokenFit:
+    """One token column: its figures, the lognormal fit, and the distribution chosen."""
+
+    column: str
+    n: int
+    mean: float
+    minimum: int
+    p50: float
+    p99: float
+    maximum: int
+    mu: float
+    """Mean of log(tokens), maximum-likelihood (rows with 0 tokens left out)."""
+    sigma: float
+    """Standard deviation of log(tokens)."""
+    ks: float
+    """Kolmogorov-Smirnov distance between the data and the rounded fitted lognormal."""
+    quantiles: list[float]
+    """p0, p1, ..., p100."""
+
+    @property
+    def kind(self) -> str:
+        """``lognormal`` when it fits (KS <= KS_MAX), else ``empirical``."""
+        return "lognormal" if self.ks <= KS_MAX else "empirical"
+
+    def config(self) -> dict[str, Any]:
+        """The token table that reproduces the column."""
+        if self.kind == "lognormal":
+            return {
+                "kind": "lognormal",
+                "median": _sig(math.exp(self.mu)),
+                "p99": _sig(math.exp(self.mu + Z99 * self.sigma)),
+            }
+        return {"kind": "empirical", "quantiles": [round(q, 1) for q in self.mean_matched()]}
+
+    def mean_matched(self) -> list[float]:
+        """The quantiles with the last one moved so that inverse-CDF sampling between them
+        (linear in between) has the column's mean: with the true maximum as the last point,
+        the top percentile would be drawn uniformly up to it and inflate the mean."""
+        q = list(self.quantiles)
+        if len(q) < 2 or not math.isfinite(self.mean):
+            return q
+        interp_mean = sum((a + b) / 2 for a, b in itertools.pairwise(q)) / (len(q) - 1)
+        q[-1] = max(q[-2], q[-1] + 2 * (len(q) - 1) * (self.mean - interp_mean))
+        return q
+
+
+@dataclass(frozen=True)
+class TraceFit:
+    """Everything ``llmtraffic fit`` reports about one trace."""
+
+    trace: Trace
+    time_unit: str
+    rows: int
+    arrivals: ArrivalFit
+    input_tokens: TokenFit
+    output_tokens: TokenFit
+
+    def scenario(self, feature: str = "replayed", model: str = "openai/gpt-4o-mini") -> str:
+        """A runnable scenario TOML that reproduces the trace's load with distributions."""
+        a, i, o = self.arrivals, self.input_tokens, self.output_tokens
+        t = self.trace
+        lines = [
+            f"# Fitted by `llmtraffic fit` from {t.path}:",
+            f"# {a.requests:,} requests over {a.span:,.1f} s ({a.mean_rate:.3f} per second), "
+            f"inter-arrival CV {a.gap_cv:.2f},",
+            f"# per-minute counts {a.per_minute_min:g}..{a.per_minute_max:g} (peak/mean "
+            f"{a.peak_to_mean:.2f}, index of dispersion {a.dispersion_minute:.1f}): {a.kind}.",
+        ]
+        for tf, name in ((i, "input"), (o, "output")):
+            lines.append(
+                f"# {name} tokens ({tf.column}): mean {tf.mean:,.1f}, p50 {tf.p50:g}, p99 "
+                f"{tf.p99:g}, max {tf.maximum:,}; lognormal KS {tf.ks:.3f}: {tf.kind}."
+            )
+        if "empirical" in (i.kind, o.kind):
+            lines.append(
+                "# empirical = percentiles p0..p100; the last is moved from the maximum so "
+                "that the mean matches."
+            )
+        lines += [
+            "# To replay the trace itself instead of these distributions, replace arrivals,",
+            "# input_tokens and output_tokens with:",
+            f"#   trace = {_inline(_trace_table(t))}",
+            "",
+            f'name = "{feature}-fitted"',
+            "",
+            "[run]",
+            f"duration = {math.ceil(a.span)}  # the trace's span, in seconds",
+            "",
+            "[providers.main]",
+            f'model = "{model}"  # prices from the preset; add rate_limit, capacity, ...',
+            "",
+            f"[features.{_key(feature)}]",
+            'provider = "main"',
+            f"max_tokens = {max(o.maximum, 1)}  # the trace's largest output",
+            "",
+            f"[features.{_key(feature)}.arrivals]",
+            *_table_lines(a.config),
+        ]
+        for tf, key in ((i, "input_tokens"), (o, "output_tokens")):
+            lines += ["", f"[features.{_key(feature)}.{key}]", *_table_lines(tf.config())]
+        return "\n".join(lines) + "\n"
+
+
+def fit_trace(cfg: Trace, feature: str | None = None, seed: int = 0) -> TraceFit:
+    """Read the whole trace (as its config replays it, once) and fit it."""
+    reader = TraceReader(cfg, feature)
+    arrivals = _ArrivalStats()
+    inp = _TokenStats(cfg.input_tokens, seed)
+    out = _TokenStats(cfg.output_tokens, seed + 1)
+    for t, i, o in reader.cycle():
+        arrivals.add(t / cfg.speedup)
+        inp.add(i)
+        out.add(o)
+    return TraceFit(
+        trace=cfg,
+        time_unit=reader.unit or "?",
+        rows=reader.rows,
+        arrivals=arrivals.fit(),
+        input_tokens=inp.fit(),
+        output_tokens=out.fit(),
+    )
+
+
+# --- arrivals ----------------------------------------------------------------------------
+
+
+class _ArrivalStats:
+    """Streaming counts: gaps (sum, sum of squares) and counts per second since the first."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.first = math.nan
+        self.last = math.nan
+        self.gap_sum = 0.0
+        self.gap_sq = 0.0
+        self.per_second = np.zeros(0, dtype=np.int64)
+
+    def add(self, t: np.ndarray) -> None:
+        if t.size == 0:
+            return
+        if self.n == 0:
+            self.first = float(t[0])
+            gaps = np.diff(t)
+        else:
+            gaps = np.diff(t, prepend=self.last)
+        self.gap_sum += float(gaps.sum())
+        self.gap_sq += float(np.dot(gaps, gaps))
+        self.n += t.size
+        self.last = float(t[-1])
+        counts = np.bincount(np.floor(t - self.first).astype(np.int64))
+        if counts.size > self.per_second.size:
+            counts[: self.per_second.size] += self.per_second
+            self.per_second = counts
+        else:
+            self.per_second[: counts.size] += counts
+
+    def fit(self) -> ArrivalFit:
+        n = self.n
+        span = self.last - self.first if n else 0.0
+        rate = n / span if span > 0 else math.nan
+        gaps = n - 1
+        if gaps > 0 and self.gap_sum > 0:
+            mean = self.gap_sum / gaps
+            var = max(0.0, self.gap_sq / gaps - mean * mean)
+            cv = math.sqrt(var) / mean
+        else:
+            cv = math.nan
+        seconds = self.per_second[: math.floor(span)]
+        minutes_n = math.floor(span / 60.0)
+        minutes = self.per_second[: minutes_n * 60].reshape(minutes_n, 60).sum(axis=1)
+        fit = ArrivalFit(
+            requests=n,
+            span=span,
+            mean_rate=rate,
+            gap_cv=cv,
+            full_minutes=minutes_n,
+            per_minute_min=float(minutes.min()) if minutes_n else math.nan,
+            per_minute_mean=float(minutes.mean()) if minutes_n else math.nan,
+            per_minute_max=float(minutes.max()) if minutes_n else math.nan,
+            dispersion_minute=_dispersion(minutes),
+            dispersion_second=_dispersion(seconds),
+        )
+        return ArrivalFit(**{**fit.__dict__, "config": _arrival_config(fit, minutes)})
+
+
+def _dispersion(counts: np.ndarray) -> float:
+    if counts.size < 2 or counts.mean() == 0:
+        return math.nan
+    return float(counts.var() / counts.mean())
+
+
+def _arrival_config(fit: ArrivalFit, minutes: np.ndarray) -> dict[str, Any]:
+    """Poisson at the mean rate; or, when per-minute counts vary far more than Poisson's, a
+    two-state Markov-modulated Poisson process fitted to the quiet and busy minutes."""
+    poisson: dict[str, Any] = {"kind": "poisson", "rate": _sig(fit.mean_rate)}
+    if not math.isfinite(fit.mean_rate):
+        return {"kind": "poisson", "rate": 1.0}
+    if minutes.size < 4 or not fit.dispersion_minute > DISPERSION_POISSON:
+        return poisson
+    busy = minutes > np.median(minutes)
+    if busy.all() or not busy.any():
+        return poisson
+    rates = [float(minutes[~busy].mean()) / 60.0, float(minutes[busy].mean()) / 60.0]
+    # Mean run lengths of quiet and busy minutes, in seconds.
+    edges = np.flatnonzero(np.diff(busy.astype(np.int8))) + 1
+    runs = np.split(busy, edges)
+    durations = [
+        60.0 * float(np.mean([len(r) for r in runs if bool(r[0]) is state]))
+        for state in (False, True)
+    ]
+    # Rescale the rates so that the process has the trace's mean rate exactly.
+    mean = (rates[0] * durations[0] + rates[1] * durations[1]) / sum(durations)
+    scale = fit.mean_rate / mean
+    return {
+        "kind": "bursty",
+        "rates": [_sig(r * scale) for r in rates],
+        "mean_durations": [round(d, 1) for d in durations],
+    }
+
+
+# --- tokens ------------------------------------------------------------------------------
+
+
+class _TokenStats:
+    """Exact count, sum, min, max; a uniform sample of at most SAMPLE values for the rest."""
+
+    def __init__(self, column: str, seed: int) -> None:
+        self.column = column
+        self.n = 0
+        self.total = 0
+        self.minimum = math.inf
+        self.maximum = -math.inf
+        self.rng = np.random.default_rng(seed)
+        self.sample = np.zeros(0, dtype=np.int64)
+        self.keys = np.zeros(0)
+
+    def add(self, x: np.ndarray) -> None:
+        if x.size == 0:
+            return
+        self.n += x.size
+        self.total += int(x.sum())
+        self.minimum = min(self.minimum, int(x.min()))
+        self.maximum = max(self.maximum, int(x.max()))
+        # Reservoir by random keys: keep the SAMPLE values with the smallest keys.
+        sample = np.concatenate([self.sample, x])
+        keys = np.concatenate([self.keys, self.rng.random(x.size)])
+        if sample.size > SAMPLE:
+            keep = np.argpartition(keys, SAMPLE)[:SAMPLE]
+            sample, keys = sample[keep], keys[keep]
+        self.sample, self.keys = sample, keys
+
+    def fit(self) -> TokenFit:
+        from scipy import stats
+
+        x = self.sample
+        positive = x[x > 0]
+        if positive.size >= 2 and np.ptp(positive) > 0:
+            sigma, _, scale = stats.lognorm.fit(positive, floc=0)
+            mu = math.log(scale)
+            ks = _ks_rounded_lognormal(x, mu, sigma)
+        else:
+            mu = math.log(positive[0]) if positive.size else 0.0
+            sigma, ks = 0.0, math.inf
+        qs = np.quantile(x, np.linspace(0.0, 1.0, QUANTILES)) if x.size else np.zeros(QUANTILES)
+        return TokenFit(
+            column=self.column,
+            n=self.n,
+            mean=self.total / self.n if self.n else math.nan,
+            minimum=int(self.minimum) if self.n else 0,
+            p50=float(np.quantile(x, 0.5)) if x.size else math.nan,
+            p99=float(np.quantile(x, 0.99)) if x.size else math.nan,
+            maximum=int(self.maximum) if self.n else 0,
+            mu=mu,
+            sigma=float(sigma),
+            ks=ks,
+            quantiles=[float(q) for q in qs],
+        )
+
+
+def _ks_rounded_lognormal(x: np.ndarray, mu: float, sigma: float) -> float:
+    """Kolmogorov-Smirnov distance between integer data and max(1, rint(LogNormal(mu, sigma)))
+    (what the simulator draws): the largest gap between the two CDFs at or just before each
+    observed value."""
+    from scipy import stats
+
+    dist = stats.lognorm(sigma, scale=math.exp(mu))
+    values, counts = np.unique(x, return_counts=True)
+    ecdf = np.cumsum(counts) / x.size
+    before = ecdf - counts / x.size
+    v = values.astype(float)
+    model = np.where(v >= 1, dist.cdf(v + 0.5), 0.0)
+    model_before = np.where(v >= 2, dist.cdf(v - 0.5), 0.0)
+    return float(max(np.abs(ecdf - model).max(), np.abs(before - model_before).max()))
+
+
+# --- output ------------------------------------------------------------------------------
+
+
+def print_fit(console: Console, fit: TraceFit) -> None:
+    """The fit as two readable tables."""
+    a = fit.arrivals
+    head = Table(
+        title=f"Trace: {fit.trace.path}",
+        show_header=False,
+        title_justify="left",
+        box=box.SIMPLE,
+    )
+    head.add_column(style="bold")
+    head.add_column(justify="right")
+    rows = [
+        ("rows read / replayed", f"{fit.rows:,} / {a.requests:,}"),
+        ("time unit", fit.time_unit),
+        ("span", f"{a.span:,.1f} s"),
+        ("mean rate", f"{a.mean_rate:.3f} /s ({a.mean_rate * 60:,.1f} /min)"),
+        ("inter-arrival CV", f"{a.gap_cv:.3f}"),
+        (
+            "per-minute count min / mean / max",
+            f"{a.per_minute_min:g} / {a.per_minute_mean:,.1f} / {a.per_minute_max:g}"
+            f" ({a.full_minutes} full minutes)",
+        ),
+        ("per-minute peak / mean", f"{a.peak_to_mean:.2f}"),
+        ("index of dispersion, per second", f"{a.dispersion_second:.2f}"),
+        ("index of dispersion, per minute", f"{a.dispersion_minute:.2f}"),
+        ("arrival model", _describe_arrivals(a.config)),
+    ]
+    for k, v in rows:
+        head.add_row(k, v)
+    console.print(head)
+    tok = Table(title="Token sizes", title_justify="left", box=box.SIMPLE_HEAD)
+    for col in ("", "column", "mean", "p50", "p99", "max", "fit median/p99", "KS", "model"):
+        tok.add_column(col, justify="left" if col in ("", "column", "model") else "right")
+    for name, tf in (("input", fit.input_tokens), ("output", fit.output_tokens)):
+        tok.add_row(
+            name,
+            tf.column,
+            f"{tf.mean:,.1f}",
+            f"{tf.p50:,g}",
+            f"{tf.p99:,g}",
+            f"{tf.maximum:,}",
+            f"{math.exp(tf.mu):,.0f}/{math.exp(tf.mu + Z99 * tf.sigma):,.0f}",
+            f"{tf.ks:.3f}",
+            tf.kind,
+        )
+    console.print(tok)
+
+
+def _describe_arrivals(cfg: dict[str, Any]) -> str:
+    if cfg.get("kind") == "bursty":
+        rates = ", ".join(f"{r:g}" for r in cfg["rates"])
+        durations = ", ".join(f"{d:g}" for d in cfg["mean_durations"])
+        return f"bursty: rates {rates} /s, mean durations {durations} s"
+    return f"poisson: {cfg.get('rate', math.nan):g} /s"
+
+
+def _sig(x: float, digits: int = 4) -> float:
+    """``x`` rounded to ``digits`` significant digits."""
+    if x == 0 or not math.isfinite(x):
+        return x
+    return round(x, digits - 1 - math.floor(math.log10(abs(x))))
+
+
+def _key(name: str) -> str:
+    bare = name.replace("-", "").replace("_", "").isalnum()
+    return name if bare else f'"{name}"'
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+        return f"{value:g}" if value == int(value) and abs(value) < 1e15 else repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return str(value)
+
+
+def _table_lines(table: dict[str, Any]) -> list[str]:
+    lines = []
+    for k, v in table.items():
+        if isinstance(v, list) and len(v) > 8:
+            lines.append(f"{k} = [")
+            for j in range(0, len(v), 10):
+                lines.append("  " + ", ".join(_toml(x) for x in v[j : j + 10]) + ",")
+            lines.append("]")
+        else:
+            lines.append(f"{k} = {_toml(v)}")
+    return lines
+
+
+def _trace_table(t: Trace) -> dict[str, Any]:
+    """The trace config's keys that differ from the defaults."""
+    defaults = Trace.model_fields
+    out: dict[str, Any] = {"path": t.path}
+    for name, info in defaults.items():
+        value = getattr(t, name)
+        if name != "path" and value is not None and value != info.default:
+            out[name] = value
+    return out
+
+
+def _inline(table: dict[str, Any]) -> str:
+    return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in table.items()) + " }"

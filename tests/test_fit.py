@@ -1,0 +1,162 @@
+"""``llmtraffic fit``: known parameters are recovered; the Azure trace's figures are reported;
+the emitted scenario reproduces the trace's load."""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from llmtraffic import Simulation, load_config, scenario_from_dict
+from llmtraffic.cli import main
+from llmtraffic.config.trace import Trace
+from llmtraffic.fit import KS_MAX, fit_trace
+from llmtraffic.workload.tokens import empirical_sampler
+
+
+def synthetic(
+    tmp_path: Path, times: np.ndarray, inp: np.ndarray, out: np.ndarray, name: str = "log.csv"
+) -> Trace:
+    path = tmp_path / name
+    pd.DataFrame({"timestamp": times, "input_tokens": inp, "output_tokens": out}).to_csv(
+        path, index=False
+    )
+    return Trace.model_validate({"path": str(path)})
+
+
+@pytest.mark.parametrize(("mu", "sigma"), [(6.5, 0.6), (4.0, 1.1)])
+def test_the_fitter_recovers_lognormal_parameters(tmp_path: Path, mu: float, sigma: float) -> None:
+    rng = np.random.default_rng(11)
+    n = 20_000
+    times = np.cumsum(rng.exponential(0.1, n))
+    inp = np.maximum(1, np.rint(rng.lognormal(mu, sigma, n))).astype(int)
+    out = np.maximum(1, np.rint(rng.lognormal(mu - 1, sigma / 2, n))).astype(int)
+    fit = fit_trace(synthetic(tmp_path, times, inp, out))
+    # Standard errors: sigma / sqrt(n) for mu (0.008 at most), sigma / sqrt(2n) for sigma.
+    tf = fit.input_tokens
+    assert tf.mu == pytest.approx(mu, abs=0.04)
+    assert tf.sigma == pytest.approx(sigma, abs=0.03)
+    assert tf.ks < KS_MAX and tf.kind == "lognormal"
+    cfg = tf.config()
+    assert cfg["kind"] == "lognormal"
+    assert cfg["median"] == pytest.approx(math.exp(mu), rel=0.05)
+    assert cfg["p99"] == pytest.approx(math.exp(mu + 2.3263 * sigma), rel=0.1)
+    assert fit.output_tokens.sigma == pytest.approx(sigma / 2, abs=0.03)
+
+
+def test_a_poor_lognormal_fit_falls_back_to_empirical_quantiles(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    n = 10_000
+    # Two modes (short answers and long ones): no lognormal fits this.
+    out = np.where(rng.random(n) < 0.5, rng.integers(20, 40, n), rng.integers(380, 420, n))
+    fit = fit_trace(synthetic(tmp_path, np.arange(n) * 0.1, out, out))
+    tf = fit.output_tokens
+    assert tf.ks > KS_MAX and tf.kind == "empirical"
+    q = tf.config()["quantiles"]
+    assert len(q) == 101 and q[0] == out.min() and q[50] == pytest.approx(np.median(out), abs=1)
+    draws = empirical_sampler(q, np.random.default_rng(1))(200_000)
+    assert draws.mean() == pytest.approx(out.mean(), rel=0.01)
+    assert np.quantile(draws, 0.25) == pytest.approx(np.quantile(out, 0.25), abs=2)
+
+
+def test_poisson_arrivals_are_called_poisson(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    times = np.cumsum(rng.exponential(1 / 8.0, 40_000))
+    a = fit_trace(synthetic(tmp_path, times, np.ones(40_000, int), np.ones(40_000, int))).arrivals
+    assert a.mean_rate == pytest.approx(8.0, rel=0.02)
+    assert a.gap_cv == pytest.approx(1.0, abs=0.03)
+    assert a.dispersion_second == pytest.approx(1.0, abs=0.1)
+    assert a.dispersion_minute == pytest.approx(1.0, abs=0.6)
+    assert a.config == {"kind": "poisson", "rate": pytest.approx(8.0, rel=0.02)}
+
+
+def test_bursty_arrivals_get_a_two_state_process_with_the_traces_mean(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    parts, t0 = [], 0.0
+    for minute in range(60):
+        rate = 2.0 if (minute // 5) % 2 == 0 else 10.0  # five quiet minutes, five busy ones
+        k = rng.poisson(rate * 60)
+        parts.append(np.sort(rng.uniform(t0, t0 + 60, k)))
+        t0 += 60
+    times = np.concatenate(parts)
+    ones = np.ones(times.size, int)
+    a = fit_trace(synthetic(tmp_path, times, ones, ones)).arrivals
+    assert a.dispersion_minute > 10
+    assert a.kind == "bursty"
+    rates, durations = a.config["rates"], a.config["mean_durations"]
+    assert rates[0] == pytest.approx(2.0, rel=0.1) and rates[1] == pytest.approx(10.0, rel=0.1)
+    assert durations == pytest.approx([300, 300], rel=0.15)
+    mean = np.dot(rates, durations) / sum(durations)
+    assert mean == pytest.approx(a.mean_rate, rel=1e-3)
+
+
+# The figures of the bundled trace in the project's reference notes (data/README.md).
+def test_the_azure_trace_figures() -> None:
+    fit = fit_trace(Trace.model_validate({"path": "builtin:azure-conv"}))
+    a = fit.arrivals
+    assert fit.time_unit == "datetime"
+    assert a.requests == fit.rows == 19_366
+    assert a.span == pytest.approx(3501.7, abs=0.05)
+    assert a.mean_rate == pytest.approx(5.53, abs=0.005)
+    assert a.gap_cv == pytest.approx(1.09, abs=0.005)
+    assert (a.per_minute_min, a.per_minute_max) == (191, 507)
+    assert a.peak_to_mean == pytest.approx(1.52, abs=0.005)
+    assert a.kind == "bursty"  # per-minute counts vary 16x more than Poisson's
+    i, o = fit.input_tokens, fit.output_tokens
+    assert i.mean == pytest.approx(1154.7, abs=0.05)
+    assert (i.p50, i.p99, i.maximum) == (1020, 4142, 14_050)
+    assert o.mean == pytest.approx(211.1, abs=0.05)
+    assert (o.p50, o.p99, o.maximum) == (129, 601, 1000)
+    assert i.kind == o.kind == "empirical"  # KS 0.16 and 0.18: no lognormal fits
+
+
+def test_the_fitted_scenario_reproduces_the_traces_load(tmp_path: Path) -> None:
+    fit = fit_trace(Trace.model_validate({"path": "builtin:azure-conv"}))
+    text = fit.scenario(feature="chat", model="openai/gpt-4o")
+    raw = tomllib.loads(text)
+    raw["providers"]["main"]["capacity"] = {"slots": 500, "queue_limit": 0}
+    req = Simulation(scenario_from_dict(raw), seed=2).run().df("requests")
+    assert raw["run"]["duration"] == 3502
+    # Bursty arrivals with five-minute states: the hour's count varies by a few percent.
+    assert len(req) == pytest.approx(19_366, rel=0.08)
+    assert req.input_tokens.mean() == pytest.approx(1154.7, rel=0.03)
+    assert req.output_tokens.mean() == pytest.approx(211.1, rel=0.03)
+    assert req.output_tokens.max() <= 1000
+    # The snippet names the replay alternative, which validates as it is.
+    line = next(ln for ln in text.splitlines() if ln.startswith("#   trace = "))
+    trace = tomllib.loads(line.removeprefix("#   "))["trace"]
+    assert Trace.model_validate(trace).timestamp == "TIMESTAMP"
+
+
+def test_fit_command_prints_the_tables_and_writes_the_scenario(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    rows = "ts,prompt,completion\n" + "".join(f"{1700000000 + i * 0.5},{100 + i},{10}\n"
+                                               for i in range(200))  # fmt: skip
+    (tmp_path / "log.csv").write_text(rows, encoding="utf-8")
+    args = ["fit", "log.csv", "--timestamp", "ts", "--input-tokens", "prompt"]
+    args += ["--output-tokens", "completion", "--snippet", "fitted.toml", "--name", "bot"]
+    assert main(args) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "mean rate 2.010 /s" in out, out  # 200 requests over 99.5 s
+    assert "time unit s " in out and "scenario written to fitted.toml" in out
+    sc = load_config(tmp_path / "fitted.toml")
+    assert list(sc.features) == ["bot"]
+    assert sc.providers["main"].prices.input == 0.15  # the default model's preset
+
+
+def test_fit_command_reports_bad_input(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", "builtin:azure-conv", "--timestamp", "time"]) == 2
+    assert "did you mean 'TIMESTAMP'" in capsys.readouterr().err
+    assert main(["fit", "builtin:azure-conv", "--window", "10", "5"]) == 2
+    assert "--window: 'from' (10 s) must be before 'to' (5 s)" in capsys.readouterr().err
+    assert main(["fit", "missing.csv"]) == 2
+    assert "trace file not found" in capsys.readouterr().err

@@ -1,0 +1,467 @@
+"""Trace replay: every arrival time and token count kept (scaled exactly), in every format and
+time unit; windows, loops and filters; bad traces give errors with file, line and column."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import llmtraffic.workload.trace as trace_mod
+from llmtraffic import ConfigError, Simulation, TraceError, load_config, scenario_from_dict
+from llmtraffic.cli import main
+from llmtraffic.config.trace import Trace
+from llmtraffic.errors import TraceWarning
+from llmtraffic.workload.trace import builtin_trace_file, replay
+from tests.conftest import BASE
+
+AZURE = builtin_trace_file("azure-conv")
+
+# A small log: relative seconds, tokens, a feature, a model and an outcome column.
+ROWS: list[dict[str, Any]] = [
+    {"t": 0.0, "inp": 100, "out": 10, "app": "chat", "model": "a", "status": "ok"},
+    {"t": 0.25, "inp": 200, "out": 20, "app": "search", "model": "b", "status": "ok"},
+    {"t": 0.25, "inp": 300, "out": 30, "app": "chat", "model": "a", "status": "error"},
+    {"t": 1.5, "inp": 400, "out": 40, "app": "chat", "model": "b", "status": "ok"},
+    {"t": 2.0, "inp": 0, "out": 0, "app": "search", "model": "a", "status": "ok"},
+    {"t": 3.75, "inp": 600, "out": 60, "app": "chat", "model": "a", "status": "ok"},
+]
+COLS = {"timestamp": "t", "input_tokens": "inp", "output_tokens": "out"}
+
+
+def write(path: Path, rows: list[dict[str, Any]]) -> Path:
+    """Write rows as CSV, CSV.gz, Parquet or JSONL, by the file's extension."""
+    df = pd.DataFrame(rows)
+    name = path.name
+    if name.endswith(".parquet"):
+        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path)
+    elif name.endswith(".jsonl"):
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    elif name.endswith(".csv.gz"):
+        with gzip.open(path, "wt", encoding="utf-8") as f:
+            df.to_csv(f, index=False)
+    else:
+        df.to_csv(path, index=False)
+    return path
+
+
+def trace(path: Path | str, **keys: Any) -> Trace:
+    return Trace.model_validate({"path": str(path), **COLS, **keys})
+
+
+def read(
+    cfg: Trace, horizon: float = float("inf"), feature: str | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    chunks = list(replay(cfg, horizon, feature))
+    if not chunks:
+        return np.empty(0), np.empty(0, np.int64), np.empty(0, np.int64)
+    return (
+        np.concatenate([c.times for c in chunks]),
+        np.concatenate([c.input_tokens for c in chunks]),
+        np.concatenate([c.output_tokens for c in chunks]),
+    )
+
+
+T = np.array([r["t"] for r in ROWS])
+INP = np.array([r["inp"] for r in ROWS])
+OUT = np.array([r["out"] for r in ROWS])
+
+
+# --- exact replay through the simulator ------------------------------------------------------
+
+
+def azure_expected(window: tuple[float, float], speedup: float) -> pd.DataFrame:
+    df = pd.read_csv(AZURE)
+    ns = pd.to_datetime(df.TIMESTAMP).astype("int64").to_numpy()
+    rel = (ns - ns[0]) / 1e9
+    keep = (rel >= window[0]) & (rel < window[1])
+    return pd.DataFrame(
+        {
+            "arrival_time": (rel[keep] - window[0]) / speedup,
+            "input_tokens": df.ContextTokens.to_numpy()[keep],
+            "output_tokens": df.GeneratedTokens.to_numpy()[keep],
+        }
+    )
+
+
+@pytest.mark.parametrize(("window", "speedup"), [((0.0, 700.0), 1.0), ((1800.0, 2400.0), 3.0)])
+def test_replay_keeps_every_arrival_time_and_token_count(
+    window: tuple[float, float], speedup: float
+) -> None:
+    """The requests table of a run equals the trace: same times (scaled), same tokens."""
+    raw: dict[str, Any] = json.loads(json.dumps(BASE))
+    raw["run"]["duration"] = (window[1] - window[0]) / speedup
+    raw["providers"]["p"]["capacity"] = {"slots": 2000, "queue_limit": 0}
+    raw["features"]["f"] = {
+        "provider": "p",
+        "max_tokens": 1000,
+        "trace": {"path": "builtin:azure-conv", "window": list(window), "speedup": speedup},
+    }
+    req = Simulation(scenario_from_dict(raw)).run().df("requests").sort_values("request_id")
+    want = azure_expected(window, speedup)
+    assert len(req) == len(want) > 1000
+    assert np.array_equal(req.arrival_time.to_numpy(), want.arrival_time.to_numpy())
+    assert np.array_equal(req.input_tokens.to_numpy(), want.input_tokens.to_numpy())
+    assert np.array_equal(req.output_tokens.to_numpy(), want.output_tokens.to_numpy())
+    assert (req.outcome == "ok").all()
+
+
+def test_rag_cached_fraction_and_max_tokens_apply_on_top_of_a_trace(tmp_path: Path) -> None:
+    path = write(tmp_path / "log.csv", ROWS)
+    raw: dict[str, Any] = json.loads(json.dumps(BASE))
+    raw["run"]["duration"] = 10
+    raw["features"]["f"] = {
+        "provider": "p",
+        "trace": {"path": str(path), **COLS},
+        "rag_tokens": {"kind": "fixed", "value": 1000},
+        "max_tokens": 35,
+    }
+    req = Simulation(scenario_from_dict(raw)).run().df("requests").sort_values("request_id")
+    assert list(req.arrival_time) == list(T)
+    assert list(req.input_tokens) == list(INP + 1000)
+    assert list(req.output_tokens) == list(np.minimum(OUT, 35))
+
+
+def test_times_beyond_the_run_are_dropped(tmp_path: Path) -> None:
+    t, inp, _ = read(trace(write(tmp_path / "log.csv", ROWS)), horizon=2.0)
+    assert list(t) == [0.0, 0.25, 0.25, 1.5]
+    assert list(inp) == [100, 200, 300, 400]
+
+
+# --- formats and time units ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["log.csv", "log.csv.gz", "log.parquet", "log.jsonl"])
+def test_every_format_gives_the_same_replay(tmp_path: Path, name: str) -> None:
+    t, inp, out = read(trace(write(tmp_path / name, ROWS)))
+    assert np.array_equal(t, T) and np.array_equal(inp, INP) and np.array_equal(out, OUT)
+
+
+def test_a_format_can_be_named_when_the_extension_says_nothing(tmp_path: Path) -> None:
+    path = write(tmp_path / "log.jsonl", ROWS).rename(tmp_path / "log.data")
+    with pytest.raises(TraceError, match=r"cannot tell the format .* set format"):
+        read(trace(path))
+    assert np.array_equal(read(trace(path, format="jsonl"))[0], T)
+
+
+EPOCH = 1_700_000_000  # 2023-11-14 22:13:20 UTC
+
+
+@pytest.mark.parametrize(
+    ("stamps", "unit"),
+    [
+        # Date-time strings: no zone, a Z, an offset (the same instants), a T separator.
+        ([f"2023-11-14 22:13:{20 + x:09.6f}" for x in T], "auto"),
+        ([f"2023-11-14T22:13:{20 + x:09.6f}Z" for x in T], "auto"),
+        ([f"2023-11-14T23:13:{20 + x:09.6f}+01:00" for x in T], "datetime"),
+        # Epoch seconds, milliseconds and microseconds, found by magnitude or named.
+        ([EPOCH + x for x in T], "auto"),
+        ([int((EPOCH + x) * 1000) for x in T], "auto"),
+        ([int((EPOCH + x) * 1_000_000) for x in T], "us"),
+        ([int(x * 1000) for x in T], "ms"),  # relative milliseconds need the unit named
+    ],
+)
+def test_time_units(tmp_path: Path, stamps: list[Any], unit: str) -> None:
+    rows = [{**r, "t": s} for r, s in zip(ROWS, stamps, strict=True)]
+    for name in ("log.csv", "log.parquet", "log.jsonl"):
+        t, _, _ = read(trace(write(tmp_path / name, rows), time_unit=unit))
+        assert np.allclose(t, T, rtol=0, atol=1e-9), (name, t)
+
+
+def test_datetime_strings_keep_their_nanoseconds(tmp_path: Path) -> None:
+    rows = [{**ROWS[0], "t": "2023-11-16 18:15:46.6805900"},
+            {**ROWS[1], "t": "2023-11-16 18:15:50.9951690"}]  # fmt: skip
+    t, _, _ = read(trace(write(tmp_path / "log.csv", rows)))
+    assert t[1] == (50_995_169_000 - 46_680_590_000) / 1e9
+
+
+def test_origin_zero_keeps_a_relative_traces_offset(tmp_path: Path) -> None:
+    rows = [{**r, "t": r["t"] + 5.0} for r in ROWS]
+    path = write(tmp_path / "log.csv", rows)
+    assert read(trace(path))[0][0] == 0.0
+    assert np.array_equal(read(trace(path, origin="zero"))[0], T + 5.0)
+
+
+# --- window, speedup, loop, filters ---------------------------------------------------------
+
+
+def test_window_and_speedup_are_exact(tmp_path: Path) -> None:
+    t, inp, _ = read(trace(write(tmp_path / "log.csv", ROWS), window=[0.25, 3.0], speedup=4.0))
+    assert np.array_equal(t, (T[1:5] - 0.25) / 4.0)
+    assert list(inp) == [200, 300, 400, 0]
+
+
+def test_a_window_accepts_durations(tmp_path: Path) -> None:
+    cfg = trace(write(tmp_path / "log.csv", ROWS), window=["250ms", "3s"])
+    assert cfg.window == [0.25, 3.0]
+
+
+def test_loop_repeats_the_trace_after_its_span_plus_a_mean_gap(tmp_path: Path) -> None:
+    t, inp, _ = read(trace(write(tmp_path / "log.csv", ROWS), loop=True, speedup=2.0), 7.0)
+    period = 3.75 + 3.75 / 5  # last time + mean gap
+    want = np.concatenate([T + k * period for k in range(4)])
+    want = want[want / 2.0 < 7.0]
+    assert want[-1] > 2 * period  # three loops and a part of a fourth
+    assert np.array_equal(t, want / 2.0)
+    assert list(inp) == list(np.concatenate([INP] * 4)[: len(want)])
+
+
+def test_loop_of_a_window_repeats_the_window(tmp_path: Path) -> None:
+    t, _, _ = read(trace(write(tmp_path / "log.csv", ROWS), loop=True, window=[1, 3]), 6.5)
+    assert list(t) == [0.5, 1.0, 2.5, 3.0, 4.5, 5.0, 6.5][:6]
+
+
+def test_filters_keep_a_features_rows(tmp_path: Path) -> None:
+    path = write(tmp_path / "log.parquet", ROWS)
+    t, inp, _ = read(trace(path, feature_column="app"), feature="chat")
+    assert list(inp) == [100, 300, 400, 600] and t[0] == 0.0
+    _, inp, _ = read(trace(path, feature_column="app", feature_value="search"))
+    assert list(inp) == [200, 0]
+    _, inp, _ = read(trace(path, model_column="model", model_value="a"))
+    assert list(inp) == [100, 300, 0, 600]
+    _, inp, _ = read(trace(path, outcome_column="status"))
+    assert list(inp) == [100, 200, 400, 0, 600]
+    # Times stay relative to the file's first row, so features sharing a log stay aligned.
+    t, _, _ = read(trace(path, feature_column="app", feature_value="search"))
+    assert list(t) == [0.25, 2.0]
+
+
+def test_a_filter_that_keeps_nothing_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(
+        TraceError, match=r"none of the 6 rows read are replayed; check the filters"
+    ):
+        read(trace(write(tmp_path / "log.csv", ROWS), feature_column="app"), feature="nope")
+
+
+# --- bad traces ------------------------------------------------------------------------------
+
+
+def bad(tmp_path: Path, text: str, name: str = "log.csv", **keys: Any) -> str:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(TraceError) as info:
+        read(trace(path, **keys))
+    return str(info.value)
+
+
+def test_a_missing_column_lists_the_columns_that_exist(tmp_path: Path) -> None:
+    msg = bad(tmp_path, "time,inp,out\n0,1,2\n")
+    assert msg.startswith(f"{tmp_path / 'log.csv'}: no column 't' (the timestamp column)"), msg
+    assert "the file has: 'time', 'inp', 'out'" in msg
+
+
+def test_a_missing_column_of_the_builtin_trace_suggests_a_close_name() -> None:
+    cfg = Trace.model_validate({"path": "builtin:azure-conv", "timestamp": "timestamp"})
+    with pytest.raises(TraceError, match=r"no column 'timestamp' .*did you mean 'TIMESTAMP'"):
+        read(cfg)
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "what"),
+    [
+        ("t,inp,out\n2023-01-01 00:00:00,1,2\n2023-01-01 00:00:01,1,2\nyesterday,1,2\n",
+         "line 4, column 't'", "cannot read 'yesterday' as a date-time"),
+        ("t,inp,out\n2023-01-01 00:00:00,1,2\n,1,2\n", "line 3, column 't'", "empty value"),
+        ("t,inp,out\n0,1,2\n1,-5,2\n", "line 3, column 'inp'", "negative token count -5"),
+        ("t,inp,out\n0,1,2\n1,1,2.5\n", "line 3, column 'out'", "2.5 is not a whole number"),
+        ("t,inp,out\n0,1,2\n1,lots,2\n", "line 3, column 'inp'", "cannot read 'lots'"),
+        ("t,inp,out\n0,1,2\n1,,2\n", "line 3, column 'inp'", "empty value"),
+        ("t,inp,out\n0,1,2\nsoon,1,2\n", "line 3, column 't'", "cannot read 'soon' as a time"),
+    ],
+)  # fmt: skip
+def test_a_bad_value_names_the_file_line_and_column(
+    tmp_path: Path, text: str, where: str, what: str
+) -> None:
+    msg = bad(tmp_path, text)
+    assert msg.startswith(f"{tmp_path / 'log.csv'}: {where}: {what}"), msg
+
+
+def test_unsorted_times_are_refused_with_the_line_and_the_fix(tmp_path: Path) -> None:
+    msg = bad(tmp_path, "t,inp,out\n0,1,2\n5,1,2\n3,1,2\n")
+    assert msg.startswith(f"{tmp_path / 'log.csv'}: line 4, column 't': 3 is earlier than 5 on")
+    assert "line 3" in msg and "not sorted" in msg and 'sort = "warn"' in msg
+
+
+def test_unsorted_times_are_sorted_with_a_warning_when_asked(tmp_path: Path) -> None:
+    path = tmp_path / "log.csv"
+    path.write_text("t,inp,out\n0,1,2\n5,2,2\n3,3,2\n4,4,2\n", encoding="utf-8")
+    with pytest.warns(TraceWarning, match=r"1 rows are earlier .* sorted 4 rows"):
+        t, inp, _ = read(trace(path, sort="warn", loop=True), horizon=11)
+    period = 5 + 5 / 3  # the last time + the mean gap
+    assert list(t) == [0, 3, 4, 5, period, 3 + period, 4 + period]
+    assert list(inp) == [1, 3, 4, 2, 1, 3, 4]
+
+
+def test_sorted_times_give_no_warning_in_warn_mode(tmp_path: Path) -> None:
+    path = write(tmp_path / "log.csv", ROWS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.array_equal(read(trace(path, sort="warn"))[0], T)
+
+
+def test_errors_in_later_chunks_have_the_right_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(trace_mod, "CSV_BLOCK", 256)
+    monkeypatch.setattr(trace_mod, "BATCH_ROWS", 7)
+    times = [float(i) for i in range(200)]
+    times[150] = 10.0  # earlier than the 149 before it
+    csv_text = "t,inp,out\n" + "".join(f"{t:g},1,1\n" for t in times)
+    # JSONL with a blank line after each record: record i is on line 2i + 1.
+    jsonl_text = "".join(json.dumps({"t": t, "inp": 1, "out": 1}) + "\n\n" for t in times)
+    for name, text, line, prev in (
+        ("log.csv", csv_text, 152, "149 on line 151"),  # the header is line 1
+        ("log.jsonl", jsonl_text, 301, "149.0 on line 299"),
+    ):
+        msg = bad(tmp_path, text, name)
+        assert f"{name}: line {line}, column 't': 10" in msg, msg
+        assert f"is earlier than {prev}" in msg, msg
+    ok = "t,inp,out\n" + "".join(f"{i},{i},{i}\n" for i in range(200))
+    (tmp_path / "ok.csv").write_text(ok, encoding="utf-8")
+    chunks = list(replay(trace(tmp_path / "ok.csv")))
+    assert len(chunks) > 3
+    assert np.array_equal(np.concatenate([c.times for c in chunks]), np.arange(200.0))
+
+
+def test_parquet_errors_name_the_row(tmp_path: Path) -> None:
+    rows = [dict(r) for r in ROWS]
+    rows[3]["inp"] = -1
+    path = write(tmp_path / "log.parquet", rows)
+    with pytest.raises(TraceError, match=r"log.parquet: row 4, column 'inp': negative"):
+        read(trace(path))
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "what"),
+    [
+        ("log.csv", "", "the file is empty (no header line)"),
+        ("log.csv", "t,inp,out\n", "the trace has no rows (an empty file or a header only)"),
+        ("log.jsonl", "\n\n", "the file is empty (no JSON lines)"),
+    ],
+)
+def test_an_empty_trace_is_an_error(tmp_path: Path, name: str, text: str, what: str) -> None:
+    assert bad(tmp_path, text, name) == f"{tmp_path / name}: {what}"
+
+
+def test_a_bad_jsonl_line_is_named(tmp_path: Path) -> None:
+    text = '{"t": 0, "inp": 1, "out": 2}\n{"t": 1, "inp": 1\n'
+    assert "log.jsonl: line 2: not valid JSON" in bad(tmp_path, text, "log.jsonl")
+    text = '{"t": 0, "inp": 1, "out": 2}\n{"t": 1, "inp": 1}\n'
+    assert "line 2, column 'out': missing" in bad(tmp_path, text, "log.jsonl")
+
+
+# --- configs ---------------------------------------------------------------------------------
+
+CONFIG = """\
+[run]
+duration = 10
+[providers.p]
+model = "openai/gpt-4o-mini"
+[features.f]
+provider = "p"
+trace = {{ path = "{path}", timestamp = "t", input_tokens = "inp", output_tokens = "out" }}
+"""
+
+
+def test_a_trace_path_is_relative_to_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "logs").mkdir()
+    write(tmp_path / "logs" / "log.csv", ROWS)
+    (tmp_path / "exp.toml").write_text(CONFIG.format(path="logs/log.csv"), encoding="utf-8")
+    monkeypatch.chdir("/")
+    sc = load_config(tmp_path / "exp.toml")
+    feature = sc.features["f"]
+    assert feature.trace is not None and feature.trace.path == str(tmp_path / "logs" / "log.csv")
+    assert len(Simulation(sc).run().df("requests")) == len(ROWS)
+
+
+def test_a_missing_trace_file_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "exp.toml").write_text(CONFIG.format(path="nope.csv"), encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "exp.toml")
+    (msg,) = info.value.problems
+    assert msg.startswith(f"features.f.trace.path: trace file not found: {tmp_path}/nope.csv")
+
+
+def test_a_trace_excludes_arrivals_and_token_distributions() -> None:
+    raw: dict[str, Any] = json.loads(json.dumps(BASE))
+    raw["features"]["f"]["trace"] = {"path": "builtin:azure-conv"}
+    with pytest.raises(ConfigError) as info:
+        scenario_from_dict(raw)
+    assert [p.partition(":")[0] for p in info.value.problems] == [
+        "features.f.arrivals",
+        "features.f.input_tokens",
+        "features.f.output_tokens",
+    ]
+    assert "not allowed with a trace" in info.value.problems[0]
+    del raw["features"]["f"]["trace"], raw["features"]["f"]["arrivals"]
+    with pytest.raises(ConfigError, match=r"features.f.arrivals: missing required key \(or give"):
+        scenario_from_dict(raw)
+
+
+@pytest.mark.parametrize(
+    ("keys", "problem"),
+    [
+        ({"window": [5, 1]}, "features.f.trace.window: 'from' (5 s) must be before 'to' (1 s)"),
+        ({"speedup": 0}, "features.f.trace.speedup: must be > 0"),
+        ({"path": "builtin:nope"}, "features.f.trace.path: unknown built-in trace 'nope'"),
+        ({"model_column": "m"}, "features.f.trace.model_value: missing"),
+        ({"sort": "yes"}, "features.f.trace.sort: expected 'refuse' or 'warn'"),
+    ],
+)
+def test_bad_trace_keys_are_named(keys: dict[str, Any], problem: str) -> None:
+    raw: dict[str, Any] = json.loads(json.dumps(BASE))
+    feature = raw["features"]["f"]
+    for k in ("arrivals", "input_tokens", "output_tokens"):
+        del feature[k]
+    feature["trace"] = {"path": "builtin:azure-conv", **keys}
+    with pytest.raises(ConfigError) as info:
+        scenario_from_dict(raw)
+    assert info.value.problems[0].startswith(problem), info.value.problems
+
+
+def test_a_bad_trace_fails_the_run_as_bad_input_and_leaves_no_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "log.csv").write_text("t,inp,out\n0,1,2\n1,x,2\n", encoding="utf-8")
+    (tmp_path / "exp.toml").write_text(CONFIG.format(path="log.csv"), encoding="utf-8")
+    assert main(["run", "exp.toml", "--out", "out", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "line 3, column 'inp': cannot read 'x' as a token count" in " ".join(err.split())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp.toml", "log.csv"]
+
+
+def test_the_cost_of_a_replayed_trace_is_its_tokens_at_list_price() -> None:
+    """Ten minutes of the Azure trace on openai/gpt-4o-mini's preset prices, every request
+    served at once: billed = sum(input x 0.15 + output x 0.60) / 1e6, projected per day and
+    per 30-day month from the 600 s span."""
+    raw: dict[str, Any] = json.loads(json.dumps(BASE))
+    raw["run"] = {"duration": 600, "records": "summary"}
+    raw["providers"]["p"] = {
+        "model": "openai/gpt-4o-mini",
+        "capacity": {"slots": 2000, "queue_limit": 0},
+        "service": {"kind": "deterministic", "value": 1.0},
+    }
+    raw["features"]["f"] = {
+        "provider": "p",
+        "max_tokens": 1000,
+        "trace": {"path": "builtin:azure-conv", "window": [0, 600]},
+    }
+    s = Simulation(scenario_from_dict(raw)).run().summary
+    want = azure_expected((0.0, 600.0), 1.0)
+    cost = float((want.input_tokens * 0.15 + want.output_tokens * 0.60).sum()) / 1e6
+    assert s["requests"] == s["successes"] == len(want)
+    assert s["billed_cost"] == pytest.approx(cost, rel=1e-12)
+    assert s["baseline_cost"] == pytest.approx(cost, rel=1e-12)
+    assert s["cost_per_day"] == pytest.approx(cost / 600 * 86_400, rel=1e-12)
+    assert s["cost_per_month"] == pytest.approx(cost / 600 * 86_400 * 30, rel=1e-12)
