@@ -3,14 +3,19 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# A second environment with the mypyc-compiled engine (LLMTRAFFIC_COMPILE=1, see setup.py),
+# installed from a wheel so that no compiled file lands in src/.
+FAST := .venv-compiled
+SOURCES := $(shell find src -name '*.py') setup.py pyproject.toml tools/build_backend.py
 
-.PHONY: demo test lint typecheck bench clean help
+.PHONY: demo test test-compiled lint typecheck bench clean help
 
 help:
-	@echo "make demo   - run the quickstart experiment and print its summary"
-	@echo "make test   - lint (ruff), type-check (mypy) and run the whole test suite"
-	@echo "make bench  - run the benchmarks and write benchmarks/RESULTS.md"
-	@echo "make clean  - remove .venv, caches and runs/"
+	@echo "make demo          - run the quickstart experiment and print its summary"
+	@echo "make test          - lint (ruff), type-check (mypy) and run the whole test suite"
+	@echo "make test-compiled - run the test suite against the mypyc-compiled engine"
+	@echo "make bench         - run the benchmarks and write benchmarks/RESULTS.md"
+	@echo "make clean         - remove the environments, caches, build files and runs/"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +26,16 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	@touch $@
 
 $(VENV)/.installed-dev: $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	@touch $@ $(VENV)/.installed
+
+$(FAST)/.installed: $(SOURCES)
+	rm -rf $(FAST) build
+	$(PYTHON) -m venv $(FAST)
+	$(FAST)/bin/python -m pip install --quiet --upgrade pip
+	LLMTRAFFIC_COMPILE=1 $(FAST)/bin/python -m pip install --quiet '.[dev,bench]'
+	rm -rf build
+	@touch $@
 
 demo: $(VENV)/.installed
 	$(BIN)/llmtraffic run experiments/quickstart.toml --out runs/quickstart --force
@@ -36,5 +49,13 @@ typecheck: $(VENV)/.installed-dev
 test: lint typecheck
 	$(BIN)/pytest
 
+# The installed (compiled) package is imported: src/ is not on the path of this environment.
+test-compiled: $(FAST)/.installed
+	$(FAST)/bin/python -c "import llmtraffic.client.client as m; assert m.__file__.endswith('.so'), m.__file__"
+	$(FAST)/bin/python -m pytest -p no:cacheprovider
+
+bench: $(VENV)/.installed-dev $(FAST)/.installed
+	$(BIN)/python -m benchmarks.run --compiled $(FAST)/bin/python
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis runs
+	rm -rf $(VENV) $(FAST) build .mypy_cache .ruff_cache .pytest_cache .hypothesis runs

@@ -173,6 +173,15 @@ class CircuitBreaker:
                 tripped = self._tripped(*trials.totals(now))
                 self._transition(OPEN if tripped else CLOSED, now)
 
+    def ignore(self, epoch: int) -> None:
+        """A call let through in ``epoch`` ended with a status the breaker does not record.
+
+        A half-open trial that ends so gives its permit back (as resilience4j releases the
+        permission of an ignored call); otherwise the breaker could wait forever for trials.
+        """
+        if epoch == self.epoch and self.state is HALF_OPEN and self._trials_allowed > 0:
+            self._trials_allowed -= 1
+
     def _tripped(self, calls: int, fails: int, slows: int) -> bool:
         return fails >= self.failure_threshold * calls or slows >= self.slow_threshold * calls
 

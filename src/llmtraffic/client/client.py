@@ -124,8 +124,11 @@ class Client:
         tally.inflight_acc += now
         req.billed += cost
         breaker = self.breaker
-        if breaker is not None and (status is OK or status in self.breaker_failures):
-            breaker.record(now, att.epoch, status is not OK, now - att.send)
+        if breaker is not None:
+            if status is OK or status in self.breaker_failures:
+                breaker.record(now, att.epoch, status is not OK, now - att.send)
+            else:
+                breaker.ignore(att.epoch)
         if status is OK:
             req.useful = cost
             if att.number == 0:

@@ -9,7 +9,12 @@ hot path. Plain ``__slots__`` classes: millions are made per run.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from llmtraffic.client.client import Client
+    from llmtraffic.engine.kernel import Call
+    from llmtraffic.provider.endpoint import Endpoint
 
 # Attempt statuses (the ``status`` column of the attempts table).
 OK = "ok"
@@ -83,7 +88,7 @@ class Request:
         self.billed = 0.0
         self.useful = 0.0
         self.prev_wait = 0.0
-        self.last_provider: Any = None
+        self.last_provider: Endpoint | None = None
 
 
 class Attempt:
@@ -121,9 +126,9 @@ class Attempt:
     def __init__(
         self,
         request: Request,
-        client: Any,
+        client: Client,
         number: int,
-        provider: Any,
+        provider: Endpoint,
         send: float,
         abandon_at: float,
         wait_before: float,
@@ -146,4 +151,4 @@ class Attempt:
         self.generated = 0
         self.cost = 0.0
         self.abandoned = False
-        self.timer: Any = None
+        self.timer: Call | None = None

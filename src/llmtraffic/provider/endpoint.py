@@ -251,6 +251,8 @@ class Endpoint:
             else:
                 att.cost = self._failed_cost(self.bill_timeout, att, att.generated)
             if not self.keep_running:
+                # The provider stops at the disconnect: only that much was generated.
+                att.generated = int(att.generated * done)
                 self._free_slot(att, now)
         elif not self.keep_running:
             self.queue.remove(att)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from heapq import heappush
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,6 +18,9 @@ from llmtraffic.engine.streams import Streams
 from llmtraffic.workload.arrivals import arrival_times
 from llmtraffic.workload.tokens import TokenSampler, token_sampler
 from llmtraffic.workload.trace import TraceChunk, replay
+
+if TYPE_CHECKING:
+    from llmtraffic.client.client import Client
 
 SCHEDULE_BATCH = 512
 
@@ -34,7 +37,7 @@ class FeatureSource:
         self,
         name: str,
         cfg: Feature,
-        client: Any,
+        client: Client,
         kernel: Kernel,
         streams: Streams,
         horizon: float,
