@@ -63,13 +63,13 @@ def mmc_section(pure: str, compiled: str | None, n: int) -> tuple[str, dict[str,
     theory = mmc_mean_wait(LAM, MU, C)
     rows: list[tuple[str, dict[str, Any]]] = []
     base = {"bench": "mmc", "lam": LAM, "mu": MU, "c": C, "n": n, "seed": 1}
-    rows.append(("hand-written SimPy, a process per customer", measure(pure, {**base, "impl": "simpy"})))
+    rows.append(
+        ("hand-written SimPy, a process per customer", measure(pure, {**base, "impl": "simpy"}))
+    )
     rows.append(("Ciw", measure(pure, {**base, "impl": "ciw"})))
     rows.append(("llmtraffic (pure Python)", measure(pure, {**base, "impl": "llmtraffic"})))
     if compiled:
-        rows.append(
-            ("llmtraffic (compiled)", measure(compiled, {**base, "impl": "llmtraffic"}))
-        )
+        rows.append(("llmtraffic (compiled)", measure(compiled, {**base, "impl": "llmtraffic"})))
     rate = {name: r["customers"] / r["cpu_s"] for name, r in rows}
     simpy_rate = rate[rows[0][0]]
     ciw_rate = rate[rows[1][0]]
@@ -163,7 +163,10 @@ def main() -> None:
     if sweep.exists() and not args.quick:
         print("Sweep scaling", flush=True)
         out = subprocess.run(
-            [pure, "-m", "benchmarks.sweep_scaling"], cwd=ROOT, capture_output=True, text=True,
+            [pure, "-m", "benchmarks.sweep_scaling"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
             check=False,
         )
         sections += ["", "## Sweeps on 1 and 2 workers", "", "```", out.stdout.strip(), "```"]

@@ -41,7 +41,7 @@ def day(args: dict[str, Any]) -> dict[str, Any]:
     duration = 86400.0 * fraction
     overrides = [
         f"run.duration={duration}",
-        f"run.records=\"{args['records']}\"",
+        f'run.records="{args["records"]}"',
         # Keep the brownout at the same share of the run (14:00 of a full day).
         f"providers.gpt-4o-mini.incidents.0.start={50400.0 * fraction}",
         f"providers.gpt-4o-mini.incidents.0.duration={max(60.0, 1200.0 * fraction)}",

@@ -100,13 +100,38 @@ def test_time_window_forgets_old_seconds() -> None:
 def test_only_declared_transitions_exist() -> None:
     expected = {
         CLOSED: frozenset({OPEN}),
-        OPEN: frozenset({HALF_OPEN}),
+        OPEN: frozenset({HALF_OPEN, CLOSED}),
         HALF_OPEN: frozenset({OPEN, CLOSED}),
     }
     assert expected == TRANSITIONS
     br, _ = make()
     with pytest.raises(RuntimeError, match="illegal breaker transition"):
         br._transition(HALF_OPEN, 0.0)
+
+
+def test_cooldown_breaker_closes_without_trials() -> None:
+    """half_open_calls = 0 (LiteLLM's cooldown): back to closed once open_duration is over."""
+    br, log = make(
+        half_open_calls=0, window="time", window_size=60, minimum_calls=5, failure_count_threshold=4
+    )
+    for t in (0.0, 1.0, 2.0):
+        br.record(t, br.epoch, True, 0.1)
+    assert br.state == CLOSED  # 3 failures: LiteLLM allows 3
+    br.record(3.0, br.epoch, True, 0.1)
+    assert br.state == OPEN  # the 4th failure in a minute: cooldown
+    assert not br.allow(7.9)  # still cooling down: 4.9 s of 5
+    assert br.allow(8.0)  # 5 s: in service again, no trial calls
+    assert br.state == CLOSED
+    assert [(a, b) for _, a, b in log] == [(CLOSED, OPEN), (OPEN, CLOSED)]
+
+
+def test_unrecorded_trial_gives_its_permit_back() -> None:
+    br, _ = make(minimum_calls=1, window_size=1, half_open_calls=1)
+    br.record(0.0, br.epoch, True, 0.1)
+    assert br.allow(5.0)  # the one trial
+    assert not br.allow(5.1)
+    br.ignore(br.epoch)  # it ended in a 429, which this breaker does not record
+    assert br.allow(5.2)  # another trial may go
 
 
 def test_breaker_in_a_run_rejects_during_an_outage_and_recloses() -> None:

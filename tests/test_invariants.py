@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from typing import Any
 
 import numpy as np
@@ -35,7 +36,6 @@ from llmtraffic.config.policy import (
     ExponentialRetry,
     FixedRetry,
     NaiveRetry,
-    NoRetry,
     Policy,
 )
 from llmtraffic.engine.entities import ATTEMPT_STATUSES, REQUEST_OUTCOMES
@@ -249,8 +249,9 @@ def breakers(draw: st.DrawFn) -> dict[str, Any]:
         "slow_call_rate_threshold": draw(floats(0.05, 1.0)),
         "slow_call_duration": draw(floats(0.1, 30.0)),
         "open_duration": draw(floats(0.0, 30.0)),
-        "half_open_calls": draw(st.integers(1, 5)),
+        "half_open_calls": draw(st.integers(0, 5)),
         "record": draw(st.lists(st.sampled_from(FAILURES), unique=True)),
+        "failure_count_threshold": draw(st.one_of(st.none(), st.integers(1, 10))),
     }
 
 
@@ -267,9 +268,28 @@ def policies(draw: st.DrawFn) -> dict[str, Any]:
     if draw(st.booleans()):
         out["breaker"] = draw(breakers())
     if draw(st.booleans()):
-        out["budget"] = {
-            "ratio": draw(floats(0.01, 2.0)),
-            "max_tokens": draw(floats(1.0, 20.0)),
+        out["budget"] = draw(
+            st.sampled_from(
+                [
+                    {"ratio": draw(floats(0.01, 2.0)), "max_tokens": draw(floats(1.0, 20.0))},
+                    {"kind": "finagle", "percent": draw(floats(0.0, 1.0)),
+                     "min_per_second": draw(floats(0.0, 5.0)), "ttl": draw(floats(1.0, 20.0))},
+                    {"kind": "envoy", "percent": draw(floats(0.0, 1.0)),
+                     "min_concurrency": draw(st.integers(0, 5))},
+                ]
+            )
+        )
+    if draw(st.integers(0, 3)) == 0:
+        out["throttle"] = {"k": draw(floats(1.0, 3.0)), "window": draw(floats(5.0, 120.0))}
+    if draw(st.integers(0, 3)) == 0:
+        out["rate_limit"] = {
+            "rpm": draw(floats(30.0, 600.0)),
+            "max_wait": draw(st.one_of(st.just(float("inf")), floats(0.5, 30.0))),
+        }
+    if draw(st.integers(0, 3)) == 0:
+        out["concurrency"] = {
+            "limit": draw(st.integers(1, 10)),
+            "queue_limit": draw(st.one_of(st.none(), st.integers(0, 20))),
         }
     return out
 
@@ -319,8 +339,7 @@ def build(raw: dict[str, Any]) -> Scenario:
 
 def max_attempts(policy: Policy) -> int:
     """The most attempts the policy allows a request."""
-    r = policy.retry
-    return 1 if isinstance(r, NoRetry) else r.max_retries + 1
+    return policy.attempt_bound()
 
 
 def frames(result: RunResult) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -356,7 +375,10 @@ def check_terminal_outcomes(sc: Scenario, result: RunResult) -> None:
     for r in req.itertuples():
         policy = sc.policy_of(str(r.feature))
         if r.attempts == 0:
-            assert r.outcome == "rejected_breaker", r
+            assert r.outcome in ("rejected_breaker", "rejected_throttle"), r
+        if r.outcome == "rejected_throttle":
+            limits = (policy.throttle, policy.rate_limit, policy.concurrency)
+            assert any(x is not None for x in limits), r
         if r.outcome == "rejected_breaker":
             assert policy.breaker is not None
         if r.outcome == "unfinished":
@@ -372,7 +394,7 @@ def check_terminal_outcomes(sc: Scenario, result: RunResult) -> None:
             assert status in policy.retryable, (r, status)
             retry = policy.retry
             gave_up = (
-                not isinstance(retry, NoRetry)
+                isinstance(retry, NaiveRetry | FixedRetry | ExponentialRetry)
                 and retry.honor_retry_after
                 and retry.retry_after_beyond_max == "give_up"
                 and status == "rate_limited"
@@ -413,6 +435,7 @@ def check_records_agree(sc: Scenario, result: RunResult) -> None:
 BREAKER_MOVES = {
     ("closed", "open"),
     ("open", "half_open"),
+    ("open", "closed"),  # a cooldown (half_open_calls = 0)
     ("half_open", "open"),
     ("half_open", "closed"),
 }
@@ -640,9 +663,14 @@ def check_waits(sc: Scenario, result: RunResult) -> None:
         before = prev.iloc[i]
         wait = float(row.wait_before)
         retry = sc.policy_of(row.feature).retry
-        assert not isinstance(retry, NoRetry)
+        assert isinstance(retry, NaiveRetry | FixedRetry | ExponentialRetry)
         assert wait >= 0
-        assert row.send_time == pytest.approx(before.end_time + wait, abs=1e-6), (row, before)
+        policy = sc.policy_of(row.feature)
+        if policy.rate_limit is None and policy.concurrency is None:
+            assert row.send_time == pytest.approx(before.end_time + wait, abs=1e-6), (row, before)
+        else:
+            # Pacing and a local queue may hold the attempt after its wait.
+            assert row.send_time >= before.end_time + wait - 1e-6, (row, before)
         ra = float(before.retry_after)
         if (
             retry.honor_retry_after
@@ -720,7 +748,7 @@ def check_aggregates(sc: Scenario, result: RunResult) -> None:
 # Properties ------------------------------------------------------------------------------------
 
 PROPERTY = settings(
-    max_examples=60,
+    max_examples=int(os.environ.get("LLMTRAFFIC_PROPERTY_EXAMPLES", "60")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )

@@ -2,9 +2,10 @@
 
 - closed: calls pass; outcomes go into a sliding window (last N calls, or last N seconds).
   Once ``minimum_calls`` are in the window, a failure rate or slow-call rate at or above its
-  threshold opens the breaker.
+  threshold opens the breaker; so does a failure count at ``failure_count_threshold``.
 - open: calls are rejected until ``open_duration`` has passed; the next call attempt then moves
-  the breaker to half-open (lazily, as resilience4j does by default).
+  the breaker to half-open (lazily, as resilience4j does by default), or straight to closed
+  when ``half_open_calls`` is 0 (a cooldown).
 - half-open: ``half_open_calls`` trial calls pass, the rest are rejected; when all trials have
   reported, the breaker closes, or opens again if their rates reach a threshold.
 
@@ -26,10 +27,11 @@ HALF_OPEN = "half_open"
 
 TRANSITIONS: dict[str, frozenset[str]] = {
     CLOSED: frozenset({OPEN}),
-    OPEN: frozenset({HALF_OPEN}),
+    OPEN: frozenset({HALF_OPEN, CLOSED}),
     HALF_OPEN: frozenset({OPEN, CLOSED}),
 }
-"""The legal transitions; anything else is a bug and raises."""
+"""The legal transitions; anything else is a bug and raises. Open goes straight to closed
+only when ``half_open_calls`` is 0 (a cooldown, as LiteLLM's, with no trial calls)."""
 
 TransitionHook = Callable[[float, str, str], None]
 
@@ -126,6 +128,7 @@ class CircuitBreaker:
         self.slow_threshold = cfg.slow_call_rate_threshold
         self.slow_duration = cfg.slow_call_duration
         self.minimum_calls = cfg.minimum_calls
+        self.failure_count_threshold = cfg.failure_count_threshold
         self._judge_every_call = cfg.window == "time"
 
     def _new_window(self) -> CountWindow | TimeWindow:
@@ -141,6 +144,9 @@ class CircuitBreaker:
         if state is OPEN:
             if now - self.opened_at < self.cfg.open_duration:
                 return False
+            if self.cfg.half_open_calls == 0:
+                self._transition(CLOSED, now)
+                return True
             self._transition(HALF_OPEN, now)
         if self._trials_allowed < self.cfg.half_open_calls:
             self._trials_allowed += 1
@@ -164,7 +170,10 @@ class CircuitBreaker:
                 if window.calls != self.minimum_calls:
                     return
             calls, fails, slows = window.totals(now)
-            if calls >= self.minimum_calls and self._tripped(calls, fails, slows):
+            count = self.failure_count_threshold
+            if (calls >= self.minimum_calls and self._tripped(calls, fails, slows)) or (
+                count is not None and fails >= count
+            ):
                 self._transition(OPEN, now)
         elif self.state is HALF_OPEN:
             trials = self._trials

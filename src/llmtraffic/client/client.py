@@ -1,36 +1,50 @@
 """The client of one feature: sends attempts, takes their outcomes, asks its policy what to do,
-and carries the decision out in simulated time (retry after a wait, or end the request)."""
+and carries the decision out in simulated time (retry after a wait, fall back to another
+provider, or end the request).
+
+Before an attempt goes out it passes, in order: the circuit breaker of its provider (a refusal
+may move the request to a fallback provider), adaptive throttling, the retry budget (for
+retries), client-side pacing (it may wait), and the concurrency limit (it may queue locally).
+"""
 
 from __future__ import annotations
 
 import math
+from collections import deque
+from collections.abc import Callable
 
 from llmtraffic.client.breaker import CLOSED, OPEN, CircuitBreaker
-from llmtraffic.client.budget import RetryBudget
-from llmtraffic.client.retry import RetryController
+from llmtraffic.client.budget import RetryBudget, make_budget
+from llmtraffic.client.pacing import ClientPacer
+from llmtraffic.client.retry import Decision, RetryController, as_decision, controller_for
+from llmtraffic.client.throttle import AdaptiveThrottle
 from llmtraffic.client.waits import RetryState
 from llmtraffic.config.policy import Policy
 from llmtraffic.config.workload import Feature
 from llmtraffic.engine.entities import (
     DEADLINE,
+    EXHAUSTED,
     OK,
     REJECTED_BREAKER,
     REJECTED_BUDGET,
+    REJECTED_THROTTLE,
     UNFINISHED,
     Attempt,
     Request,
 )
-from llmtraffic.engine.kernel import Kernel
+from llmtraffic.engine.kernel import Call, Kernel
 from llmtraffic.engine.streams import Streams
 from llmtraffic.provider.endpoint import Endpoint
 from llmtraffic.results.recorder import FLUSH_ROWS, Recorder
 
 NAN = math.nan
+INF = math.inf
 
 
 class Client:
-    """One feature's client: its policy, breaker and budget, and its request lifecycle.
+    """One feature's client: its policy, breakers, budget and throttles, and its requests.
 
+    ``chain`` is the primary provider followed by the fallbacks, each with its own breaker.
     ``live`` maps the ids of requests between arrival and outcome to them when the run may be
     cut short (a finite drain) and must end them as unfinished.
     """
@@ -40,39 +54,80 @@ class Client:
         name: str,
         feature: Feature,
         policy: Policy,
-        endpoint: Endpoint,
+        chain: list[Endpoint],
         kernel: Kernel,
         streams: Streams,
         recorder: Recorder,
         track_live: bool = False,
     ) -> None:
         self.name = name
-        self.endpoint = endpoint
+        self.chain = tuple(chain)
+        self.endpoint = chain[0]  # the primary: baseline prices, records
         self.kernel = kernel
         self.env = kernel.env
         self.recorder = recorder
         self.max_tokens = feature.max_tokens
         self.timeout = policy.timeout
         self.deadline = policy.deadline
-        self.controller = RetryController.from_policy(policy)
+        self.max_attempts = policy.max_attempts
+        self.controller = controller_for(policy)
+        # The built-in controller returns Decisions; user policies may return numbers.
+        self._plain_decisions = isinstance(self.controller, RetryController)
         self.u = streams.uniforms(f"client/{name}/jitter")
         self.tally = recorder.tallies[name]
         self.bins = recorder.bins
         self._inv = recorder.bins.inv
         self.arrived_failed = recorder.bins.arrived["arrived_failed"]
         self.arrived_unfinished = recorder.bins.arrived["arrived_unfinished"]
-        self.breaker: CircuitBreaker | None = None
         self.breaker_failures: frozenset[str] = frozenset()
+        self.breakers: tuple[CircuitBreaker | None, ...] = (None,) * len(self.chain)
+        self._open_since = [0.0] * len(self.chain)
         if policy.breaker is not None:
-            self.breaker = CircuitBreaker(policy.breaker, self._on_breaker_transition)
+            self.breakers = tuple(
+                CircuitBreaker(policy.breaker, self._transition_hook(i))
+                for i in range(len(self.chain))
+            )
             self.breaker_failures = frozenset(policy.breaker.record)
-        self._open_since = 0.0
-        self.budget = (
-            RetryBudget(policy.budget.ratio, policy.budget.max_tokens)
-            if policy.budget is not None
-            else None
+        self.breaker = self.breakers[0]
+        self.budget: RetryBudget | None = (
+            make_budget(policy.budget) if policy.budget is not None else None
         )
+        self.throttle: AdaptiveThrottle | None = None
+        self.throttle_rejections: frozenset[str] = frozenset()
+        if policy.throttle is not None:
+            self.throttle = AdaptiveThrottle(policy.throttle.k, policy.throttle.window)
+            self.throttle_rejections = frozenset(policy.throttle.rejections)
+        self.pacer: ClientPacer | None = None
+        self.pace_max_wait = INF
+        if policy.rate_limit is not None:
+            rl = policy.rate_limit
+            self.pacer = ClientPacer(rl.rpm, rl.tpm, rl.itpm, rl.otpm)
+            self.pace_max_wait = rl.max_wait
+        self.concurrency = INF
+        self.queue_limit = INF
+        self.local_queue: deque[Request] = deque()
+        self._queued_deadlines: dict[int, Call] = {}
+        if policy.concurrency is not None:
+            self.concurrency = policy.concurrency.limit
+            if policy.concurrency.queue_limit is not None:
+                self.queue_limit = policy.concurrency.queue_limit
+        fb = policy.fallback
+        self.fallback_after = INF
+        self.fallback_statuses: frozenset[str] = frozenset()
+        self.fallback_on_open = self.fallback_on_exhausted = False
+        if fb is not None:
+            self.fallback_after = fb.after_failures or INF
+            self.fallback_statuses = frozenset(fb.on_statuses)
+            self.fallback_on_open = fb.on_breaker_open
+            self.fallback_on_exhausted = fb.on_exhausted
         self.live: dict[int, Request] | None = {} if track_live else None
+        # Most policies have none of these gates: one flag keeps them off the hot path.
+        self._gated = (
+            self.throttle is not None
+            or self.budget is not None
+            or self.pacer is not None
+            or self.concurrency != INF
+        )
 
     # Request lifecycle ------------------------------------------------------------------------
 
@@ -81,23 +136,52 @@ class Client:
         self.tally.requests += 1
         if self.live is not None:
             self.live[req.id] = req
+        now = self.env._now
         if self.budget is not None:
-            self.budget.deposit()
-        self.send(req, self.env._now)
+            self.budget.on_request(now)
+        self.send(req, now)
 
     def send(self, req: Request, now: float) -> None:
-        """Send the next attempt of ``req``, unless the breaker rejects it."""
-        breaker = self.breaker
-        epoch = 0
-        if breaker is not None:
-            if breaker.state is not CLOSED and not breaker.allow(now):
-                self.finish(req, REJECTED_BREAKER, now)
+        """Send the next attempt of ``req`` through the client's gates, or end it."""
+        breaker = self.breakers[req.chain_pos]
+        if breaker is not None and breaker.state is not CLOSED and not breaker.allow(now):
+            if self.fallback_on_open and self._fall_back(req, now):
                 return
-            epoch = breaker.epoch
+            self.finish(req, REJECTED_BREAKER, now)
+            return
+        if self._gated:
+            self._send_through_gates(req, now)
+        else:
+            self._submit(req, now)
+
+    def _send_through_gates(self, req: Request, now: float) -> None:
+        """Throttle, budget, pacing and concurrency, for the policies that have them."""
+        if self.throttle is not None and not self.throttle.allow(now, self.u):
+            self.finish(req, REJECTED_THROTTLE, now)
+            return
+        budget = self.budget
+        if req.attempts and budget is not None and not self._take_budget(budget, now):
+            self.finish(req, REJECTED_BUDGET, now)
+            return
+        if self.pacer is not None:
+            at = self.pacer.reserve(now, req.input_tokens, self.max_tokens)
+            if at > now:
+                self._wait_for_pacer(req, now, at)
+                return
+        if self.tally.sent - self.tally.attempts >= self.concurrency:
+            self._queue_locally(req, now)
+            return
+        self._submit(req, now)
+
+    def _submit(self, req: Request, now: float) -> None:
+        """The attempt goes out to the provider now."""
+        pos = req.chain_pos
+        endpoint = self.chain[pos]
+        breaker = self.breakers[pos]
+        epoch = breaker.epoch if breaker is not None else 0
         abandon = now + self.timeout
         if req.deadline_at < abandon:
             abandon = req.deadline_at
-        endpoint = self.endpoint
         number = req.attempts
         tally = self.tally
         tally.sent += 1
@@ -108,6 +192,7 @@ class Client:
         else:
             wait = 0.0
         req.attempts = number + 1
+        req.provider_attempts += 1
         req.last_provider = endpoint
         endpoint.submit(Attempt(req, self, number, endpoint, now, abandon, wait, epoch), now)
 
@@ -123,16 +208,24 @@ class Client:
         tally.status[status] += 1
         tally.inflight_acc += now
         req.billed += cost
-        breaker = self.breaker
+        breaker = self.breakers[req.chain_pos]
         if breaker is not None:
             if status is OK or status in self.breaker_failures:
                 breaker.record(now, att.epoch, status is not OK, now - att.send)
             else:
                 breaker.ignore(att.epoch)
+        if self._gated:
+            if self.throttle is not None:
+                self.throttle.record(now, status not in self.throttle_rejections)
+            if att.number and self.budget is not None:
+                self.budget.on_retry_done()
+            if self.local_queue:
+                self._release_local(now)
         if status is OK:
             req.useful = cost
-            if att.number == 0:
-                # The common case: one combined row stands for the request and its attempt.
+            if att.number == 0 and att.send == req.arrival:
+                # The common case: one combined row stands for the request and its attempt
+                # (sent when the request arrived: not held by pacing or a local queue).
                 self.finish(req, OK, now, att)
                 return
         rows = self.recorder.attempts
@@ -170,37 +263,106 @@ class Client:
         if now >= req.deadline_at:
             self.finish(req, DEADLINE, now)
             return
+        if req.attempts >= self.max_attempts:
+            self.finish(req, EXHAUSTED, now)
+            return
+        status = att.status
+        if (
+            status in self.fallback_statuses or req.provider_attempts >= self.fallback_after
+        ) and self._fall_back(req, now):
+            return
         state = RetryState(
-            req.attempts,
-            att.status,
+            req.provider_attempts,
+            status,
             att.http_status,
             att.retry_after,
             now - req.arrival,
             req.prev_wait,
             now,
+            req.attempts,
+            att.provider.name,
         )
-        decision = self.controller.decide(state, self.u)
+        decided = self.controller.decide(state, self.u)
+        decision = decided if self._plain_decisions else as_decision(decided)
+        assert isinstance(decision, Decision)
         wait = decision.wait
         if wait is None:
+            exhausted = decision.outcome == EXHAUSTED and self.fallback_on_exhausted
+            if exhausted and self._fall_back(req, now):
+                return
             self.finish(req, decision.outcome, now)
             return
         if now + wait >= req.deadline_at:
             # The user gives up before the retry would go out.
             self.kernel.schedule(req, req.deadline_at - now, self._on_deadline)
             return
-        budget = self.budget
-        if budget is not None:
-            if not budget.withdraw():
-                if not budget.exhausted:
-                    budget.exhausted = True
-                    self.recorder.event(now, "budget_exhausted", self.name, "", "", budget.level)
-                self.finish(req, REJECTED_BUDGET, now)
-                return
-            if budget.exhausted:
-                budget.exhausted = False
-                self.recorder.event(now, "budget_recovered", self.name, "", "", budget.level)
         req.prev_wait = wait
         self.kernel.schedule(req, wait, self._on_retry)
+
+    def _fall_back(self, req: Request, now: float) -> bool:
+        """Move ``req`` to the next provider of the chain and send it there at once."""
+        if req.chain_pos + 1 >= len(self.chain):
+            return False
+        req.chain_pos += 1
+        req.provider_attempts = 0
+        req.prev_wait = 0.0
+        self.send(req, now)
+        return True
+
+    def _take_budget(self, budget: RetryBudget, now: float) -> bool:
+        """Whether the budget lets a retry out; records budget exhaustion and recovery."""
+        if budget.try_retry(now, self.active):
+            if budget.exhausted:
+                budget.exhausted = False
+                self.recorder.event(now, "budget_recovered", self.name, "", "", budget.level(now))
+            return True
+        if not budget.exhausted:
+            budget.exhausted = True
+            self.recorder.event(now, "budget_exhausted", self.name, "", "", budget.level(now))
+        return False
+
+    def _wait_for_pacer(self, req: Request, now: float, at: float) -> None:
+        """Client-side pacing holds the attempt until ``at`` (or refuses a too-long wait)."""
+        if at - now > self.pace_max_wait:
+            self.finish(req, REJECTED_THROTTLE, now)
+        elif at >= req.deadline_at:
+            self.kernel.schedule(req, req.deadline_at - now, self._on_deadline)
+        else:
+            self.kernel.schedule(req, at - now, self._on_paced)
+
+    def _on_paced(self, req: Request) -> None:
+        now = self.env._now
+        if self.tally.sent - self.tally.attempts >= self.concurrency:
+            self._queue_locally(req, now)
+        else:
+            self._submit(req, now)
+
+    def _queue_locally(self, req: Request, now: float) -> None:
+        """Over the concurrency limit: wait in the client's own FIFO queue."""
+        if len(self.local_queue) >= self.queue_limit:
+            self.finish(req, REJECTED_THROTTLE, now)
+            return
+        self.local_queue.append(req)
+        if req.deadline_at != INF:
+            # A separate timer: the request itself is not scheduled while it waits here.
+            self._queued_deadlines[req.id] = self.kernel.call_in(
+                req.deadline_at - now, self._on_queued_deadline, req
+            )
+
+    def _release_local(self, now: float) -> None:
+        """A slot under the concurrency limit is free: send the longest-waiting attempt."""
+        while self.local_queue and self.tally.sent - self.tally.attempts < self.concurrency:
+            req = self.local_queue.popleft()
+            timer = self._queued_deadlines.pop(req.id, None)
+            if timer is not None:
+                Kernel.cancel(timer)
+            self._submit(req, now)
+
+    def _on_queued_deadline(self, ev: Call) -> None:
+        req: Request = ev._value
+        del self._queued_deadlines[req.id]
+        self.local_queue.remove(req)
+        self.finish(req, DEADLINE, self.env._now)
 
     def _on_retry(self, req: Request) -> None:
         self.send(req, self.env._now)
@@ -287,14 +449,22 @@ class Client:
 
     # Breaker hooks ----------------------------------------------------------------------------
 
-    def _on_breaker_transition(self, now: float, frm: str, to: str) -> None:
-        self.recorder.event(now, "breaker", self.name, self.endpoint.name, f"{frm}->{to}", 0.0)
-        if to == OPEN:
-            self._open_since = now
-        elif frm == OPEN:
-            self.bins.add_interval(self.bins.levels["breakers_open"], self._open_since, now)
+    def _transition_hook(self, index: int) -> Callable[[float, str, str], None]:
+        provider = self.chain[index].name
+
+        def on_transition(now: float, frm: str, to: str) -> None:
+            self.recorder.event(now, "breaker", self.name, provider, f"{frm}->{to}", 0.0)
+            if to == OPEN:
+                self._open_since[index] = now
+            elif frm == OPEN:
+                self.bins.add_interval(
+                    self.bins.levels["breakers_open"], self._open_since[index], now
+                )
+
+        return on_transition
 
     def close_open_intervals(self, now: float) -> None:
-        """At the end of the run, count a still-open breaker up to ``now``."""
-        if self.breaker is not None and self.breaker.state == OPEN:
-            self.bins.add_interval(self.bins.levels["breakers_open"], self._open_since, now)
+        """At the end of the run, count still-open breakers up to ``now``."""
+        for i, breaker in enumerate(self.breakers):
+            if breaker is not None and breaker.state == OPEN:
+                self.bins.add_interval(self.bins.levels["breakers_open"], self._open_since[i], now)

@@ -14,8 +14,11 @@ from dataclasses import dataclass
 class RetryState:
     """What a policy may look at after a failed attempt.
 
-    ``attempt_number`` counts the attempts made so far (1 after the first failure);
-    ``retries`` = attempt_number - 1 is the number of retries already made.
+    ``attempt_number`` counts the attempts made so far on the current provider (1 after the
+    first failure; a fallback to another provider starts again at 1); ``retries`` =
+    attempt_number - 1 is the number of retries already made there. ``total_attempts``
+    counts every attempt of the request. ``elapsed`` is the time since the request arrived
+    and ``prev_wait`` the wait before the attempt that just failed (0 for the first).
     """
 
     attempt_number: int
@@ -25,6 +28,8 @@ class RetryState:
     elapsed: float
     prev_wait: float
     now: float
+    total_attempts: int = 0
+    provider: str = ""
 
     @property
     def retries(self) -> int:
@@ -101,12 +106,14 @@ class WaitExponential(Wait):
     - ``full``: U(0, w), mean w/2. The AWS recommendation: least total work.
     - ``equal``: w/2 + U(0, w/2), mean 3w/4. Never retries immediately.
     - ``decorrelated``: min(cap, U(base, 3 * previous wait)), previous starting at base.
+    - ``proportional``: w * (1 - fraction * U): the OpenAI and Anthropic SDKs (fraction 0.25).
     """
 
     base: float
     multiplier: float
     cap: float
     jitter: str = "full"
+    fraction: float = 0.25
 
     def ceiling(self, retries: int) -> float:
         """The un-jittered wait before retry number ``retries + 1``."""
@@ -125,6 +132,8 @@ class WaitExponential(Wait):
             return w * next(u)
         if jitter == "equal":
             return 0.5 * w + 0.5 * w * next(u)
+        if jitter == "proportional":
+            return w * (1.0 - self.fraction * next(u))
         return w
 
     def mean(self, state: RetryState) -> float:
@@ -140,4 +149,36 @@ class WaitExponential(Wait):
             below = (self.cap - self.base) / span
             return below * (self.base + self.cap) / 2 + (1 - below) * self.cap
         w = self.ceiling(state.retries)
-        return {"full": w / 2, "equal": 0.75 * w}.get(jitter, w)
+        means = {"full": w / 2, "equal": 0.75 * w, "proportional": w * (1 - self.fraction / 2)}
+        return means.get(jitter, w)
+
+
+@dataclass(frozen=True)
+class WaitRandomExponential(Wait):
+    """tenacity's ``wait_random_exponential``: U(min, high) with
+    high = max(min, min(max, multiplier * exp_base**(attempt_number - 1))).
+
+    The OpenAI Cookbook's rate-limit recipe uses it with min=1, max=60.
+    """
+
+    multiplier: float = 1.0
+    min: float = 0.0
+    max: float = 60.0
+    exp_base: float = 2.0
+
+    def high(self, attempt_number: int) -> float:
+        """The upper end of the draw after ``attempt_number`` attempts."""
+        try:
+            exp = self.multiplier * self.exp_base ** (attempt_number - 1)
+        except OverflowError:
+            return self.max
+        return max(self.min, min(exp, self.max))
+
+    def __call__(self, state: RetryState, u: Iterator[float]) -> float:
+        """A draw from U(min, high)."""
+        high = self.high(state.attempt_number)
+        return self.min + (high - self.min) * next(u)
+
+    def mean(self, state: RetryState) -> float:
+        """(min + high) / 2."""
+        return (self.min + self.high(state.attempt_number)) / 2

@@ -1,11 +1,19 @@
-"""Config of client resilience policies: timeouts, retries, circuit breaker, retry budget."""
+"""Config of client resilience policies: timeouts, retries, circuit breaker, retry budget,
+adaptive throttling, client-side rate limiting, a concurrency limit and fallbacks.
+
+Presets (``config/policy_presets.py``) can stand for a whole policy (``preset = "openai-sdk"``),
+a breaker (``breaker = "resilience4j"``) or a budget (``budget = "finagle"``); fields written
+next to ``preset`` override the preset's.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+import math
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, model_validator
 
+from llmtraffic.config import policy_presets
 from llmtraffic.config.base import Duration, Model, PositiveDuration
 
 FailureKind = Literal["rate_limited", "server_error", "overloaded", "timeout", "midstream_error"]
@@ -54,18 +62,23 @@ class FixedRetry(_Retry):
 
 
 class ExponentialRetry(_Retry):
-    """Exponential backoff ``min(cap, base * multiplier**n)`` with a jitter mode.
+    """Exponential backoff ``w = min(cap, base * multiplier**n)`` with a jitter mode.
 
-    ``n`` counts the retries made so far. Jitter modes (AWS Architecture Blog, "Exponential
-    Backoff And Jitter"): ``none``; ``full`` = U(0, w); ``equal`` = w/2 + U(0, w/2);
-    ``decorrelated`` = min(cap, U(base, 3 * previous wait)).
+    ``n`` counts the retries made so far (0 before the first retry). Jitter modes (AWS
+    Architecture Blog, "Exponential Backoff And Jitter", and the official SDKs): ``none`` = w;
+    ``full`` = U(0, w); ``equal`` = w/2 + U(0, w/2); ``decorrelated`` =
+    min(cap, U(base, 3 * previous wait)); ``proportional`` = w * (1 - jitter_fraction * U)
+    (the OpenAI and Anthropic SDKs, with 0.25).
     """
 
     kind: Literal["exponential"] = "exponential"
     base: PositiveDuration = 0.5
     multiplier: float = Field(2.0, ge=1.0)
     cap: Duration = 60.0
-    jitter: Literal["none", "full", "equal", "decorrelated"] = "full"
+    jitter: Literal["none", "full", "equal", "decorrelated", "proportional"] = "full"
+    jitter_fraction: float = Field(
+        0.25, ge=0, le=1, description="share of the wait jitter may take off (proportional)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -74,7 +87,70 @@ class ExponentialRetry(_Retry):
         return self
 
 
-Retry = Annotated[NoRetry | NaiveRetry | FixedRetry | ExponentialRetry, Field(discriminator="kind")]
+class RandomExponentialRetry(_Retry):
+    """tenacity's ``wait_random_exponential``: U(min, max(min, min(max, multiplier * 2**(k-1))))
+    where k is the number of attempts made (1 before the first retry)."""
+
+    kind: Literal["random_exponential"] = "random_exponential"
+    multiplier: float = Field(1.0, gt=0)
+    min: Duration = 0.0
+    max: Duration = 60.0
+    exp_base: float = Field(2.0, gt=1.0)
+
+
+class CustomRetry(Model):
+    """Your own policy class, named by import path (``"mypackage.policies:MyPolicy"``) and
+    built with ``params``; it must have ``decide(state, uniforms) -> Decision`` (see
+    docs/policies.md, "Your own policy")."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    kind: Literal["custom"] = "custom"
+    # "class" is a Python keyword: the field is ``class_`` in Python, ``class`` in configs.
+    class_: str = Field(alias="class", description="module.path:ClassName")
+    params: dict[str, Any] = Field(default_factory=dict, description="keyword arguments")
+
+    @model_validator(mode="after")
+    def _usable(self) -> Self:
+        # Imported here: the plugin loader imports this module.
+        from llmtraffic.client.plugins import check_custom
+
+        check_custom(self)
+        return self
+
+
+class TenacityRetry(Model):
+    """tenacity's own ``wait``, ``stop`` and ``retry`` strategies, run in simulated time.
+
+    ``retrying`` names (by import path) a ``tenacity.Retrying`` object or a function that
+    returns one: the exact configuration your application uses.
+    """
+
+    kind: Literal["tenacity"] = "tenacity"
+    retrying: str = Field(description="module.path:name of a tenacity.Retrying or a factory")
+
+    @model_validator(mode="after")
+    def _usable(self) -> Self:
+        from llmtraffic.client.tenacity_adapter import load_retrying
+
+        load_retrying(self.retrying)
+        return self
+
+
+Retry = Annotated[
+    NoRetry
+    | NaiveRetry
+    | FixedRetry
+    | ExponentialRetry
+    | RandomExponentialRetry
+    | CustomRetry
+    | TenacityRetry,
+    Field(discriminator="kind"),
+]
+
+
+def _breaker_preset(value: object) -> object:
+    return policy_presets.expand("breaker", policy_presets.BREAKERS, value)
 
 
 class Breaker(Model):
@@ -86,10 +162,15 @@ class Breaker(Model):
     window_size: int = Field(100, gt=0, description="calls (count window) or seconds (time)")
     minimum_calls: int = Field(100, gt=0, description="calls needed before rates are judged")
     failure_rate_threshold: float = Field(0.5, gt=0, le=1, description="opens at this share")
+    failure_count_threshold: int | None = Field(
+        None, gt=0, description="also opens at this many failures in the window (LiteLLM)"
+    )
     slow_call_rate_threshold: float = Field(1.0, gt=0, le=1)
     slow_call_duration: Duration = Field(60.0, description="a call at least this slow is slow")
     open_duration: Duration = Field(60.0, description="time open before half-open")
-    half_open_calls: int = Field(10, gt=0, description="trial calls let through when half-open")
+    half_open_calls: int = Field(
+        10, ge=0, description="trial calls when half-open; 0 closes after open_duration"
+    )
     record: list[FailureKind] = Field(
         ["server_error", "overloaded", "timeout", "midstream_error"],
         description="attempt statuses that count as failures",
@@ -106,16 +187,107 @@ class Breaker(Model):
         return self
 
 
-class Budget(Model):
-    """Retry budget: a token bucket; each request deposits ``ratio``, each retry takes one."""
+class TokenBucketBudget(Model):
+    """Retry budget as a token bucket: each request deposits ``ratio``, each retry takes one."""
 
+    kind: Literal["token_bucket"] = "token_bucket"
     ratio: float = Field(0.1, gt=0, le=10, description="retries allowed per request, long run")
     max_tokens: float = Field(10.0, ge=1, description="bucket size: the burst of retries allowed")
+
+
+class FinagleBudget(Model):
+    """Finagle's RetryBudget: retries within ``percent`` of the requests of the last ``ttl``
+    seconds (deposits expire), plus ``min_per_second`` retries per second."""
+
+    kind: Literal["finagle"] = "finagle"
+    percent: float = Field(0.2, ge=0, le=1)
+    min_per_second: float = Field(10.0, ge=0)
+    ttl: PositiveDuration = 10.0
+
+
+class EnvoyBudget(Model):
+    """Envoy's retry budget: retries in flight at most ``percent`` of requests in flight, and
+    at least ``min_concurrency``."""
+
+    kind: Literal["envoy"] = "envoy"
+    percent: float = Field(0.2, ge=0, le=1)
+    min_concurrency: int = Field(3, ge=0)
+
+
+def _budget_preset(value: object) -> object:
+    value = policy_presets.expand("budget", policy_presets.BUDGETS, value)
+    # The original form, { ratio = 0.1 }, is a token bucket.
+    if isinstance(value, dict) and "kind" not in value:
+        return {**value, "kind": "token_bucket"}
+    return value
+
+
+Budget = Annotated[
+    TokenBucketBudget | FinagleBudget | EnvoyBudget,
+    Field(discriminator="kind"),
+    BeforeValidator(_budget_preset),
+]
+
+
+class Throttle(Model):
+    """Adaptive client-side throttling (Google SRE book): an attempt is refused locally with
+    probability max(0, (requests - k * accepts) / (requests + 1)) over the last ``window``."""
+
+    k: float = Field(2.0, gt=0, description="the multiplier K (2 in the SRE book)")
+    window: PositiveDuration = Field(120.0, description="span of the request and accept counts")
+    rejections: list[FailureKind] = Field(
+        ["rate_limited", "overloaded", "server_error", "timeout"],
+        description="statuses that mean the backend did not accept the attempt",
+    )
+
+
+class ClientRateLimit(Model):
+    """Client-side pacing: attempts wait locally until these limits admit them."""
+
+    rpm: float | None = Field(None, gt=0)
+    tpm: float | None = Field(None, gt=0, description="input + max_tokens per minute")
+    itpm: float | None = Field(None, gt=0)
+    otpm: float | None = Field(None, gt=0)
+    max_wait: PositiveDuration = Field(
+        float("inf"), description="refuse (rejected_throttle) rather than wait longer than this"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if all(v is None for v in (self.rpm, self.tpm, self.itpm, self.otpm)):
+            raise ValueError("a client rate_limit needs at least one of rpm, tpm, itpm, otpm")
+        return self
+
+
+class Concurrency(Model):
+    """At most ``limit`` attempts in flight; the others wait in a local FIFO queue."""
+
+    limit: int = Field(gt=0)
+    queue_limit: int | None = Field(
+        None, ge=0, description="waiting attempts beyond which requests are refused"
+    )
+
+
+class Fallback(Model):
+    """Move a request to the next provider of ``providers`` (in order)."""
+
+    providers: list[str] = Field(min_length=1, description="provider names, tried in order")
+    after_failures: int | None = Field(
+        None, gt=0, description="after this many failed attempts on one provider"
+    )
+    on_statuses: list[FailureKind] = Field(
+        default_factory=list, description="at once on these statuses"
+    )
+    on_breaker_open: bool = Field(True, description="when the provider's breaker refuses")
+    on_exhausted: bool = Field(True, description="when the retries on one provider run out")
 
 
 class Policy(Model):
     """A client's resilience behaviour for one feature."""
 
+    preset: str | None = Field(
+        None, description="the preset this policy starts from (fields here override it)"
+    )
     timeout: PositiveDuration = Field(
         600.0, description="per-attempt timeout (the SDKs' default is 600s)"
     )
@@ -126,5 +298,53 @@ class Policy(Model):
         list(ALL_FAILURES), description="attempt statuses that may be retried"
     )
     retry: Retry = NoRetry(kind="none")
-    breaker: Breaker | None = None
+    breaker: Annotated[Breaker | None, BeforeValidator(_breaker_preset)] = None
     budget: Budget | None = None
+    throttle: Throttle | None = None
+    rate_limit: ClientRateLimit | None = None
+    concurrency: Concurrency | None = None
+    fallback: Fallback | None = None
+    max_attempts: int = Field(
+        100, gt=0, description="hard cap on attempts per request (guards custom policies)"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_preset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("preset"), str):
+            name = data["preset"]
+            preset = policy_presets.POLICIES.get(name)
+            if preset is None:
+                raise ValueError(
+                    f".preset: unknown policy preset {name!r}; presets: "
+                    f"{', '.join(sorted(policy_presets.POLICIES))}"
+                )
+            merged = policy_presets.merge(preset.fragment(), data)
+            merged["preset"] = name
+            return merged
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if math.isinf(self.deadline) and self.max_attempts > 10_000:
+            raise ValueError("max_attempts above 10,000 needs a finite deadline")
+        return self
+
+    def attempt_bound(self) -> int:
+        """The most attempts one request can make under this policy."""
+        providers = 1 + (len(self.fallback.providers) if self.fallback else 0)
+        retry = self.retry
+        if isinstance(retry, NoRetry):
+            per_provider = 1
+        elif isinstance(retry, CustomRetry | TenacityRetry):
+            return self.max_attempts
+        else:
+            per_provider = retry.max_retries + 1
+        return min(self.max_attempts, per_provider * providers)
+
+
+def policy_from_preset(name: str) -> Policy | None:
+    """The policy a preset name stands for, or None."""
+    if name not in policy_presets.POLICIES:
+        return None
+    return Policy.model_validate({"preset": name})

@@ -9,8 +9,9 @@ from typing import Any, Literal, Self
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from llmtraffic.config import policy_presets
 from llmtraffic.config.base import Duration, FiniteDuration, Model
-from llmtraffic.config.policy import Policy
+from llmtraffic.config.policy import Policy, policy_from_preset
 from llmtraffic.config.provider import Provider
 from llmtraffic.config.workload import Feature
 
@@ -108,11 +109,21 @@ class Scenario(Model):
                         f"features.{name}.policy: missing; several policies are defined "
                         f"({_names(self.policies)}), name one"
                     )
-            elif feat.policy not in self.policies:
+            elif feat.policy not in self.policies and feat.policy not in policy_presets.POLICIES:
                 problems.append(
                     f"features.{name}.policy: unknown policy {feat.policy!r}; "
-                    f"defined: {_names(self.policies)}"
+                    f"defined: {_names(self.policies)}; presets: "
+                    f"{_names(policy_presets.POLICIES)}"
                 )
+        for pname, policy in self.policies.items():
+            if policy.fallback is None:
+                continue
+            for i, target in enumerate(policy.fallback.providers):
+                if target not in self.providers:
+                    problems.append(
+                        f"policies.{pname}.fallback.providers[{i}]: unknown provider "
+                        f"{target!r}; defined: {_names(self.providers)}"
+                    )
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -121,7 +132,11 @@ class Scenario(Model):
         """The policy a feature uses (its named one, the only one defined, or no retries)."""
         name = self.features[feature].policy
         if name is not None:
-            return self.policies[name]
+            if name in self.policies:
+                return self.policies[name]
+            preset = policy_from_preset(name)
+            assert preset is not None  # the cross-check accepted the name
+            return preset
         if self.policies:
             return next(iter(self.policies.values()))
         return Policy()

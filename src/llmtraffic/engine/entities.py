@@ -30,6 +30,7 @@ EXHAUSTED = "exhausted"
 DEADLINE = "deadline"
 REJECTED_BREAKER = "rejected_breaker"
 REJECTED_BUDGET = "rejected_budget"
+REJECTED_THROTTLE = "rejected_throttle"
 NON_RETRYABLE = "non_retryable"
 UNFINISHED = "unfinished"
 REQUEST_OUTCOMES = (
@@ -38,6 +39,7 @@ REQUEST_OUTCOMES = (
     DEADLINE,
     REJECTED_BREAKER,
     REJECTED_BUDGET,
+    REJECTED_THROTTLE,
     NON_RETRYABLE,
     UNFINISHED,
 )
@@ -55,12 +57,14 @@ class Request:
         "billed",
         "cached_tokens",
         "callbacks",
+        "chain_pos",
         "deadline_at",
         "id",
         "input_tokens",
         "last_provider",
         "output_tokens",
         "prev_wait",
+        "provider_attempts",
         "useful",
     )
 
@@ -88,6 +92,8 @@ class Request:
         self.billed = 0.0
         self.useful = 0.0
         self.prev_wait = 0.0
+        self.chain_pos = 0  # index in the client's provider chain (fallbacks)
+        self.provider_attempts = 0  # attempts on the current provider of the chain
         self.last_provider: Endpoint | None = None
 
 

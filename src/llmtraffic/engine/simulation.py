@@ -53,6 +53,13 @@ class RunResult:
         return self.tables[table].to_pandas()
 
 
+def chain_of(sc: Scenario, feature: str, endpoints: dict[str, Endpoint]) -> list[Endpoint]:
+    """A feature's provider followed by its policy's fallback providers."""
+    policy = sc.policy_of(feature)
+    fallbacks = policy.fallback.providers if policy.fallback is not None else []
+    return [endpoints[sc.features[feature].provider], *(endpoints[p] for p in fallbacks)]
+
+
 def config_hash(scenario: Scenario) -> str:
     """A short hash of the scenario without its seed (replications share it)."""
     data = scenario.model_dump(mode="json")
@@ -122,7 +129,7 @@ class Simulation:
                 name,
                 feat,
                 sc.policy_of(name),
-                endpoints[feat.provider],
+                chain_of(sc, name, endpoints),
                 kernel,
                 streams,
                 recorder,
@@ -194,7 +201,7 @@ class Simulation:
             if limiters:
                 bins.samples["rate_limit_headroom"][b] = min(lim.headroom(now) for lim in limiters)
             if budgets:
-                bins.samples["budget_level"][b] = min(bg.level for bg in budgets)
+                bins.samples["budget_level"][b] = min(bg.level(now) for bg in budgets)
             if progress is not None:
                 progress(min(1.0, now / duration))
             if now < duration or any(c.active for c in client_list):

@@ -1,0 +1,168 @@
+"""Run tenacity's own ``wait``, ``stop`` and ``retry`` strategy objects in simulated time.
+
+A team that retries with tenacity names its ``tenacity.Retrying`` (or a function returning
+one) in the config; after each failed attempt the adapter builds a ``tenacity.RetryCallState``
+holding simulated times and the failure as an exception, and asks the three strategies in
+tenacity's own order: retry?, then stop?, then how long to wait. tenacity draws its jitter
+from the global ``random`` module; while a strategy runs, the adapter points tenacity's wait
+module at a generator fed from the simulation's seeded stream, so runs stay reproducible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from llmtraffic.client.predicates import RetryIf
+from llmtraffic.client.retry import Decision
+from llmtraffic.client.waits import RetryState
+from llmtraffic.config.policy import TenacityRetry
+from llmtraffic.engine.entities import (
+    EXHAUSTED,
+    MIDSTREAM_ERROR,
+    NON_RETRYABLE,
+    OVERLOADED,
+    RATE_LIMITED,
+    SERVER_ERROR,
+    TIMEOUT,
+)
+
+
+class SimulatedAPIError(Exception):
+    """The exception a failed simulated attempt stands for, as tenacity's predicates see it.
+
+    ``status`` is the attempt status, ``status_code`` the HTTP status (0 for a timeout) and
+    ``retry_after`` the 429's retry-after in seconds (NaN when absent).
+    """
+
+    def __init__(self, status: str, status_code: int, retry_after: float) -> None:
+        super().__init__(f"{status} ({status_code})")
+        self.status = status
+        self.status_code = status_code
+        self.retry_after = retry_after
+
+
+class RateLimitedError(SimulatedAPIError):
+    """A 429."""
+
+
+class ServerError(SimulatedAPIError):
+    """A 5xx before generation (or an outage)."""
+
+
+class OverloadedError(SimulatedAPIError):
+    """A 503/529 from a provider shedding load."""
+
+
+class AttemptTimeoutError(SimulatedAPIError):
+    """The client gave up waiting."""
+
+
+class MidstreamError(SimulatedAPIError):
+    """Generation failed part-way."""
+
+
+EXCEPTIONS: dict[str, type[SimulatedAPIError]] = {
+    RATE_LIMITED: RateLimitedError,
+    SERVER_ERROR: ServerError,
+    OVERLOADED: OverloadedError,
+    TIMEOUT: AttemptTimeoutError,
+    MIDSTREAM_ERROR: MidstreamError,
+}
+
+
+class _Uniforms:
+    """Stands in for the ``random`` module inside tenacity's wait strategies."""
+
+    def __init__(self, draws: Iterator[float]) -> None:
+        self._draws = draws
+
+    def random(self) -> float:
+        """Next U[0, 1)."""
+        return next(self._draws)
+
+    def uniform(self, a: float, b: float) -> float:
+        """As ``random.uniform``: a + (b - a) * U."""
+        return a + (b - a) * next(self._draws)
+
+
+@contextmanager
+def seeded_tenacity(draws: Iterator[float]) -> Iterator[None]:
+    """Make tenacity's wait strategies draw from ``draws`` for the duration of the block."""
+    import tenacity.wait as wait_module
+
+    # tenacity's wait module calls random.uniform through its module-level name "random".
+    saved = getattr(wait_module, "random")  # noqa: B009
+    setattr(wait_module, "random", _Uniforms(draws))  # noqa: B010
+    try:
+        yield
+    finally:
+        setattr(wait_module, "random", saved)  # noqa: B010
+
+
+def import_tenacity() -> Any:
+    """tenacity, or a ValueError saying how to install it."""
+    try:
+        import tenacity
+    except ImportError:
+        raise ValueError(
+            "the tenacity adapter needs tenacity: pip install 'llmtraffic[tenacity]'"
+        ) from None
+    return tenacity
+
+
+def load_retrying(path: str) -> Any:
+    """The ``tenacity.Retrying`` named by ``path``, or returned by the factory it names."""
+    from llmtraffic.client.plugins import load_object
+
+    tenacity = import_tenacity()
+    obj = load_object(path)
+    if not isinstance(obj, tenacity.BaseRetrying) and callable(obj):
+        obj = obj()
+    if not isinstance(obj, tenacity.BaseRetrying):
+        raise ValueError(
+            f"{path} is not a tenacity.Retrying (nor a function returning one): got "
+            f"{type(obj).__name__}"
+        )
+    return obj
+
+
+class TenacityPolicy:
+    """A retry policy that asks a tenacity ``Retrying`` object's strategies."""
+
+    def __init__(self, retrying: Any, retryable: RetryIf | None = None) -> None:
+        self.retrying = retrying
+        self.retryable = retryable
+        self._tenacity = import_tenacity()
+
+    @classmethod
+    def from_config(cls, cfg: TenacityRetry, retryable: RetryIf) -> TenacityPolicy:
+        """From the config's import path (the policy's ``retryable`` also applies)."""
+        return cls(load_retrying(cfg.retrying), retryable)
+
+    def call_state(self, state: RetryState) -> Any:
+        """The ``tenacity.RetryCallState`` that describes ``state`` in simulated time."""
+        tenacity = self._tenacity
+        rcs = tenacity.RetryCallState(retry_object=self.retrying, fn=None, args=(), kwargs={})
+        rcs.start_time = state.now - state.elapsed
+        rcs.attempt_number = state.attempt_number
+        error = EXCEPTIONS.get(state.status, SimulatedAPIError)(
+            state.status, state.http_status, state.retry_after
+        )
+        rcs.outcome = tenacity.Future.construct(state.attempt_number, error, True)
+        rcs.outcome_timestamp = state.now
+        return rcs
+
+    def decide(self, state: RetryState, uniforms: Iterator[float]) -> Decision:
+        """Tenacity's order: the retry predicate, then the stop condition, then the wait."""
+        if self.retryable is not None and not self.retryable(state):
+            return Decision(None, NON_RETRYABLE)
+        rcs = self.call_state(state)
+        if not self.retrying.retry(rcs):
+            return Decision(None, NON_RETRYABLE)
+        if self.retrying.stop(rcs):
+            return Decision(None, EXHAUSTED)
+        with seeded_tenacity(uniforms):
+            wait = float(self.retrying.wait(rcs))
+        return Decision(max(0.0, wait))

@@ -1,0 +1,56 @@
+"""Adaptive client-side throttling (Google SRE book, "Handling Overload").
+
+The client counts, over the last ``window`` seconds, the attempts it wanted to send
+(``requests``, including those it refused itself) and those the backend accepted
+(``accepts``), and refuses a new attempt locally with probability
+``max(0, (requests - k * accepts) / (requests + 1))``. While the backend accepts everything
+nothing is refused; when it accepts less than 1/k of what is sent, the client sheds the rest
+itself instead of sending it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterator
+
+
+class AdaptiveThrottle:
+    """One client's throttle; time and random draws are passed in."""
+
+    def __init__(self, k: float, window: float) -> None:
+        self.k = k
+        self.window = window
+        self._seconds: deque[list[float]] = deque()  # [second, requests, accepts]
+        self.requests = 0.0
+        self.accepts = 0.0
+
+    def _bucket(self, now: float) -> list[float]:
+        sec = math.floor(now)
+        oldest = sec - self.window
+        seconds = self._seconds
+        while seconds and seconds[0][0] <= oldest:
+            _, r, a = seconds.popleft()
+            self.requests -= r
+            self.accepts -= a
+        if not seconds or seconds[-1][0] != sec:
+            seconds.append([sec, 0.0, 0.0])
+        return seconds[-1]
+
+    def rejection_probability(self, now: float) -> float:
+        """The formula, on the counts of the last window."""
+        self._bucket(now)
+        return max(0.0, (self.requests - self.k * self.accepts) / (self.requests + 1.0))
+
+    def allow(self, now: float, uniforms: Iterator[float]) -> bool:
+        """Count a request; True to send it, False to refuse it locally."""
+        p = self.rejection_probability(now)
+        self._bucket(now)[1] += 1.0
+        self.requests += 1.0
+        return not (p > 0.0 and next(uniforms) < p)
+
+    def record(self, now: float, accepted: bool) -> None:
+        """The backend's answer to an attempt that was sent."""
+        if accepted:
+            self._bucket(now)[2] += 1.0
+            self.accepts += 1.0

@@ -1,0 +1,57 @@
+"""Policies defined outside llmtraffic, named in configs by import path (used by the tests)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import tenacity
+
+from llmtraffic.client.retry import Decision
+from llmtraffic.client.waits import RetryState
+from llmtraffic.engine.entities import EXHAUSTED, NON_RETRYABLE
+
+
+class FixedThenGiveUp:
+    """Retry 429s only, after ``delay`` seconds, at most ``retries`` times."""
+
+    def __init__(self, delay: float, retries: int) -> None:
+        self.delay = delay
+        self.retries = retries
+
+    def decide(self, state: RetryState, uniforms: Iterator[float]) -> Decision:
+        if state.status != "rate_limited":
+            return Decision(None, NON_RETRYABLE)
+        if state.retries >= self.retries:
+            return Decision(None, EXHAUSTED)
+        return Decision(self.delay)
+
+
+class ReturnsNumbers:
+    """A policy that answers with plain numbers (a wait) and None (give up)."""
+
+    def decide(self, state: RetryState, uniforms: Iterator[float]) -> float | None:
+        return None if state.attempt_number >= 3 else 0.25 * state.attempt_number
+
+
+class NoDecide:
+    """Not a policy: it has no decide method."""
+
+    def __init__(self, x: int = 1) -> None:
+        self.x = x
+
+
+COOKBOOK = tenacity.Retrying(
+    wait=tenacity.wait_random_exponential(min=1, max=60), stop=tenacity.stop_after_attempt(6)
+)
+"""The OpenAI Cookbook's recipe, as a team would have it in its code."""
+
+
+def jittered_retrying() -> tenacity.Retrying:
+    """A factory: exponential jitter, at most 30 s of retrying, only on rate limits."""
+    from llmtraffic.client.tenacity_adapter import RateLimitedError
+
+    return tenacity.Retrying(
+        wait=tenacity.wait_exponential_jitter(multiplier=0.5, max=10, jitter=1),
+        stop=tenacity.stop_after_delay(30) | tenacity.stop_after_attempt(8),
+        retry=tenacity.retry_if_exception_type(RateLimitedError),
+    )
