@@ -78,3 +78,12 @@ def test_peak_attempt_rate_ratio() -> None:
 def test_ratio_is_nan_when_undefined() -> None:
     assert math.isnan(ratio(1.0, 0.0))
     assert ratio(3.0, 2.0) == 1.5
+
+
+def test_too_short_a_run_cannot_tell() -> None:
+    """The arrivals stop 10 s after the incident, less than one 30 s window: no verdict."""
+    b = bins_with([1.0] * 10 + [0.1] * 10)
+    inc = IncidentSpan("p", "outage", 100.0, 190.0)
+    m = incident_metrics(inc, b, duration=200.0, tolerance=0.02, window=30.0, baseline=100.0)
+    assert m["metastable"] is None
+    assert math.isnan(m["recovery_time"])

@@ -14,11 +14,20 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 from llmtraffic.config import Policy, Scenario, load_config, scenario_from_dict
 from llmtraffic.engine.simulation import RunResult, Simulation
 from llmtraffic.errors import ConfigError, LLMTrafficError, TraceError
+from llmtraffic.experiment import (
+    ExperimentData,
+    ExperimentSpec,
+    load_experiment,
+    read_experiment,
+    run_experiment,
+)
 from llmtraffic.results.load import RunData, load
 from llmtraffic.runner import run_to_folder
 
 __all__ = [
     "ConfigError",
+    "ExperimentData",
+    "ExperimentSpec",
     "LLMTrafficError",
     "Policy",
     "RunData",
@@ -29,6 +38,9 @@ __all__ = [
     "__version__",
     "load",
     "load_config",
+    "load_experiment",
+    "read_experiment",
+    "run_experiment",
     "run_to_folder",
     "scenario_from_dict",
 ]

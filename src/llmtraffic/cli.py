@@ -54,9 +54,13 @@ def _progress_bar(
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
-    """Run a scenario config and write its results folder."""
+    """Run a scenario config and write its results folder; a file with [experiment], [sweep]
+    or [[check]] tables runs as an experiment (a grid of runs, resumable)."""
+    from llmtraffic.experiment.commands import cmd_run_experiment, is_experiment_file
     from llmtraffic.runner import run_to_folder
 
+    if is_experiment_file(args.config):
+        return cmd_run_experiment(args, console)
     scenario = load_config(args.config, args.set)
     text = Path(args.config).read_text(encoding="utf-8")
     update, bar = _progress_bar(console, not args.quiet and console.is_terminal)
@@ -80,7 +84,11 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_validate(args: argparse.Namespace, console: Console) -> int:
-    """Check a config without running it."""
+    """Check a config without running it (an experiment file: every grid point)."""
+    from llmtraffic.experiment.commands import cmd_validate_experiment, is_experiment_file
+
+    if is_experiment_file(args.config):
+        return cmd_validate_experiment(args, console)
     scenario = load_config(args.config, args.set)
     console.print(
         f"{args.config}: valid ({len(scenario.features)} features, "
@@ -262,6 +270,41 @@ def _print_tiers(console: Console, models: Mapping[str, Any]) -> None:
 _LIMIT_COLS = ("rpm", "tpm", "itpm", "otpm")
 
 
+def _print_policies(console: Console, _models: Mapping[str, Any]) -> None:
+    """Named policies, breakers and retry budgets, one line each (docs/policies.md)."""
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
+    from llmtraffic.config import policy_presets
+
+    sections = (
+        ("policy", 'policy = "NAME", or [policies.x] preset = "NAME"', policy_presets.POLICIES),
+        ("breaker", 'breaker = "NAME"', policy_presets.BREAKERS),
+        ("budget", 'budget = "NAME"', policy_presets.BUDGETS),
+    )
+    table = Table(
+        title="Resilience presets (see docs/policies.md for parameters and sources)",
+        title_justify="left",
+        caption=escape("Use: " + "; ".join(f"{kind}: {usage}" for kind, usage, _ in sections)),
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
+    table.add_column("kind", no_wrap=True)
+    table.add_column("name", no_wrap=True)
+    table.add_column("what it does")
+    for kind, _, presets_of_kind in sections:
+        names = list(presets_of_kind)
+        for i, name in enumerate(names):
+            table.add_row(
+                kind if i == 0 else "",
+                name,
+                presets_of_kind[name].summary,
+                end_section=i == len(names) - 1,
+            )
+    console.print(table)
+
+
 def _compact(value: float | None) -> str:
     """30000 -> '30k', 2000000 -> '2M' (exact values only; others with separators)."""
     if value is None:
@@ -275,14 +318,15 @@ def _compact(value: float | None) -> str:
 _PRESET_SECTIONS: dict[str, Callable[[Console, Mapping[str, Any]], None]] = {
     "models": _print_models,
     "tiers": _print_tiers,
-    # HOOK (policies): the policy-presets work adds "policies": _print_policies here (a table of
-    # the named retry policies: SDK defaults, LiteLLM router, ...); --kind picks it up.
+    "policies": _print_policies,
 }
 
 
 def _add_presets_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
-        "presets", help="list model prices and rate-limit tiers", description=cmd_presets.__doc__
+        "presets",
+        help="list model prices, rate-limit tiers and resilience policies",
+        description=cmd_presets.__doc__,
     )
     p.add_argument(
         "--kind", choices=["all", *_PRESET_SECTIONS], default="all", help="which list to show"
@@ -300,6 +344,7 @@ def _add_presets_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     from llmtraffic import __version__
+    from llmtraffic.experiment import commands as experiment_commands
 
     parser = argparse.ArgumentParser(
         prog="llmtraffic",
@@ -327,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--force", action="store_true", help="replace an existing --out folder")
     p_run.add_argument("--quiet", "-q", action="store_true", help="no progress bar or tables")
     overrides(p_run)
+    experiment_commands.add_run_options(p_run)
     p_run.set_defaults(func=cmd_run)
 
     p_val = sub.add_parser(
@@ -337,6 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_val.set_defaults(func=cmd_validate)
     _add_fit_parser(sub)
     _add_presets_parser(sub)
+    experiment_commands.add_parsers(sub)  # compare, plot, report
     return parser
 
 

@@ -88,6 +88,11 @@ def load(folder: str | Path) -> RunData:
     path = Path(folder)
     if not path.is_dir():
         raise LLMTrafficError(f"{path} is not a folder (expected a results folder)")
+    if (path / "experiment.json").exists():
+        raise LLMTrafficError(
+            f"{path} is an experiment's results folder (a grid of runs); open it with "
+            "llmtraffic.load_experiment, or one of its runs with load_experiment(...).run(point)"
+        )
     manifest_path = path / "manifest.json"
     if not manifest_path.exists():
         raise LLMTrafficError(

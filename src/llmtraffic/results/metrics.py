@@ -117,8 +117,9 @@ def incident_metrics(
     Success rates are those of requests by arrival bin. The level is the success rate of the
     requests that arrived in the ``baseline`` seconds before the start. Recovery is the first
     time t >= end such that the requests arriving in [t, t + window) succeed at a rate of at
-    least level - tolerance; ``recovery_time`` = t - end. When no such window fits before the
-    arrivals stop, the incident is ``metastable``.
+    least level - tolerance; ``recovery_time`` = t - end. When windows fit after the incident
+    but none recovers before the arrivals stop, the incident is ``metastable``; when not even
+    one window fits (or there is no level), ``metastable`` is None: the run cannot tell.
     """
     w = bins.width
     arrived_ok, arrived_done = bins.arrived_ok_done(bins.n)
@@ -140,7 +141,9 @@ def incident_metrics(
     wb = max(1, math.ceil(window / w - 1e-9))
     recovery = math.nan
     metastable: bool | None = None
-    if not math.isnan(level):
+    # Judged only when at least one whole window of arrivals follows the incident; otherwise
+    # the run is too short to say (null), not "did not recover".
+    if not math.isnan(level) and b_end + wb <= last:
         metastable = True
         cum_ok = np.concatenate(([0.0], np.cumsum(ok[:last])))
         cum_done = np.concatenate(([0.0], np.cumsum(done[:last])))

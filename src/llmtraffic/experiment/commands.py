@@ -1,0 +1,318 @@
+"""The experiment side of the command line: ``run`` on a sweep, ``compare``, ``plot`` and
+``report``. ``llmtraffic.cli`` registers these; exit codes are the CLI's (0 ok, 1 a run
+failed, 2 bad input)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from llmtraffic.config.loader import read_toml
+from llmtraffic.errors import LLMTrafficError
+
+EXIT_OK, EXIT_FAILED = 0, 1
+
+
+def is_experiment_file(path: str | Path) -> bool:
+    """True when a config file has an experiment table, so that it runs as an experiment."""
+    from llmtraffic.experiment.spec import is_experiment
+
+    return is_experiment(read_toml(path))
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """The options of ``run`` that only experiments use."""
+    g = p.add_argument_group("experiments (a file with [experiment], [sweep] or [[check]] tables)")
+    g.add_argument(
+        "--workers",
+        type=_positive_int,
+        metavar="N",
+        help=f"local worker processes (default: the CPU count, {os.cpu_count()}; 1 runs in "
+        "this process)",
+    )
+    g.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        help="run on a Dask distributed scheduler (tcp://host:8786), or 'local' to start a "
+        "LocalCluster of --workers processes; needs pip install 'llmtraffic[dask]'",
+    )
+
+
+def cmd_run_experiment(args: argparse.Namespace, console: Console) -> int:
+    """Run every run of an experiment that is not done yet; print the points table."""
+    from llmtraffic.experiment.execute import run_experiment
+    from llmtraffic.experiment.spec import read_experiment
+    from llmtraffic.experiment.store import load_experiment
+    from llmtraffic.experiment.tables import print_points
+
+    spec = read_experiment(args.config, args.set, seed=args.seed)
+    bar = None
+    hook = None
+    if not args.quiet and console.is_terminal:
+        bar = Progress(
+            TextColumn("runs"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[failed]}"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        )
+        task = bar.add_task("runs", total=len(spec.runs()), failed="")
+
+        def hook(done: int, total: int, failed: int) -> None:
+            bar.update(task, completed=done, failed=f"[red]{failed} failed[/red]" if failed else "")
+
+        bar.start()
+    try:
+        outcome = run_experiment(
+            spec, args.out, workers=args.workers, dask=args.dask, force=args.force, progress=hook
+        )
+    finally:
+        if bar is not None:
+            bar.stop()
+    data = load_experiment(outcome.folder)
+    if not args.quiet and len(data.points):
+        print_points(console, data.points, data.axes, spec.replications)
+    say = (
+        f"{outcome.total} runs: {outcome.done} run now, {outcome.skipped} already done"
+        + (f", {len(outcome.failed)} failed" if outcome.failed else "")
+        + f"; {outcome.wall_s:.1f} s"
+    )
+    console.print(say, markup=False, highlight=False)
+    for key, text in outcome.failed.items():
+        last = text.strip().splitlines()[-1] if text.strip() else "?"
+        console.print(
+            f"[red]failed[/red] {key}: {last}\n  traceback: {outcome.folder / 'runs' / key}"
+            ".error.txt",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if outcome.failed:
+        console.print("run the same command again to retry the failed runs", highlight=False)
+    console.print(f"results: {outcome.folder}", markup=False, highlight=False, soft_wrap=True)
+    return EXIT_FAILED if outcome.failed else EXIT_OK
+
+
+def cmd_validate_experiment(args: argparse.Namespace, console: Console) -> int:
+    """Check an experiment file: the base scenario and every grid point."""
+    from llmtraffic.experiment.spec import read_experiment
+
+    spec = read_experiment(args.config, args.set)
+    axes = "; ".join(f"{a.name}: {len(a.values)} values" for a in spec.axes) or "no sweep"
+    console.print(
+        f"{args.config}: valid experiment {spec.name!r} ({axes}; {len(spec.points)} points x "
+        f"{spec.replications} replications = {len(spec.runs())} runs"
+        + (f"; {len(spec.checks)} checks" if spec.checks else "")
+        + ")",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    return EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace, console: Console) -> int:
+    """Paired differences with 95% intervals: between the values of a sweep axis in one
+    experiment (same replication = same traffic), or between two results folders."""
+    from llmtraffic.experiment.analysis import (
+        KEY_METRICS,
+        paired_differences,
+        paired_runs,
+    )
+    from llmtraffic.experiment.store import is_experiment_folder, load_experiment
+    from llmtraffic.experiment.tables import differences_table, print_table
+
+    metrics = args.metric or list(KEY_METRICS)
+    if len(args.folders) == 2:
+        a, b = (Path(f) for f in args.folders)
+        if is_experiment_folder(a) and is_experiment_folder(b):
+            left, right = load_experiment(a).summary, load_experiment(b).summary
+            _check_metrics(metrics, left)
+            try:
+                diffs = paired_runs(left, right, metrics)
+            except ValueError as exc:
+                raise LLMTrafficError(str(exc)) from None
+            others = ["point_id"] if "point_id" in diffs.columns else []
+            diffs = diffs.assign(value=str(b))
+            title = f"{b} minus {a}: paired by replication (same seeds)"
+            print_table(console, differences_table(diffs, others, title))
+            return EXIT_OK
+        _compare_runs(console, a, b, metrics)
+        return EXIT_OK
+    if len(args.folders) != 1:
+        raise LLMTrafficError("compare takes one experiment folder, or two results folders")
+    data = load_experiment(args.folders[0])
+    if not data.axes:
+        raise LLMTrafficError(
+            f"{data.folder} has no sweep axis to compare along; compare two folders instead"
+        )
+    axis = data.axis_info(args.axis)["name"] if args.axis else data.axes[0]
+    info = data.axis_info(axis)
+    base = args.base if args.base is not None else info["labels"][0]
+    summary = data.summary
+    _check_metrics(metrics, summary)
+    try:
+        diffs = paired_differences(summary, axis, base, metrics, data.axes)
+    except KeyError as exc:
+        raise LLMTrafficError(str(exc.args[0])) from None
+    others = [a for a in data.axes if a != axis]
+    title = (
+        f"{data.name}: {axis} vs {axis}={base}, differences paired by replication "
+        f"(common random numbers)"
+    )
+    print_table(console, differences_table(diffs, others, title))
+    return EXIT_OK
+
+
+def _check_metrics(metrics: list[str], summary: Any) -> None:
+    missing = [m for m in metrics if m not in summary.columns]
+    if missing:
+        raise LLMTrafficError(
+            f"no metric {', '.join(missing)} in the summary table; its columns include "
+            + ", ".join(c for c in summary.columns[:12])
+            + ", ..."
+        )
+
+
+def _compare_runs(console: Console, a: Path, b: Path, metrics: list[str]) -> None:
+    """Two single runs side by side (one replication each: no interval)."""
+    from rich import box
+    from rich.table import Table
+
+    from llmtraffic.experiment.analysis import flatten_summary
+    from llmtraffic.experiment.tables import SHORT_NAMES, fmt_value, print_table
+    from llmtraffic.results.load import load
+
+    ra, rb = load(a), load(b)
+    fa, fb = flatten_summary(ra.summary), flatten_summary(rb.summary)
+    t = Table(
+        title=f"{b} vs {a} (single runs: no interval; seeds {ra.summary['seed']} and "
+        f"{rb.summary['seed']})",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
+    for col in ("metric", str(a), str(b), "difference", "relative"):
+        t.add_column(col, justify="left" if col == "metric" else "right", no_wrap=True)
+    for m in metrics:
+        va, vb = fa.get(m, float("nan")), fb.get(m, float("nan"))
+        diff = vb - va
+        t.add_row(
+            SHORT_NAMES.get(m, m),
+            fmt_value(m, va),
+            fmt_value(m, vb),
+            ("+" if diff >= 0 else "-") + fmt_value(m, abs(diff)),
+            f"{diff / va * 100:+.1f}%" if va else "-",
+        )
+    print_table(console, t)
+
+
+def cmd_plot(args: argparse.Namespace, console: Console) -> int:
+    """Write PNG plots of a run folder (timeline, cost breakdown, latency CDF) or of an
+    experiment folder (comparison with confidence bands, and one run's plots)."""
+    from llmtraffic.experiment.store import is_experiment_folder, load_experiment
+    from llmtraffic.plots.experiment import save_experiment_plots
+    from llmtraffic.plots.run import save_run_plots
+    from llmtraffic.results.load import load
+
+    folder = Path(args.folder)
+    out = args.out if args.out is not None else folder / "plots"
+    if is_experiment_folder(folder):
+        paths = save_experiment_plots(
+            load_experiment(folder),
+            out,
+            metrics=args.metric,
+            x=args.x,
+            point=args.point if args.point is not None else 0,
+            replication=args.rep,
+        )
+    else:
+        paths = save_run_plots(load(folder), out)
+    for p in paths:
+        console.print(str(p), markup=False, highlight=False, soft_wrap=True)
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    """Write one self-contained HTML page of a results folder: tables and plots."""
+    from llmtraffic.plots.report import write_report
+
+    path = write_report(
+        Path(args.folder),
+        args.out,
+        point=args.point if args.point is not None else 0,
+        replication=args.rep,
+        metrics=args.metric,
+    )
+    console.print(f"report: {path}", markup=False, highlight=False, soft_wrap=True)
+    return EXIT_OK
+
+
+def add_parsers(sub: Any) -> None:
+    """Register compare, plot and report."""
+    p = sub.add_parser(
+        "compare",
+        help="paired differences between policies (or two results folders) with 95%% CIs",
+        description=cmd_compare.__doc__,
+    )
+    p.add_argument(
+        "folders", nargs="+", metavar="FOLDER", help="an experiment folder, or two folders"
+    )
+    p.add_argument("--axis", help="the sweep axis to compare along (default: the first)")
+    p.add_argument("--base", help="the axis value to compare against (default: its first)")
+    p.add_argument(
+        "--metric", action="append", metavar="NAME", help="a summary column (repeatable)"
+    )
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser(
+        "plot", help="write PNG plots of a results folder", description=cmd_plot.__doc__
+    )
+    _folder_options(p, "folder for the PNGs (default FOLDER/plots)", Path)
+    p.add_argument("--x", metavar="AXIS", help="the sweep axis on the x axis of comparisons")
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser(
+        "report", help="write one HTML page of tables and plots", description=cmd_report.__doc__
+    )
+    _folder_options(p, "the HTML file (default FOLDER/report.html)", Path)
+    p.set_defaults(func=cmd_report)
+
+
+def _folder_options(p: argparse.ArgumentParser, out_help: str, out_type: Any) -> None:
+    p.add_argument("folder", help="a run's or an experiment's results folder")
+    p.add_argument("--out", type=out_type, help=out_help)
+    p.add_argument(
+        "--point", help="experiments: the run to show, by point id or pNNN (default p000)"
+    )
+    p.add_argument("--rep", type=int, default=0, help="experiments: its replication (default 0)")
+    p.add_argument(
+        "--metric",
+        action="append",
+        metavar="NAME",
+        help="experiments: a metric to compare (repeatable)",
+    )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value

@@ -1,0 +1,636 @@
+"""Experiment files: a scenario plus ``[experiment]``, ``[sweep]`` and ``[[check]]`` tables.
+
+An experiment file is a scenario TOML with up to three extra top-level tables:
+
+- ``[experiment]``: ``name``, ``replications`` (default 1), ``seeds`` (an explicit list; the
+  default is ``run.seed + r`` for replication ``r``), ``records`` (which tables each run keeps;
+  default ``"timeseries"``, or the scenario's own ``run.records`` when it sets one) and
+  ``labels`` (names for the values of a sweep axis, e.g. ``{"features.rag.arrivals" = ["off",
+  "on"]}``);
+- ``[sweep]``: dotted config paths mapped to lists of values; the grid is their Cartesian
+  product;
+- ``[[check]]``: thresholds for CI, kept untouched in ``ExperimentSpec.checks``.
+
+The scenario loader never sees these tables. Every grid point is validated as a scenario when
+the file is read, so a bad value fails before anything runs, with a message that names the
+sweep path and the value.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+import re
+import types
+import typing
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from llmtraffic.config.base import Model
+from llmtraffic.config.loader import (
+    apply_overrides,
+    format_errors,
+    read_toml,
+    scenario_from_dict,
+    set_dotted,
+)
+from llmtraffic.config.scenario import Scenario
+from llmtraffic.engine.simulation import config_hash
+from llmtraffic.errors import ConfigError
+
+EXPERIMENT_KEYS = ("experiment", "sweep", "check")
+"""Top-level tables of an experiment file that are not part of the scenario."""
+
+Records = Literal["all", "timeseries", "summary"]
+
+RESERVED_COLUMNS = frozenset(
+    {
+        # identifiers of a run in the summary table
+        "point_id",
+        "replication",
+        # run fields and metrics of summary.json (docs/metrics.md)
+        "requests",
+        "successes",
+        "attempts",
+        "attempt_amplification",
+        "success_rate",
+        "attempt_error_rate",
+        "retry_share",
+        "billed_cost",
+        "useful_cost",
+        "wasted_cost",
+        "cost_amplification",
+        "baseline_cost",
+        "cost_vs_baseline",
+        "cost_per_success",
+        "cost_per_hour",
+        "cost_per_day",
+        "cost_per_month",
+        "value",
+        "roi",
+        "latency_mean",
+        "latency_p50",
+        "latency_p95",
+        "latency_p99",
+        "latency_max",
+        "goodput_rps",
+        "goodput_tokens_per_s",
+        "peak_attempt_rate_ratio",
+        "scenario",
+        "seed",
+        "config_hash",
+        "version",
+        "schema_version",
+        "duration",
+        "sim_end_time",
+        "event_count",
+        "wall_time_s",
+    }
+)
+"""Column names of the summary table that an axis column must not take (an axis named like
+one of them is given a longer name: ``run.duration`` instead of ``duration``)."""
+
+
+class ExperimentSettings(Model):
+    """The ``[experiment]`` table."""
+
+    name: str | None = Field(None, description="results folder name (default: the scenario's)")
+    replications: int = Field(1, ge=1, description="runs per grid point, with seeds r = 0..N-1")
+    seeds: list[int] | None = Field(
+        None, description="explicit root seed of each replication (replaces run.seed + r)"
+    )
+    records: Records | None = Field(
+        None, description="tables each run keeps (default 'timeseries' or the scenario's)"
+    )
+    labels: dict[str, list[str]] = Field(
+        default_factory=dict, description="names for the values of a sweep axis, by its path"
+    )
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, seeds: list[int] | None) -> list[int] | None:
+        if seeds is None:
+            return None
+        if not seeds:
+            raise ValueError("give at least one seed, or leave seeds out")
+        if any(s < 0 for s in seeds):
+            raise ValueError(f"seeds must be >= 0, got {seeds}")
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds must differ (each is one replication), got {seeds}")
+        return seeds
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One swept config path and its values.
+
+    ``name`` is the column that holds the axis in the summary tables: the shortest tail of the
+    path that tells the axes apart (``policy`` for ``features.chat.policy``). ``labels`` name
+    the values in point ids and tables (the value itself for a number or string).
+    """
+
+    path: str
+    values: tuple[Any, ...]
+    labels: tuple[str, ...]
+    name: str
+
+    @property
+    def numeric(self) -> bool:
+        """True when every value is a number (so plots can put the axis on an x axis)."""
+        return all(isinstance(v, int | float) and not isinstance(v, bool) for v in self.values)
+
+    def column_value(self, index: int) -> Any:
+        """The value as the summary table holds it: numbers as numbers, others by label."""
+        return self.values[index] if self.numeric else self.labels[index]
+
+
+@dataclass(frozen=True)
+class Point:
+    """One grid point: a scenario that differs from the base by one value per axis."""
+
+    index: int
+    id: str
+    value_index: tuple[int, ...]
+    values: dict[str, Any]
+    raw: dict[str, Any]
+    config_hash: str
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of an experiment: a grid point, a replication index and its seed."""
+
+    point: Point
+    replication: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    """A resolved experiment: the base scenario, the grid, the seeds, and what to keep."""
+
+    name: str
+    base: dict[str, Any]
+    axes: tuple[Axis, ...]
+    points: tuple[Point, ...]
+    seeds: tuple[int, ...]
+    records: Records
+    checks: tuple[dict[str, Any], ...] = ()
+    source: str | None = None
+    base_dir: Path = Path(".")
+    text: str | None = None
+    overrides: tuple[str, ...] = ()
+
+    @property
+    def replications(self) -> int:
+        """Runs per grid point."""
+        return len(self.seeds)
+
+    def runs(self) -> list[Run]:
+        """Every run, point by point, replication by replication."""
+        return [Run(point, r, seed) for point in self.points for r, seed in enumerate(self.seeds)]
+
+    def to_json(self) -> dict[str, Any]:
+        """The resolved spec as ``experiment.json`` holds it."""
+        return {
+            "kind": "llmtraffic-experiment",
+            "name": self.name,
+            "source": self.source,
+            "overrides": list(self.overrides),
+            "records": self.records,
+            "seeds": list(self.seeds),
+            "replications": self.replications,
+            "axes": [
+                {"path": a.path, "name": a.name, "values": list(a.values), "labels": list(a.labels)}
+                for a in self.axes
+            ],
+            "points": [
+                {
+                    "index": p.index,
+                    "id": p.id,
+                    "values": {
+                        a.name: a.column_value(i)
+                        for a, i in zip(self.axes, p.value_index, strict=True)
+                    },
+                    "config_hash": p.config_hash,
+                }
+                for p in self.points
+            ],
+            "checks": list(self.checks),
+        }
+
+
+def split_experiment(raw: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``raw`` without the experiment tables, and those tables by key."""
+    scenario = {k: copy.deepcopy(v) for k, v in raw.items() if k not in EXPERIMENT_KEYS}
+    extra = {k: copy.deepcopy(raw[k]) for k in EXPERIMENT_KEYS if k in raw}
+    return scenario, extra
+
+
+def is_experiment(raw: Mapping[str, Any]) -> bool:
+    """True when a parsed file has an experiment table (``[experiment]``, ``[sweep]`` or
+    ``[[check]]``): ``llmtraffic run`` then runs it as an experiment, into an experiment folder
+    (even with a single run); any other file is a plain scenario and runs once."""
+    return any(k in raw for k in EXPERIMENT_KEYS)
+
+
+def read_experiment(
+    path: str | Path, overrides: Iterable[str] = (), seed: int | None = None
+) -> ExperimentSpec:
+    """Read an experiment (or plain scenario) file, apply ``--set`` overrides, and resolve it.
+
+    ``seed`` replaces the scenario's ``run.seed`` (the default seeds are ``seed + r``).
+    Relative paths in the file are taken from its folder.
+    """
+    p = Path(path)
+    raw = read_toml(p)
+    overrides = list(overrides)
+    apply_overrides(raw, overrides, source=str(p))
+    return experiment_from_dict(
+        raw,
+        source=str(p),
+        base_dir=p.resolve().parent,
+        text=p.read_text(encoding="utf-8"),
+        overrides=overrides,
+        seed=seed,
+    )
+
+
+def experiment_from_dict(
+    raw: Mapping[str, Any],
+    *,
+    source: str | None = None,
+    base_dir: str | Path | None = None,
+    text: str | None = None,
+    overrides: Sequence[str] = (),
+    seed: int | None = None,
+) -> ExperimentSpec:
+    """Validate a parsed experiment file into an ``ExperimentSpec`` (every grid point too)."""
+    base_path = Path(base_dir) if base_dir is not None else Path.cwd()
+    scenario_raw, extra = split_experiment(raw)
+    if seed is not None:
+        set_dotted(scenario_raw, "run.seed", int(seed))
+    settings = _settings(extra.get("experiment", {}), source)
+    checks = _checks(extra.get("check", []), source)
+    axes_raw = _sweep(extra["sweep"], source) if "sweep" in extra else []
+    # The base must be valid on its own: its errors are the user's, not a sweep value's.
+    base = scenario_from_dict(scenario_raw, source=source, base_dir=base_path)
+    records: Records = settings.records or (
+        base.run.records
+        if isinstance(scenario_raw.get("run"), Mapping) and "records" in scenario_raw["run"]
+        else "timeseries"
+    )
+    set_dotted(scenario_raw, "run.records", records)
+    problems = [p for path, _ in axes_raw for p in _check_path(path, scenario_raw)]
+    problems += _check_overlap([path for path, _ in axes_raw])
+    problems += _check_labels(settings.labels, axes_raw)
+    if (
+        settings.seeds is not None
+        and "replications" in _keys(extra.get("experiment"))
+        and (settings.replications != len(settings.seeds))
+    ):
+        problems.append(
+            f"experiment.replications: {settings.replications}, but experiment.seeds lists "
+            f"{len(settings.seeds)} seeds; give one of them, or make them agree"
+        )
+    if seed is not None and settings.seeds is not None:
+        problems.append("--seed: the experiment lists its seeds (experiment.seeds); drop one")
+    if problems:
+        raise ConfigError(problems, source=source)
+    axes = _make_axes(axes_raw, settings.labels)
+    points = _make_points(axes, scenario_raw, source, base_path)
+    seeds = (
+        tuple(settings.seeds)
+        if settings.seeds is not None
+        else tuple(base.run.seed + r for r in range(settings.replications))
+    )
+    name = settings.name or base.name
+    return ExperimentSpec(
+        name=name,
+        base=scenario_raw,
+        axes=tuple(axes),
+        points=tuple(points),
+        seeds=seeds,
+        records=records,
+        checks=tuple(checks),
+        source=source,
+        base_dir=base_path,
+        text=text,
+        overrides=tuple(overrides),
+    )
+
+
+def _keys(obj: Any) -> list[str]:
+    return list(obj) if isinstance(obj, Mapping) else []
+
+
+def _settings(raw: Any, source: str | None) -> ExperimentSettings:
+    if not isinstance(raw, Mapping):
+        raise ConfigError([f"experiment: expected a table, got {raw!r}"], source=source)
+    try:
+        return ExperimentSettings.model_validate(dict(raw))
+    except ValidationError as exc:
+        problems = [f"experiment.{p}" for p in format_errors(exc, dict(raw), ExperimentSettings)]
+        raise ConfigError(problems, source=source) from None
+
+
+def _checks(raw: Any, source: str | None) -> list[dict[str, Any]]:
+    """``[[check]]`` entries, kept as given: the CI checker owns their meaning."""
+    if not isinstance(raw, list) or not all(isinstance(c, Mapping) for c in raw):
+        raise ConfigError(["check: expected an array of tables, written [[check]]"], source=source)
+    return [dict(c) for c in raw]
+
+
+def _sweep(raw: Any, source: str | None) -> list[tuple[str, list[Any]]]:
+    """The axes of ``[sweep]`` in file order, as (dotted path, values).
+
+    Quoted keys (``"features.chat.policy" = [...]``) and nested tables (what TOML makes of an
+    unquoted ``features.chat.policy = [...]``) mean the same.
+    """
+    if not isinstance(raw, Mapping):
+        raise ConfigError([f"sweep: expected a table, got {raw!r}"], source=source)
+    axes: list[tuple[str, list[Any]]] = []
+    problems: list[str] = []
+
+    def walk(node: Mapping[str, Any], prefix: list[str]) -> None:
+        for key, value in node.items():
+            parts = [*prefix, *key.split(".")]
+            path = ".".join(parts)
+            if any(not part for part in parts):
+                problems.append(f"sweep.{key}: malformed dotted path {path!r}")
+            elif isinstance(value, Mapping):
+                walk(value, parts)
+            elif not isinstance(value, list):
+                problems.append(
+                    f'sweep."{path}": expected a list of values, got {value!r}; write '
+                    f'"{path}" = [{toml_literal(value)}] for a single value'
+                )
+            elif not value:
+                problems.append(f'sweep."{path}": empty list of values; give at least one')
+            else:
+                axes.append((path, value))
+
+    walk(raw, [])
+    if problems:
+        raise ConfigError(problems, source=source)
+    # A path given twice (quoted in the file, then nested by ``--set sweep.a.b=[...]``) keeps
+    # its place in the grid and takes the later values: the override.
+    merged: dict[str, list[Any]] = {}
+    for path, values in axes:
+        merged[path] = values
+    axes = list(merged.items())
+    if not axes:
+        raise ConfigError(['sweep: no axes; add "dotted.path" = [values]'], source=source)
+    return axes
+
+
+def _check_overlap(paths: list[str]) -> list[str]:
+    problems = []
+    for a, b in itertools.permutations(paths, 2):
+        if b.startswith(a + "."):
+            problems.append(f'sweep."{b}": inside the swept table "{a}"; sweep one or the other')
+    return problems
+
+
+def _check_labels(labels: Mapping[str, list[str]], axes: list[tuple[str, list[Any]]]) -> list[str]:
+    problems = []
+    lengths = dict(axes)
+    for path, names in labels.items():
+        if path not in lengths:
+            problems.append(
+                f'experiment.labels."{path}": not a sweep path; sweep paths: ' + ", ".join(lengths)
+            )
+        elif len(names) != len(lengths[path]):
+            problems.append(
+                f'experiment.labels."{path}": {len(names)} labels for {len(lengths[path])} values'
+            )
+        elif len(set(names)) != len(names):
+            problems.append(f'experiment.labels."{path}": labels must differ, got {names}')
+    return problems
+
+
+def _check_path(path: str, base: dict[str, Any]) -> list[str]:
+    """Problems with a sweep path that does not name a setting of the scenario schema.
+
+    A table of named entries (providers, features, policies) must already hold the entry the
+    path goes through, since a typo there would otherwise create a new, incomplete entry; the
+    last key may add a whole new entry.
+    """
+    keys = path.split(".")
+    tp: Any = Scenario
+    node: Any = base
+    for i, key in enumerate(keys):
+        where = ".".join(keys[:i]) or "the scenario"
+        last = i == len(keys) - 1
+        models = _models_of(tp, node)
+        if models:
+            fields = {name: f for m in models for name, f in m.model_fields.items()}
+            if key not in fields:
+                return [
+                    f'sweep."{path}": no such setting: {where} has no key {key!r}; its keys: '
+                    + ", ".join(sorted(fields))
+                ]
+            tp = fields[key].annotation
+        else:
+            container = _container(tp)
+            if container is dict:
+                if isinstance(node, Mapping) and key not in node and not last:
+                    defined = ", ".join(sorted(node)) or "(none)"
+                    return [f'sweep."{path}": {where} has no entry {key!r}; defined: {defined}']
+                tp = typing.get_args(_unwrap(tp))[1]
+            elif container is list:
+                size = len(node) if isinstance(node, list) else 0
+                if not key.isdigit() or int(key) >= size:
+                    return [f'sweep."{path}": {where} is a list of {size}; no item {key!r}']
+                tp = typing.get_args(_unwrap(tp))[0]
+            else:
+                return [f'sweep."{path}": {where} is a value, not a table']
+        if isinstance(node, Mapping):
+            node = node.get(key)
+        elif isinstance(node, list) and key.isdigit() and int(key) < len(node):
+            node = node[int(key)]
+        else:
+            node = None
+    return []
+
+
+def _unwrap(tp: Any) -> Any:
+    """Strip ``Annotated`` and ``Optional`` from a type."""
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is typing.Annotated:
+            tp = typing.get_args(tp)[0]
+        elif origin in (typing.Union, types.UnionType):
+            members = [a for a in typing.get_args(tp) if a is not type(None)]
+            if len(members) != 1:
+                return tp
+            tp = members[0]
+        else:
+            return tp
+
+
+def _models_of(tp: Any, node: Any) -> list[type[BaseModel]]:
+    """The config models a value of type ``tp`` may be: one, or the members of a union (those
+    whose ``kind`` matches the input's, when it names one)."""
+    tp = _unwrap(tp)
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return [tp]
+    if typing.get_origin(tp) not in (typing.Union, types.UnionType):
+        return []
+    members = [_unwrap(a) for a in typing.get_args(tp)]
+    models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
+    kind = node.get("kind") if isinstance(node, Mapping) else None
+    matching = [
+        m
+        for m in models
+        if "kind" in m.model_fields
+        and typing.get_args(m.model_fields["kind"].annotation) == (kind,)
+    ]
+    return matching or models
+
+
+def _container(tp: Any) -> type | None:
+    origin = typing.get_origin(_unwrap(tp))
+    return origin if origin in (dict, list) else None
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+=-]+")
+
+
+def _label(value: Any, siblings: Sequence[Any], index: int) -> str:
+    """A short readable name for a sweep value: the value itself, a table's ``kind`` when that
+    tells the values apart, else the value's position."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int | float | str):
+        return f"{value:g}" if isinstance(value, float) and math.isfinite(value) else str(value)
+    if isinstance(value, Mapping):
+        kinds = [v.get("kind") if isinstance(v, Mapping) else None for v in siblings]
+        if all(isinstance(k, str) for k in kinds) and len(set(kinds)) == len(kinds):
+            return str(value["kind"])
+    return f"v{index}"
+
+
+def _sanitise(text: str, limit: int = 32) -> str:
+    """``text`` made safe as part of a folder name."""
+    clean = _UNSAFE.sub("_", text).strip("_.") or "_"
+    return clean[:limit]
+
+
+def _make_axes(axes: list[tuple[str, list[Any]]], labels: Mapping[str, list[str]]) -> list[Axis]:
+    names = _axis_names([path for path, _ in axes])
+    out = []
+    for (path, values), name in zip(axes, names, strict=True):
+        given = labels.get(path)
+        lab = (
+            list(given)
+            if given is not None
+            else [_label(v, values, i) for i, v in enumerate(values)]
+        )
+        # Two values with one label would give two points one id: number them instead.
+        if len(set(lab)) != len(lab):
+            lab = [f"v{i}" for i in range(len(values))]
+        out.append(Axis(path, tuple(values), tuple(lab), name))
+    return out
+
+
+def _axis_names(paths: list[str]) -> list[str]:
+    """The shortest tails of the paths that tell them apart and are not metric names."""
+    parts = [p.split(".") for p in paths]
+    depth = [1] * len(paths)
+    while True:
+        names = [".".join(ps[-d:]) for ps, d in zip(parts, depth, strict=True)]
+        clash = {i for i, n in enumerate(names) if names.count(n) > 1 or n in RESERVED_COLUMNS}
+        grow = [i for i in clash if depth[i] < len(parts[i])]
+        if not grow:
+            return names
+        for i in grow:
+            depth[i] += 1
+
+
+def _make_points(
+    axes: list[Axis], base: dict[str, Any], source: str | None, base_dir: Path
+) -> list[Point]:
+    """Every grid point, each validated as a scenario."""
+    combos = list(itertools.product(*(range(len(a.values)) for a in axes)))
+    width = max(3, len(str(len(combos) - 1)))
+    points: list[Point] = []
+    problems: list[str] = []
+    for index, combo in enumerate(combos):
+        raw = copy.deepcopy(base)
+        values: dict[str, Any] = {}
+        for axis, i in zip(axes, combo, strict=True):
+            set_dotted(raw, axis.path, axis.values[i])
+            values[axis.path] = axis.values[i]
+        parts = [f"p{index:0{width}d}"] + [
+            f"{_sanitise(a.name, 24)}={_sanitise(a.labels[i])}"
+            for a, i in zip(axes, combo, strict=True)
+        ]
+        try:
+            scenario = scenario_from_dict(raw, source=source, base_dir=base_dir)
+        except ConfigError as exc:
+            problems.extend(_attribute(exc.problems, axes, combo))
+            continue
+        points.append(
+            Point(index, "-".join(parts), tuple(combo), values, raw, config_hash(scenario))
+        )
+    if problems:
+        unique = list(dict.fromkeys(problems))
+        more = len(unique) - 12
+        shown = unique[:12] + ([f"... and {more} more"] if more > 0 else [])
+        raise ConfigError(shown, source=source)
+    return points
+
+
+def _attribute(problems: list[str], axes: list[Axis], combo: tuple[int, ...]) -> list[str]:
+    """Name the sweep path and value a grid point's problem comes from, when it does; else
+    name the whole point."""
+    out = []
+    for line in problems:
+        field, sep, rest = line.partition(": ")
+        dotted = re.sub(r"\[(\d+)\]", r".\1", field)
+        owner = next(
+            (
+                (a, i)
+                for a, i in zip(axes, combo, strict=True)
+                if sep and (dotted == a.path or dotted.startswith(a.path + "."))
+            ),
+            None,
+        )
+        if owner is not None:
+            axis, i = owner
+            inner = dotted[len(axis.path) :].lstrip(".")
+            at = f" (at {inner})" if inner else ""
+            out.append(f'sweep."{axis.path}" = {toml_literal(axis.values[i])}{at}: {rest}')
+        else:
+            point = ", ".join(
+                f"{a.path} = {toml_literal(a.values[i])}" for a, i in zip(axes, combo, strict=True)
+            )
+            out.append(f"sweep point ({point}): {line}")
+    return out
+
+
+def toml_literal(value: Any) -> str:
+    """``value`` written as a TOML literal, as ``--set`` reads it back (for messages and for
+    the provenance of a run)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    if isinstance(value, Mapping):
+        items = ", ".join(f"{_key(k)} = {toml_literal(v)}" for k, v in value.items())
+        return "{ " + items + " }" if items else "{}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_literal(v) for v in value) + "]"
+    return repr(value)
+
+
+def _key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else toml_literal(key)

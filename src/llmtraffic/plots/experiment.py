@@ -1,0 +1,273 @@
+"""Plots of an experiment: metrics per grid point with 95% confidence bands."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
+
+from llmtraffic.errors import LLMTrafficError
+from llmtraffic.experiment.store import ExperimentData
+from llmtraffic.plots.labels import MetricLabel, metric_label
+from llmtraffic.plots.run import save_run_plots
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+DEFAULT_METRICS = (
+    "success_rate",
+    "attempt_amplification",
+    "cost_amplification",
+    "cost_per_month",
+    "latency_p95",
+    "peak_attempt_rate_ratio",
+)
+INCIDENT_METRICS = ("incident.0.recovery_time", "incident.0.metastable")
+COLOURS = (
+    "#1f77b4",
+    "#d62728",
+    "#2ca02c",
+    "#ff7f0e",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
+
+
+def default_metrics(data: ExperimentData) -> list[str]:
+    """The metrics a comparison shows by default (incident recovery too, when there is one)."""
+    have = set(data.points["metric"])
+    return [m for m in (*DEFAULT_METRICS, *INCIDENT_METRICS) if m in have]
+
+
+def _pick_x(data: ExperimentData, x: str | None) -> str | None:
+    """The axis on the x axis: the one asked for, else the first numeric axis with several
+    values, else the first axis with several values."""
+    if x is not None:
+        return str(data.axis_info(x)["name"])
+    infos = [data.axis_info(a) for a in data.axes]
+    several = [a for a in infos if len(a["values"]) > 1]
+    numeric = [a for a in several if all(_is_number(v) for v in a["values"])]
+    chosen = numeric or several or infos
+    return str(chosen[0]["name"]) if chosen else None
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def comparison(
+    data: ExperimentData, metrics: Sequence[str] | None = None, x: str | None = None
+) -> Figure:
+    """One panel per metric: its mean per grid point with a 95% confidence band (a line per
+    value of the other axes over a numeric ``x`` axis; grouped bars with error bars over a
+    categorical one)."""
+    pts = data.points
+    if pts.empty:
+        raise LLMTrafficError(f"{data.folder}: no finished runs to plot")
+    metrics = list(metrics) if metrics else default_metrics(data)
+    missing = [m for m in metrics if m not in set(pts["metric"])]
+    if missing:
+        raise LLMTrafficError(
+            f"no metric {', '.join(missing)} in {data.folder}; see the columns of summary.csv"
+        )
+    x_axis = _pick_x(data, x)
+    others = [a for a in data.axes if a != x_axis]
+    ncols = 2 if len(metrics) <= 4 else 3
+    nrows = math.ceil(len(metrics) / ncols)
+    fig = Figure(figsize=(5.2 * ncols, 3.9 * nrows + 0.9), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False).ravel())
+    numeric = x_axis is not None and all(_is_number(v) for v in data.axis_info(x_axis)["values"])
+    handles: dict[str, Any] = {}
+    for ax, metric in zip(axes, metrics, strict=False):
+        sub = pts[pts["metric"] == metric]
+        if numeric and x_axis is not None:
+            _lines(ax, sub, x_axis, others, handles)
+        else:
+            _bars(ax, sub, x_axis, others, handles)
+        lab = metric_label(metric)
+        if not np.isfinite(sub["mean"].to_numpy(dtype=float)).any():
+            ax.text(
+                0.5,
+                0.5,
+                "undefined in every run\n(e.g. never recovered)",
+                transform=ax.transAxes,
+                ha="center",
+                va="center",
+                color="#666666",
+            )
+        elif metric.endswith(".metastable"):
+            ax.set_ylim(-3.0, 103.0)  # a share of runs: the whole range reads at a glance
+        elif lab.share:
+            low, high = ax.get_ylim()
+            ax.set_ylim(max(low, -3.0), min(high, 103.0))
+        ax.set_title(lab.title, loc="left", fontsize=11)
+        ax.set_ylabel(lab.unit or metric)
+        ax.grid(alpha=0.3)
+        if x_axis is not None:
+            ax.set_xlabel(_axis_label(data, x_axis))
+        if numeric:
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _compact(v)))
+    for ax in axes[len(metrics) :]:
+        ax.set_visible(False)
+    reps = data.spec.get("replications", 1)
+    fig.suptitle(
+        f"{data.name}: mean per grid point, 95% confidence interval over {reps} paired "
+        f"replication{'s' if reps != 1 else ''}",
+        fontsize=13,
+    )
+    if len(handles) > 1 or others:
+        fig.legend(
+            list(handles.values()),
+            list(handles),
+            loc="outside lower center",
+            ncol=_legend_columns(list(handles), fig.get_figwidth()),
+            fontsize=10,
+            title=", ".join(others) if others else None,
+        )
+    return fig
+
+
+def _legend_columns(labels: list[str], width_in: float) -> int:
+    """As many legend columns as fit across the figure (about 15 characters per inch at 10
+    points, plus the marker), at most 4."""
+    per_entry = max(len(label) for label in labels) + 6
+    return max(1, min(len(labels), 4, int(width_in * 15) // per_entry))
+
+
+def _axis_label(data: ExperimentData, name: str) -> str:
+    path = str(data.axis_info(name)["path"])
+    return name if path == name else f"{name}  ({path})"
+
+
+def _groups(sub: pd.DataFrame, others: list[str]) -> list[tuple[str, pd.DataFrame]]:
+    if not others:
+        return [("all points", sub)]
+    out = []
+    for key, g in sub.groupby(others, sort=False):
+        keys = key if isinstance(key, tuple) else (key,)
+        # The legend's title names the axes; a single axis needs only its values.
+        label = (
+            _fmt(keys[0])
+            if len(others) == 1
+            else ", ".join(f"{a}={_fmt(v)}" for a, v in zip(others, keys, strict=True))
+        )
+        out.append((label, g))
+    return out
+
+
+def _compact(v: float) -> str:
+    """300000 -> 300k, 2000000 -> 2M, 0.05 -> 0.05."""
+    for size, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(v) >= size:
+            return f"{v / size:g}{suffix}"
+    return f"{v:g}"
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _lines(
+    ax: Any, sub: pd.DataFrame, x_axis: str, others: list[str], handles: dict[str, Any]
+) -> None:
+    lab = metric_label(str(sub["metric"].iloc[0]))
+    for i, (label, g) in enumerate(_groups(sub, others)):
+        g = g.sort_values(x_axis)
+        xs = g[x_axis].to_numpy(dtype=float)
+        colour = COLOURS[i % len(COLOURS)]
+        (line,) = ax.plot(xs, g["mean"] * lab.scale, marker="o", ms=4, lw=1.6, color=colour)
+        low, high = _clip(
+            g["ci_low"].to_numpy(dtype=float) * lab.scale,
+            g["ci_high"].to_numpy(dtype=float) * lab.scale,
+            lab,
+        )
+        if np.isfinite(low).any():
+            ax.fill_between(xs, low, high, color=colour, alpha=0.18, lw=0)
+        handles.setdefault(label, line)
+
+
+def _clip(low: np.ndarray, high: np.ndarray, lab: MetricLabel) -> tuple[np.ndarray, np.ndarray]:
+    """An interval cut to the values the metric can take: a t interval on few, spread-out
+    values reaches past them (a share below 0% or above 100%, a negative cost)."""
+    if lab.share:
+        return np.clip(low, 0, 100), np.clip(high, 0, 100)
+    if not lab.signed:
+        return np.clip(low, 0, None), high
+    return low, high
+
+
+def _bars(
+    ax: Any, sub: pd.DataFrame, x_axis: str | None, others: list[str], handles: dict[str, Any]
+) -> None:
+    lab = metric_label(str(sub["metric"].iloc[0]))
+    cats = list(dict.fromkeys(sub[x_axis])) if x_axis is not None else ["all"]
+    groups = _groups(sub, others)
+    width = 0.8 / max(1, len(groups))
+    for i, (label, g) in enumerate(groups):
+        rows = [g[g[x_axis] == c] if x_axis is not None else g for c in cats]
+        means = np.array([r["mean"].iloc[0] if len(r) else np.nan for r in rows]) * lab.scale
+        low = np.array([r["ci_low"].iloc[0] if len(r) else np.nan for r in rows]) * lab.scale
+        high = np.array([r["ci_high"].iloc[0] if len(r) else np.nan for r in rows]) * lab.scale
+        low, high = _clip(low, high, lab)
+        err = np.vstack([means - low, high - means])
+        err = np.clip(np.where(np.isfinite(err), err, 0.0), 0.0, None)
+        pos = np.arange(len(cats)) - 0.4 + width * (i + 0.5)
+        bars = ax.bar(
+            pos,
+            means,
+            width * 0.92,
+            yerr=err,
+            capsize=3,
+            color=COLOURS[i % len(COLOURS)],
+            ecolor="black",
+            lw=0,
+        )
+        handles.setdefault(label, bars)
+        for x_pos, mean in zip(pos, means, strict=True):
+            if not np.isfinite(mean):  # say so, rather than draw nothing
+                ax.text(
+                    x_pos,
+                    0,
+                    "n/a",
+                    ha="center",
+                    va="bottom",
+                    fontsize=8,
+                    color="#666666",
+                    rotation=90,
+                )
+    ax.set_xticks(np.arange(len(cats)), [_fmt(c) for c in cats])
+    if len(cats) > 4:
+        ax.tick_params(axis="x", labelrotation=20)
+
+
+def save_experiment_plots(
+    data: ExperimentData,
+    out: Path,
+    *,
+    metrics: Sequence[str] | None = None,
+    x: str | None = None,
+    point: str | int | None = 0,
+    replication: int = 0,
+) -> list[Path]:
+    """Write comparison.png and the per-run plots of one run (``point``, ``replication``;
+    None for none) as ``<point-id>-rep-<r>-timeline.png`` and so on."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "comparison.png"
+    comparison(data, metrics, x).savefig(path, dpi=100)
+    paths = [path]
+    if point is not None:
+        run = data.run(point, replication)
+        prefix = f"{run.folder.parent.name}-rep-{replication}-"
+        paths += save_run_plots(run, out, prefix=prefix)
+    return paths

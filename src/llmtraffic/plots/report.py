@@ -1,0 +1,257 @@
+"""One self-contained HTML page of a results folder: its tables and its plots (as base64 PNGs),
+so that it can be mailed or attached to a CI run as a single file."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from llmtraffic.experiment.store import ExperimentData, is_experiment_folder, load_experiment
+from llmtraffic.experiment.tables import POINT_METRICS, SHORT_NAMES, fmt_count, fmt_value
+from llmtraffic.plots.experiment import comparison
+from llmtraffic.plots.labels import metric_label
+from llmtraffic.plots.run import cost_breakdown, latency_cdf, timeline
+from llmtraffic.results.load import RunData, load
+
+STYLE = """
+body { font-family: system-ui, -apple-system, Segoe UI, sans-serif; margin: 2em auto;
+       max-width: 1400px; color: #222; padding: 0 1em; }
+h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 1.8em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.92em; }
+th, td { padding: 0.25em 0.7em; border-bottom: 1px solid #eee; text-align: right; }
+th { background: #f6f6f6; } td.l, th.l { text-align: left; }
+img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
+.meta { color: #666; font-size: 0.9em; } .bad { color: #b2182b; }
+td { white-space: nowrap; } .ci { color: #777; font-size: 0.85em; }
+pre { background: #f8f8f8; padding: 0.6em; overflow-x: auto; font-size: 0.85em; }
+"""
+
+RUN_METRICS = (
+    "requests",
+    "success_rate",
+    "attempts",
+    "attempt_amplification",
+    "attempt_error_rate",
+    "billed_cost",
+    "useful_cost",
+    "wasted_cost",
+    "cost_amplification",
+    "cost_vs_baseline",
+    "cost_per_month",
+    "latency_p50",
+    "latency_p95",
+    "latency_p99",
+    "peak_attempt_rate_ratio",
+)
+
+
+def write_report(
+    folder: Path,
+    out: Path | None = None,
+    *,
+    point: str | int = 0,
+    replication: int = 0,
+    metrics: Sequence[str] | None = None,
+) -> Path:
+    """Write ``report.html`` (or ``out``) for a run or an experiment folder; return its path."""
+    if is_experiment_folder(folder):
+        body = experiment_body(load_experiment(folder), point, replication, metrics)
+        title = f"Experiment {load_experiment(folder).name}"
+    else:
+        run = load(folder)
+        body = run_body(run)
+        title = f"Run {run.summary.get('scenario', folder.name)}"
+    path = out if out is not None else folder / "report.html"
+    page = (
+        f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{_e(title)}</title>"
+        f"<style>{STYLE}</style></head><body>\n<h1>{_e(title)}</h1>\n{body}\n</body></html>\n"
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def _e(text: Any) -> str:
+    return html.escape(str(text))
+
+
+def _img(fig: Figure, alt: str) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    return f"<img alt='{_e(alt)}' src='data:image/png;base64,{data}'>"
+
+
+def _table(
+    header: Sequence[str], rows: Sequence[Sequence[Any]], left: int = 1, escaped: bool = False
+) -> str:
+    """An HTML table; the first ``left`` columns are left-aligned. ``escaped``: the cells are
+    HTML already."""
+    head = "".join(
+        f"<th class='l'>{_e(h)}</th>" if i < left else f"<th>{_e(h)}</th>"
+        for i, h in enumerate(header)
+    )
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f"<td class='l'>{c if escaped else _e(c)}</td>"
+            if i < left
+            else f"<td>{c if escaped else _e(c)}</td>"
+            for i, c in enumerate(row)
+        )
+        + "</tr>"
+        for row in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def run_body(run: RunData, heading: str = "h2") -> str:
+    """The sections of one run: metrics, features, incidents, plots."""
+    from llmtraffic.experiment.analysis import flatten_summary
+
+    s = run.summary
+    flat = flatten_summary(s)
+    m = run.manifest
+    parts = [
+        f"<p class='meta'>{_e(run.folder)} &middot; seed {_e(s.get('seed'))} &middot; "
+        f"version {_e(s.get('version'))} &middot; git {_e(m.get('git_revision') or '-')} &middot; "
+        f"{_e(m.get('started_utc', ''))} &middot; {float(s.get('wall_time_s', 0)):.2f} s wall</p>",
+        f"<{heading}>Metrics</{heading}>",
+        _table(
+            ["metric", "value"],
+            [(metric_label(k).title, fmt_value(k, flat[k])) for k in RUN_METRICS if k in flat],
+        ),
+    ]
+    feats = s.get("features", {})
+    if len(feats) > 1:
+        cols = (
+            "requests",
+            "success_rate",
+            "attempt_amplification",
+            "billed_cost",
+            "wasted_cost",
+            "cost_amplification",
+            "latency_p95",
+            "cost_per_month",
+        )
+        parts += [
+            f"<{heading}>Per feature</{heading}>",
+            _table(
+                ["feature", *(SHORT_NAMES.get(c, c) for c in cols)],
+                [(n, *(fmt_value(c, _num(f[c])) for c in cols)) for n, f in feats.items()],
+            ),
+        ]
+    if s.get("incidents"):
+        parts += [
+            f"<{heading}>Incidents</{heading}>",
+            _table(
+                [
+                    "provider",
+                    "kind",
+                    "window",
+                    "ok before",
+                    "ok during",
+                    "att/req during",
+                    "extra cost",
+                    "recovery",
+                    "metastable",
+                ],
+                [
+                    (
+                        i["provider"],
+                        i["kind"],
+                        f"{i['start']:g}-{i['end']:g} s",
+                        fmt_value("success_rate", _num(i["success_rate_before"])),
+                        fmt_value("success_rate", _num(i["success_rate_during"])),
+                        fmt_value("attempt_amplification", _num(i["attempt_amplification_during"])),
+                        fmt_value("billed_cost", _num(i["extra_cost"])),
+                        fmt_value("latency_p50", _num(i["recovery_time"])),
+                        "-" if i["metastable"] is None else ("yes" if i["metastable"] else "no"),
+                    )
+                    for i in s["incidents"]
+                ],
+                left=2,
+            ),
+        ]
+    parts.append(f"<{heading}>Plots</{heading}>")
+    if "timeseries" in m.get("tables", []):
+        parts.append(_img(timeline(run), "timeline"))
+    parts.append(_img(cost_breakdown(run), "cost breakdown"))
+    cdf = latency_cdf(run)
+    if cdf is not None:
+        parts.append(_img(cdf, "latency CDF"))
+    return "\n".join(parts)
+
+
+def _num(v: Any) -> float:
+    return math.nan if v is None else float(v)
+
+
+def experiment_body(
+    data: ExperimentData, point: str | int, replication: int, metrics: Sequence[str] | None
+) -> str:
+    """The sections of an experiment: setup, points table, failures, comparison, one run."""
+    spec, m = data.spec, data.manifest
+    axes = (
+        "".join(
+            f"<li><code>{_e(a['path'])}</code> ({_e(a['name'])}): {_e(', '.join(a['labels']))}</li>"
+            for a in spec["axes"]
+        )
+        or "<li>no sweep: replications of one scenario</li>"
+    )
+    parts = [
+        f"<p class='meta'>{_e(data.folder)} &middot; status {_e(m.get('status', '?'))} &middot; "
+        f"{_e(m.get('runs_total', '?'))} runs ({_e(m.get('runs_failed', 0))} failed) &middot; "
+        f"{_e(m.get('executor', ''))} &middot; version {_e(m.get('version', ''))} &middot; "
+        f"git {_e(m.get('git_revision') or '-')} &middot; {_e(m.get('started_utc', ''))}</p>",
+        f"<h2>Setup</h2><ul>{axes}</ul><p>{len(spec['points'])} points &times; "
+        f"{spec['replications']} replications (seeds {_e(spec['seeds'])}; every point uses the "
+        "same seeds, so differences between points are paired).</p>",
+    ]
+    pts = data.points
+    if len(pts):
+        shown = [x for x in (metrics or POINT_METRICS) if x in set(pts["metric"])]
+        rows = []
+        for pid, g in pts.groupby("point_id", sort=False):
+            by = g.set_index("metric")
+            cells = [_e(g[a].iloc[0]) for a in data.axes] or [_e(pid)]
+            for x in shown:
+                if x.endswith(".metastable"):
+                    cells.append(_e(fmt_count(float(by.loc[x, "mean"]), int(by.loc[x, "n"]))))
+                    continue
+                low, high = float(by.loc[x, "ci_low"]), float(by.loc[x, "ci_high"])
+                ci = f"[{fmt_value(x, low)}, {fmt_value(x, high)}]" if math.isfinite(low) else ""
+                mean = fmt_value(x, float(by.loc[x, "mean"]))
+                cells.append(f"{_e(mean)}<br><span class='ci'>{_e(ci)}</span>")
+            rows.append(cells)
+        parts += [
+            "<h2>Points: mean [95% confidence interval]</h2>",
+            _table(
+                [*(data.axes or ["point"]), *(SHORT_NAMES.get(x, x) for x in shown)],
+                rows,
+                left=max(1, len(data.axes)),
+                escaped=True,
+            ),
+            "<h2>Comparison</h2>",
+            _img(comparison(data, metrics), "comparison"),
+        ]
+    failures = data.failures()
+    if failures:
+        parts.append("<h2 class='bad'>Failed runs</h2>")
+        for key, text in failures.items():
+            parts.append(f"<h3>{_e(key)}</h3><pre>{_e(text)}</pre>")
+    try:
+        run = data.run(point, replication)
+    except Exception as exc:  # the chosen run may have failed: the page still says so
+        parts.append(f"<p class='bad'>no run to show: {_e(exc)}</p>")
+    else:
+        parts.append(f"<h2>One run: {_e(run.folder.parent.name)} replication {replication}</h2>")
+        parts.append(run_body(run, heading="h3"))
+    return "\n".join(parts)
