@@ -384,6 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fit_parser(sub)
     _add_presets_parser(sub)
     experiment_commands.add_parsers(sub)  # compare, plot, report
+    from llmtraffic.checks.command import add_check_parser
+
+    add_check_parser(sub)
     return parser
 
 

@@ -108,15 +108,15 @@ class Client:
         self.local_queue: deque[Request] = deque()
         self._queued_deadlines: dict[int, Call] = {}
         if policy.concurrency is not None:
-            self.concurrency = policy.concurrency.limit
+            self.concurrency = float(policy.concurrency.limit)
             if policy.concurrency.queue_limit is not None:
-                self.queue_limit = policy.concurrency.queue_limit
+                self.queue_limit = float(policy.concurrency.queue_limit)
         fb = policy.fallback
         self.fallback_after = INF
         self.fallback_statuses: frozenset[str] = frozenset()
         self.fallback_on_open = self.fallback_on_exhausted = False
         if fb is not None:
-            self.fallback_after = fb.after_failures or INF
+            self.fallback_after = float(fb.after_failures or INF)
             self.fallback_statuses = frozenset(fb.on_statuses)
             self.fallback_on_open = fb.on_breaker_open
             self.fallback_on_exhausted = fb.on_exhausted
@@ -128,6 +128,8 @@ class Client:
             or self.pacer is not None
             or self.concurrency != INF
         )
+        # No breaker and no gate: a new request's first attempt goes straight out.
+        self._direct = not self._gated and all(b is None for b in self.breakers)
 
     # Request lifecycle ------------------------------------------------------------------------
 
@@ -137,6 +139,9 @@ class Client:
         if self.live is not None:
             self.live[req.id] = req
         now = self.env._now
+        if self._direct:
+            self._submit(req, now)
+            return
         if self.budget is not None:
             self.budget.on_request(now)
         self.send(req, now)

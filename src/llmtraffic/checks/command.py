@@ -1,0 +1,175 @@
+"""Running an experiment file's checks: ``llmtraffic check FILE`` and ``run_checks``."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from llmtraffic.checks.evaluate import CheckResult, evaluate
+from llmtraffic.checks.report import junit_xml, load_baseline, results_table, save_baseline
+from llmtraffic.checks.spec import parse_checks, parse_tolerance
+from llmtraffic.errors import ConfigError
+
+
+@dataclass
+class CheckReport:
+    """The checks of one experiment file, judged on its runs."""
+
+    name: str
+    folder: Path
+    results: list[CheckResult]
+    failed_runs: int = 0
+
+    @property
+    def failures(self) -> list[CheckResult]:
+        """The checks that failed."""
+        return [r for r in self.results if not r.passed]
+
+    @property
+    def passed(self) -> bool:
+        """True when every check passed and every run finished."""
+        return not self.failures and self.failed_runs == 0
+
+    def summary_line(self) -> str:
+        """'12 checks: 11 passed, 1 failed' and the results folder."""
+        n, bad = len(self.results), len(self.failures)
+        text = f"{n} checks: {n - bad} passed, {bad} failed"
+        if self.failed_runs:
+            text += f"; {self.failed_runs} runs failed"
+        return f"{text} (results: {self.folder})"
+
+
+def run_checks(
+    config: str | Path,
+    *,
+    overrides: Iterable[str] = (),
+    out: str | Path | None = None,
+    workers: int | None = None,
+    dask: str | None = None,
+    force: bool = False,
+    baseline: str | Path | None = None,
+    tolerance: float | None = None,
+    strict: bool = False,
+    save_baseline_to: str | Path | None = None,
+) -> CheckReport:
+    """Run the experiment file (resuming runs already done) and judge its ``[[check]]``s."""
+    from llmtraffic.experiment.execute import run_experiment
+    from llmtraffic.experiment.spec import read_experiment
+    from llmtraffic.experiment.store import load_experiment
+
+    spec = read_experiment(config, list(overrides))
+    checks = parse_checks(spec.checks, source=spec.source)
+    if not checks and baseline is None and save_baseline_to is None:
+        raise ConfigError(
+            [
+                "no [[check]] entries: add checks to the file (docs/ci.md), or compare with "
+                "--baseline FILE"
+            ],
+            source=spec.source,
+        )
+    if tolerance is not None and baseline is None:
+        raise ConfigError(["--tolerance needs --baseline FILE"])
+    ref = load_baseline(Path(baseline)) if baseline is not None else None
+    outcome = run_experiment(spec, out, workers=workers, dask=dask, force=force)
+    data = load_experiment(outcome.folder)
+    summary = data.summary
+    axes = data.axes
+    results = evaluate(
+        checks,
+        summary,
+        axes,
+        baseline=ref,
+        tolerance=tolerance if tolerance is not None else (0.05 if ref is not None else None),
+        strict=strict,
+    )
+    if save_baseline_to is not None:
+        save_baseline(summary, axes, spec.name, Path(save_baseline_to))
+    return CheckReport(spec.name, outcome.folder, results, failed_runs=len(outcome.failed))
+
+
+def cmd_check(args: argparse.Namespace, console: Console) -> int:
+    """Run an experiment file and judge its [[check]] entries: exit 0 when all pass, 1 when
+    one fails (or a run fails), 2 on bad input."""
+    report = run_checks(
+        args.config,
+        overrides=args.set,
+        out=args.out,
+        workers=args.workers,
+        dask=args.dask,
+        force=args.force,
+        baseline=args.baseline,
+        tolerance=args.tolerance,
+        strict=args.strict,
+        save_baseline_to=args.save_baseline,
+    )
+    if report.results:
+        if not console.is_terminal:
+            console.width = max(console.width, 160)  # CI logs: one line per check
+        console.print(results_table(report.results, f"Checks: {report.name}"))
+    for failure in report.failures:
+        console.print(failure.message(), markup=False, highlight=False, soft_wrap=True)
+    if args.junit is not None:
+        junit_xml(report.results, report.name, Path(args.junit))
+        console.print(f"JUnit XML: {args.junit}", markup=False, highlight=False)
+    if args.save_baseline is not None:
+        console.print(f"baseline saved: {args.save_baseline}", markup=False, highlight=False)
+    console.print(report.summary_line(), markup=False, highlight=False, soft_wrap=True)
+    return 0 if report.passed else 1
+
+
+def add_check_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``check`` subcommand."""
+    from llmtraffic.experiment.commands import add_run_options
+
+    p = sub.add_parser(
+        "check",
+        help="run an experiment file and judge its [[check]] entries (for CI)",
+        description=cmd_check.__doc__,
+    )
+    p.add_argument("config", help="experiment TOML file with [[check]] entries")
+    p.add_argument("--out", type=Path, help="results folder (default runs/<name>)")
+    p.add_argument("--force", action="store_true", help="rerun the runs already done")
+    p.add_argument("--junit", type=Path, metavar="FILE", help="write JUnit XML here")
+    p.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="FILE",
+        help="compare with a baseline saved by --save-baseline",
+    )
+    p.add_argument(
+        "--tolerance",
+        type=_tolerance,
+        metavar="PCT",
+        help="allowed regression from the baseline, e.g. 5%% (default 5%%)",
+    )
+    p.add_argument(
+        "--save-baseline",
+        type=Path,
+        metavar="FILE",
+        help="save this run's means as a baseline for later --baseline checks",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="pass only when the whole 95%% interval is on the right side",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="override a config value (repeatable)",
+    )
+    add_run_options(p)
+    p.set_defaults(func=cmd_check)
+
+
+def _tolerance(text: str) -> float:
+    try:
+        return parse_tolerance(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

@@ -1,0 +1,111 @@
+"""Showing check results: a table for people, JUnit XML for CI systems, baselines on disk."""
+
+from __future__ import annotations
+
+import datetime as dt
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich import box
+from rich.markup import escape
+from rich.table import Table
+
+from llmtraffic.checks.evaluate import Baseline, CheckResult
+from llmtraffic.errors import LLMTrafficError
+from llmtraffic.experiment.analysis import metric_columns, point_stats
+from llmtraffic.results.jsonio import read_json, write_json
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def results_table(results: Sequence[CheckResult], title: str) -> Table:
+    """One row per check and point: measured value (95% CI), bound, result, by how much."""
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    for col in ("result", "check", "where", "metric", "measured (95% CI)", "needs", "note"):
+        table.add_column(col, no_wrap=col in ("result", "metric"))
+    for r in sorted(results, key=lambda r: r.passed):
+        table.add_row(
+            "[green]pass[/green]" if r.passed else "[bold red]FAIL[/bold red]",
+            escape(r.check.label),
+            escape(r.where),
+            escape(r.column),
+            r.measured,
+            escape(r.bound),
+            escape(r.note),
+        )
+    return table
+
+
+def junit_xml(results: Sequence[CheckResult], suite: str, path: Path) -> None:
+    """Write JUnit XML: one testcase per check and point, with a failure element when failed."""
+    failures = sum(not r.passed for r in results)
+    root = ET.Element(
+        "testsuites", name="llmtraffic", tests=str(len(results)), failures=str(failures)
+    )
+    ts = ET.SubElement(
+        root,
+        "testsuite",
+        name=suite,
+        tests=str(len(results)),
+        failures=str(failures),
+        errors="0",
+        skipped="0",
+        timestamp=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    )
+    for r in results:
+        case = ET.SubElement(
+            ts, "testcase", classname=f"{suite}.{r.check.label}", name=f"{r.where}: {r.column}"
+        )
+        if not r.passed:
+            fail = ET.SubElement(case, "failure", message=r.message(), type="CheckFailed")
+            fail.text = (
+                f"{r.column} per replication: {', '.join(f'{v:.6g}' for v in r.values)}\n"
+                f"mean {r.measured}; needs {r.bound}"
+            )
+        else:
+            out = ET.SubElement(case, "system-out")
+            out.text = r.message()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+
+
+def save_baseline(summary: pd.DataFrame, axes: Sequence[str], name: str, path: Path) -> None:
+    """Write every metric's mean per point, for later ``--baseline`` comparisons."""
+    stats = point_stats(summary, axes)
+    points: dict[str, dict[str, float]] = {}
+    for row in stats.itertuples():
+        points.setdefault(str(row.point_id), {})[str(row.metric)] = float(row.mean)
+    write_json(
+        path,
+        {
+            "kind": "llmtraffic-baseline",
+            "experiment": name,
+            "saved_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "metrics": metric_columns(summary, axes),
+            "points": points,
+        },
+    )
+
+
+def load_baseline(path: Path) -> Baseline:
+    """Read a baseline written by ``save_baseline``."""
+    try:
+        data: Any = read_json(path)
+    except FileNotFoundError:
+        raise LLMTrafficError(
+            f"baseline {path} not found (write one with --save-baseline)"
+        ) from None
+    except ValueError as exc:
+        raise LLMTrafficError(f"baseline {path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or data.get("kind") != "llmtraffic-baseline":
+        raise LLMTrafficError(
+            f"{path} is not an llmtraffic baseline (write one with llmtraffic check "
+            "--save-baseline FILE)"
+        )
+    return {
+        str(pid): {k: float(v) if v is not None else float("nan") for k, v in metrics.items()}
+        for pid, metrics in data["points"].items()
+    }

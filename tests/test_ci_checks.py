@@ -1,0 +1,244 @@
+"""Regression checks for CI: the fault battery, verdicts with intervals, JUnit, baselines, the
+testing API and its Hypothesis strategies."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from llmtraffic import ConfigError, Simulation, scenario_from_dict
+from llmtraffic.checks.command import run_checks
+from llmtraffic.checks.evaluate import evaluate
+from llmtraffic.checks.report import junit_xml
+from llmtraffic.checks.spec import parse_checks
+from llmtraffic.testing import assert_metric, run_scenario
+from llmtraffic.testing.strategies import scenarios
+
+ROOT = Path(__file__).resolve().parents[1]
+BATTERY = ROOT / "experiments" / "ci.toml"
+BAD_POLICY = 'policies.under-test={timeout="30s", retry={kind="naive", max_retries=10}}'
+
+
+@pytest.fixture(scope="module")
+def recommended(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    return run_checks(BATTERY, out=tmp_path_factory.mktemp("good") / "ci", workers=2)
+
+
+@pytest.fixture(scope="module")
+def bad(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    return run_checks(
+        BATTERY, out=tmp_path_factory.mktemp("bad") / "ci", workers=2, overrides=[BAD_POLICY]
+    )
+
+
+def test_the_recommended_policy_passes_the_battery(recommended: Any) -> None:
+    assert recommended.passed, "\n".join(r.message() for r in recommended.failures)
+    # Every check ran on every scenario it names: 4 scenarios, 8 checks' worth of rows.
+    scenarios_seen = {r.point["incidents"] for r in recommended.results}
+    assert scenarios_seen == {"outage", "429-storm", "brownout", "latency-spike"}
+    assert len(recommended.results) == 20
+
+
+def test_naive_retries_fail_and_say_where_and_by_how_much(bad: Any) -> None:
+    assert not bad.passed
+    failed = {(r.check.label, r.point["incidents"]) for r in bad.failures}
+    assert ("no retry storm", "latency-spike") in failed
+    assert ("not metastable", "429-storm") in failed
+    storm = next(r for r in bad.failures if r.check.label == "no retry storm")
+    text = storm.message()
+    assert text.startswith("FAILED: no retry storm [incidents=")
+    assert "peak_attempt_rate_ratio = " in text and "needs <= 3" in text and "off by" in text
+    never = next(r for r in bad.failures if r.column.endswith("recovery_time"))
+    assert "undefined in 3 of 3 runs" in never.message()
+
+
+def test_junit_lists_every_check(bad: Any, tmp_path: Path) -> None:
+    path = tmp_path / "junit.xml"
+    junit_xml(bad.results, bad.name, path)
+    root = ET.parse(path).getroot()
+    suite = root.find("testsuite")
+    assert suite is not None
+    cases = suite.findall("testcase")
+    assert len(cases) == len(bad.results)
+    failures = [c for c in cases if c.find("failure") is not None]
+    assert len(failures) == len(bad.failures) == int(suite.get("failures", "-1"))
+    first = failures[0].find("failure")
+    assert first is not None and "FAILED" in first.get("message", "")
+
+
+def test_check_command_exit_codes_and_junit(tmp_path: Path) -> None:
+    cmd = [
+        sys.executable,
+        "-m",
+        "llmtraffic.cli",
+        "check",
+        str(BATTERY),
+        "--workers",
+        "2",
+        "--out",
+        str(tmp_path / "run"),
+    ]
+    ok = subprocess.run(
+        [*cmd, "--junit", str(tmp_path / "ok.xml")], capture_output=True, text=True, check=False
+    )
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "20 checks: 20 passed, 0 failed" in ok.stdout
+    ET.parse(tmp_path / "ok.xml")
+    bad = subprocess.run(
+        [*cmd[:-2], "--out", str(tmp_path / "bad"), "--set", BAD_POLICY],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "FAILED: no retry storm" in bad.stdout
+    missing = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "llmtraffic.cli",
+            "check",
+            str(ROOT / "experiments/quickstart.toml"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert missing.returncode == 2 and "no [[check]] entries" in missing.stderr
+
+
+def test_baseline_comparison(tmp_path: Path, recommended: Any) -> None:
+    base = tmp_path / "baseline.json"
+    first = run_checks(BATTERY, out=recommended.folder, workers=2, save_baseline_to=base)
+    assert first.passed and base.exists()
+    # Same runs against their own baseline: every regression bound holds.
+    same = run_checks(BATTERY, out=recommended.folder, workers=2, baseline=base, tolerance=0.05)
+    kinds = {r.kind for r in same.results}
+    assert kinds == {"bound", "baseline"} and same.passed
+    # A worse policy against the good one's baseline: the regression bounds catch it.
+    worse = run_checks(
+        BATTERY,
+        out=tmp_path / "worse",
+        workers=2,
+        baseline=base,
+        tolerance=0.05,
+        overrides=[BAD_POLICY],
+    )
+    regressions = [r for r in worse.failures if r.kind == "baseline"]
+    assert regressions and "baseline" in regressions[0].bound
+
+
+def frame(values: dict[str, list[float]]) -> pd.DataFrame:
+    rows = []
+    for point, vals in values.items():
+        for r, v in enumerate(vals):
+            rows.append({"point_id": point, "scenario": point, "replication": r, "m": v})
+    return pd.DataFrame(rows)
+
+
+def test_verdicts_use_the_interval() -> None:
+    checks = parse_checks([{"metric": "m", "op": ">=", "value": 0.9}])
+    summary = frame(
+        {
+            "clear-pass": [0.95, 0.96, 0.97],
+            "clear-fail": [0.5, 0.52, 0.51],
+            "noisy": [0.80, 0.95, 0.86],  # mean 0.87 below 0.9, interval reaches above it
+            "undefined": [0.95, math.nan, 0.96],
+        }
+    )
+    lenient = {r.point_id: r for r in evaluate(checks, summary, ["scenario"])}
+    assert lenient["clear-pass"].passed and not lenient["clear-fail"].passed
+    assert lenient["noisy"].passed and "within the replications' noise" in lenient["noisy"].note
+    assert not lenient["undefined"].passed and "undefined in 1 of 3" in lenient["undefined"].note
+    strict = {r.point_id: r for r in evaluate(checks, summary, ["scenario"], strict=True)}
+    assert strict["clear-pass"].passed and not strict["noisy"].passed
+    one = evaluate(checks, frame({"single": [0.89]}), ["scenario"])
+    assert not one[0].passed  # one replication: the value decides
+
+
+def test_within_a_baseline() -> None:
+    checks = parse_checks([{"metric": "m", "op": "within", "tolerance": "5%"}])
+    summary = frame({"a": [1.00, 1.02], "b": [1.20, 1.22]})
+    results = evaluate(checks, summary, ["scenario"], baseline={"a": {"m": 1.0}, "b": {"m": 1.0}})
+    by = {r.point_id: r.passed for r in results}
+    assert by == {"a": True, "b": False}
+    no_base = evaluate(checks, summary, ["scenario"])
+    assert not any(r.passed for r in no_base) and "--baseline" in no_base[0].note
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"metric": "m", "op": "=>", "value": 1}, "check[0].op"),
+        ({"metric": "m", "op": ">="}, "needs a value"),
+        ({"metric": "m", "op": "within"}, "needs a tolerance"),
+        ({"metric": "m", "op": "within", "tolerance": "five"}, "malformed tolerance"),
+        ({"op": ">=", "value": 1}, "check[0].metric: missing"),
+        ({"metric": "m", "op": ">=", "value": 1, "wher": {}}, "check[0].wher: unknown key"),
+    ],
+)
+def test_bad_checks_are_reported(entry: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_checks([entry])
+    assert message in str(info.value), str(info.value)
+
+
+def test_unknown_metric_axis_or_value_after_the_run() -> None:
+    summary = frame({"a": [1.0]}).rename(columns={"m": "success_rate"})
+    with pytest.raises(ConfigError, match="did you mean success_rate"):
+        evaluate(
+            parse_checks([{"metric": "succes_rate", "op": ">=", "value": 1}]), summary, ["scenario"]
+        )
+    summary = frame({"a": [1.0]})
+    with pytest.raises(ConfigError, match="no sweep axis 'policy'"):
+        evaluate(
+            parse_checks([{"metric": "m", "op": ">=", "value": 1, "where": {"policy": "x"}}]),
+            summary,
+            ["scenario"],
+        )
+    with pytest.raises(ConfigError, match="has no value 'zzz'"):
+        evaluate(
+            parse_checks([{"metric": "m", "op": ">=", "value": 1, "where": {"scenario": "zzz"}}]),
+            summary,
+            ["scenario"],
+        )
+
+
+def test_testing_api_messages() -> None:
+    runs = run_scenario(
+        ROOT / "experiments" / "quickstart.toml", overrides=["run.duration=300"], replications=2
+    )
+    assert len(runs.summaries) == 2 and runs.seeds == [7, 8]
+    assert_metric(runs, "success_rate", ">=", 0.5)
+    with pytest.raises(AssertionError) as info:
+        assert_metric(runs, "cost_amplification", "<=", 0.5)
+    text = str(info.value)
+    assert "cost_amplification = " in text and "needs <= 0.5" in text
+    assert "seed 7:" in text and "quickstart.toml" in text and "docs/metrics.md" in text
+    with pytest.raises(KeyError, match="did you mean"):
+        runs.values("succes_rate")
+
+
+def test_the_pytest_fixtures(llmtraffic_run: Any) -> None:
+    runs = llmtraffic_run(ROOT / "experiments" / "quickstart.toml", overrides=["run.duration=120"])
+    assert runs.summary["requests"] > 0
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios(policy={"preset": "recommended", "timeout": 5.0}))
+def test_property_the_recommended_policy_bounds_attempts(raw: dict[str, Any]) -> None:
+    """Built on the exported strategies, as a team would test its own policy."""
+    sc = scenario_from_dict(raw)
+    result = Simulation(sc).run()
+    req = result.df("requests")
+    assert req.request_id.is_unique
+    assert (req.attempts <= 4).all()  # 3 retries of the preset
+    assert (req.billed_cost >= req.useful_cost - 1e-12).all()
