@@ -101,8 +101,8 @@ POLICIES: dict[str, Preset] = {
             "recommended",
             "llmtraffic's recommended client policy: exponential backoff with full jitter "
             "(0.5 s doubling to 20 s, 3 retries), retry-after honoured up to 60 s, 30 s "
-            "attempt timeout, 120 s deadline, a breaker that opens when half of 20 calls "
-            "fail, and a 10% retry budget.",
+            "attempt timeout, 120 s deadline, a breaker that opens when half of the last 50 "
+            "calls fail, and a 10% retry budget.",
             "this project's studies (experiments/README.md): backoff alone turns a capacity "
             "drop into a metastable storm, a breaker or a retry budget recovers; full jitter "
             "after the AWS Architecture Blog; the budget after the Google SRE book",
@@ -114,7 +114,7 @@ POLICIES: dict[str, Preset] = {
                           "multiplier": 2.0, "cap": 20.0, "jitter": "full",
                           "honor_retry_after": True, "retry_after_max": 60.0,
                           "retry_after_beyond_max": "backoff"},
-                "breaker": {"window": "count", "window_size": 20, "minimum_calls": 20,
+                "breaker": {"window": "count", "window_size": 50, "minimum_calls": 50,
                             "failure_rate_threshold": 0.5, "open_duration": 15.0,
                             "half_open_calls": 5},
                 "budget": {"kind": "token_bucket", "ratio": 0.1, "max_tokens": 10.0},
