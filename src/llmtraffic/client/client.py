@@ -213,25 +213,26 @@ class Client:
         tally.status[status] += 1
         tally.inflight_acc += now
         req.billed += cost
-        breaker = self.breakers[req.chain_pos]
-        if breaker is not None:
-            if status is OK or status in self.breaker_failures:
-                breaker.record(now, att.epoch, status is not OK, now - att.send)
-            else:
-                breaker.ignore(att.epoch)
-        if self._gated:
-            if self.throttle is not None:
-                self.throttle.record(now, status not in self.throttle_rejections)
-            if att.number and self.budget is not None:
-                self.budget.on_retry_done()
-            if self.local_queue:
-                self._release_local(now)
+        if not self._direct:
+            breaker = self.breakers[req.chain_pos]
+            if breaker is not None:
+                if status is OK or status in self.breaker_failures:
+                    breaker.record(now, att.epoch, status is not OK, now - att.send)
+                else:
+                    breaker.ignore(att.epoch)
+            if self._gated:
+                if self.throttle is not None:
+                    self.throttle.record(now, status not in self.throttle_rejections)
+                if att.number and self.budget is not None:
+                    self.budget.on_retry_done()
+                if self.local_queue:
+                    self._release_local(now)
         if status is OK:
             req.useful = cost
             if att.number == 0 and att.send == req.arrival:
                 # The common case: one combined row stands for the request and its attempt
                 # (sent when the request arrived: not held by pacing or a local queue).
-                self.finish(req, OK, now, att)
+                self._finish_first_try(req, att, now)
                 return
         rows = self.recorder.attempts
         if rows is not None:
@@ -375,11 +376,8 @@ class Client:
     def _on_deadline(self, req: Request) -> None:
         self.finish(req, DEADLINE, self.env._now)
 
-    def finish(
-        self, req: Request, outcome: str, now: float, first_try: Attempt | None = None
-    ) -> None:
-        """End ``req`` with its one terminal ``outcome``; ``first_try`` is its only attempt
-        when that succeeded (recorded as one combined row)."""
+    def finish(self, req: Request, outcome: str, now: float) -> None:
+        """End ``req`` with its one terminal ``outcome``."""
         tally = self.tally
         tally.outcomes[outcome] += 1
         latency = now - req.arrival
@@ -395,28 +393,6 @@ class Client:
         if self.live is not None:
             del self.live[req.id]
         recorder = self.recorder
-        if first_try is not None:
-            simple = recorder.simple
-            if simple is not None:
-                provider = first_try.provider
-                simple.append(
-                    (
-                        req.id,
-                        self.name,
-                        provider.name,
-                        provider.model,
-                        req.arrival,
-                        first_try.start,
-                        now,
-                        req.input_tokens,
-                        first_try.generated,
-                        req.useful,
-                        req.baseline,
-                    )
-                )
-                if len(simple) >= FLUSH_ROWS:
-                    recorder.flush_if_full()
-            return
         rows = recorder.requests
         if rows is not None:
             last = req.last_provider
@@ -439,6 +415,39 @@ class Client:
                 )
             )
             if len(rows) >= FLUSH_ROWS:
+                recorder.flush_if_full()
+
+    def _finish_first_try(self, req: Request, att: Attempt, now: float) -> None:
+        """``finish(req, OK, now)`` for a request whose first attempt succeeded, as one combined
+        row: the path most requests take, so it skips the branches that cannot apply."""
+        tally = self.tally
+        tally.outcomes[OK] += 1
+        tally.useful += req.useful
+        tally.latencies.append(now - req.arrival)
+        tally.ok_input_tokens += req.input_tokens
+        tally.ok_output_tokens += req.output_tokens
+        if self.live is not None:
+            del self.live[req.id]
+        recorder = self.recorder
+        simple = recorder.simple
+        if simple is not None:
+            provider = att.provider
+            simple.append(
+                (
+                    req.id,
+                    self.name,
+                    provider.name,
+                    provider.model,
+                    req.arrival,
+                    att.start,
+                    now,
+                    req.input_tokens,
+                    att.generated,
+                    req.useful,
+                    req.baseline,
+                )
+            )
+            if len(simple) >= FLUSH_ROWS:
                 recorder.flush_if_full()
 
     def inflight_integral(self, t: float) -> float:
