@@ -12,7 +12,7 @@ SOURCES := $(shell find src -name '*.py') setup.py pyproject.toml tools/build_ba
 
 help:
 	@echo "make demo          - run the quickstart experiment and print its summary"
-	@echo "make test          - lint (ruff), type-check (mypy) and run the whole test suite"
+	@echo "make test          - lint and format check (ruff), type-check (mypy) and run the whole test suite"
 	@echo "make test-compiled - run the test suite against the mypyc-compiled engine"
 	@echo "make bench         - run the benchmarks and write benchmarks/RESULTS.md"
 	@echo "make clean         - remove the environments, caches, build files and runs/"
@@ -42,6 +42,7 @@ demo: $(VENV)/.installed
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy

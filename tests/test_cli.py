@@ -231,9 +231,7 @@ def test_an_existing_out_folder_is_not_called_an_invalid_config(
     assert "invalid config" not in capsys.readouterr().err
 
 
-def test_force_does_not_replace_a_file(
-    workdir: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_force_does_not_replace_a_file(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """--force replaces results folders only: a file at --out is refused and left alone."""
     (workdir / "out").write_text("not a results folder", encoding="utf-8")
     assert main(["run", "exp.toml", "-q", "--out", "out", "--force"]) == 2

@@ -301,8 +301,9 @@ def test_a_duration_may_be_infinite() -> None:
     assert math.isinf(scenario.policy_of("f").deadline)
 
 
-@pytest.mark.parametrize(("value", "expected"), [(0, "must be > 0"), ("0s", "must be > 0"),
-                                               ("inf", "must be finite")])
+@pytest.mark.parametrize(
+    ("value", "expected"), [(0, "must be > 0"), ("0s", "must be > 0"), ("inf", "must be finite")]
+)
 def test_run_duration_must_be_positive_and_finite(value: Any, expected: str) -> None:
     msg = one_problem(raw_with(**{"run.duration": value}))
     assert msg.startswith("run.duration: "), msg

@@ -78,10 +78,26 @@ def two_policies() -> pd.DataFrame:
     gain = {0: 1.0, 1: 2.0, 2: 3.0}  # backoff - naive, per replication
     for load in (1, 2):
         for r in range(3):
-            rows.append({"point_id": f"n{load}", "policy": "naive", "load": load,
-                         "replication": r, "seed": r, "cost": base[r] * load})
-            rows.append({"point_id": f"b{load}", "policy": "backoff", "load": load,
-                         "replication": r, "seed": r, "cost": base[r] * load + gain[r]})
+            rows.append(
+                {
+                    "point_id": f"n{load}",
+                    "policy": "naive",
+                    "load": load,
+                    "replication": r,
+                    "seed": r,
+                    "cost": base[r] * load,
+                }
+            )
+            rows.append(
+                {
+                    "point_id": f"b{load}",
+                    "policy": "backoff",
+                    "load": load,
+                    "replication": r,
+                    "seed": r,
+                    "cost": base[r] * load + gain[r],
+                }
+            )
     df = pd.DataFrame(rows)
     return df.sample(frac=1.0, random_state=3).reset_index(drop=True)
 
@@ -115,8 +131,16 @@ def test_numeric_axis_values_match_what_a_user_types() -> None:
 
 def test_point_stats_long_format() -> None:
     stats = point_stats(two_policies(), ["policy", "load"])
-    assert list(stats.columns) == ["point_id", "policy", "load", "metric", "mean", "ci_low",
-                                   "ci_high", "n"]
+    assert list(stats.columns) == [
+        "point_id",
+        "policy",
+        "load",
+        "metric",
+        "mean",
+        "ci_low",
+        "ci_high",
+        "n",
+    ]
     row = stats[(stats["point_id"] == "b1") & (stats["metric"] == "cost")].iloc[0]
     values = np.array([11.0, 14.0, 14.0])
     assert row["mean"] == pytest.approx(values.mean())

@@ -30,11 +30,12 @@ from tests.experiment_config import EXPERIMENT, SCENARIO, write
 VOLATILE = ["wall_time_s"]
 
 
-
 def comparable(summary: pd.DataFrame) -> pd.DataFrame:
     """A summary table without wall-clock columns, in grid order."""
-    return summary.drop(columns=VOLATILE).sort_values(["point_id", "replication"]).reset_index(
-        drop=True
+    return (
+        summary.drop(columns=VOLATILE)
+        .sort_values(["point_id", "replication"])
+        .reset_index(drop=True)
     )
 
 
@@ -56,9 +57,7 @@ def test_identical_policies_give_identical_results_and_traffic_is_shared(tmp_pat
     assert outcome.ok and outcome.done == 6
     data = load_experiment(tmp_path / "crn")
     s = data.summary.set_index(["policy", "replication"])
-    metrics = [
-        c for c in s.columns if c not in ("point_id", "config_hash", "wall_time_s")
-    ]
+    metrics = [c for c in s.columns if c not in ("point_id", "config_hash", "wall_time_s")]
     for r in (0, 1):
         a, b = s.loc[("backoff", r), metrics], s.loc[("twin", r), metrics]
         pd.testing.assert_series_equal(a, b, check_names=False)
@@ -66,9 +65,9 @@ def test_identical_policies_give_identical_results_and_traffic_is_shared(tmp_pat
     # The traffic itself: arrival times and sizes of every request, per replication.
     for r in (0, 1):
         arrivals = [
-            data.run(p, r).requests.sort_values("request_id")[
-                ["arrival_time", "input_tokens", "output_tokens"]
-            ].reset_index(drop=True)
+            data.run(p, r)
+            .requests.sort_values("request_id")[["arrival_time", "input_tokens", "output_tokens"]]
+            .reset_index(drop=True)
             for p in data.point_ids
         ]
         for other in arrivals[1:]:
@@ -84,8 +83,15 @@ def test_the_results_folder(tmp_path: Path) -> None:
     outcome = run_experiment(spec, tmp_path / "out", workers=1)
     out = tmp_path / "out"
     assert outcome.ok and (outcome.total, outcome.done, outcome.skipped) == (8, 8, 0)
-    for name in ("experiment.toml", "experiment.json", "manifest.json", "summary.parquet",
-                 "summary.csv", "points.parquet", "points.csv"):
+    for name in (
+        "experiment.toml",
+        "experiment.json",
+        "manifest.json",
+        "summary.parquet",
+        "summary.csv",
+        "points.parquet",
+        "points.csv",
+    ):
         assert (out / name).is_file(), name
     assert (out / "experiment.toml").read_text() == EXPERIMENT
     data = load_experiment(out)
@@ -102,8 +108,12 @@ def test_the_results_folder(tmp_path: Path) -> None:
     s = data.summary
     assert len(s) == 8
     assert list(s.columns[:5]) == ["point_id", "policy", "error_rate", "replication", "seed"]
-    assert {"success_rate", "feature.chat.billed_cost", "incident.0.metastable",
-            "outcomes.ok"} <= set(s.columns)
+    assert {
+        "success_rate",
+        "feature.chat.billed_cost",
+        "incident.0.metastable",
+        "outcomes.ok",
+    } <= set(s.columns)
     assert s["error_rate"].dtype.kind == "f"
     assert s.loc[s["replication"] == 1, "seed"].unique().tolist() == [12]
     csv = pd.read_csv(out / "summary.csv")
@@ -217,8 +227,18 @@ def test_resume_after_a_kill_loses_no_finished_run_and_redoes_none(tmp_path: Pat
     # Sixteen runs in one process, killed (SIGKILL: no cleanup at all) once a few are done.
     path = write(tmp_path, EXPERIMENT.replace("replications = 2", "replications = 4"))
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "llmtraffic.cli", "run", str(path), "--out", str(out),
-           "--workers", "1", "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "llmtraffic.cli",
+        "run",
+        str(path),
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+        "-q",
+    ]
     # The installed package (editable or compiled), as the user's command would use it.
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60

@@ -173,9 +173,7 @@ def test_an_invalid_sweep_value_names_the_path_and_the_value() -> None:
 
 
 def test_an_invalid_value_is_reported_once_however_many_points_have_it() -> None:
-    msg = problems(
-        '[sweep]\n"providers.main.failures.error_rate" = [2.0]\n"run.seed" = [1, 2, 3]'
-    )
+    msg = problems('[sweep]\n"providers.main.failures.error_rate" = [2.0]\n"run.seed" = [1, 2, 3]')
     assert msg.count("= 2.0") == 1
 
 
@@ -184,7 +182,7 @@ def test_empty_and_non_list_sweep_values() -> None:
         '[sweep]\n"features.chat.policy" = []'
     )
     msg = problems('[sweep]\n"features.chat.policy" = "naive"')
-    assert 'sweep."features.chat.policy": expected a list of values, got \'naive\'' in msg
+    assert "sweep.\"features.chat.policy\": expected a list of values, got 'naive'" in msg
     assert "sweep: no axes" in problems("[sweep]")
 
 

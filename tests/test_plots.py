@@ -126,8 +126,20 @@ def test_reports_are_self_contained_html(run_folder: Path, experiment_folder: Pa
 def test_compare_prints_paired_differences(
     experiment_folder: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = main(["compare", str(experiment_folder), "--axis", "policy", "--base", "naive",
-                 "--metric", "success_rate", "--metric", "billed_cost"])
+    code = main(
+        [
+            "compare",
+            str(experiment_folder),
+            "--axis",
+            "policy",
+            "--base",
+            "naive",
+            "--metric",
+            "success_rate",
+            "--metric",
+            "billed_cost",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "differences paired by replication" in out

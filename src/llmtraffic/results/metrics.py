@@ -44,8 +44,11 @@ def tally_metrics(
     billed = sum(t.billed for t in tallies)
     useful = sum(t.useful for t in tallies)
     baseline = sum(t.baseline for t in tallies)
-    lat = np.concatenate([np.frombuffer(t.latencies, dtype=float) for t in tallies]) if tallies \
+    lat = (
+        np.concatenate([np.frombuffer(t.latencies, dtype=float) for t in tallies])
+        if tallies
         else np.empty(0)
+    )
     if lat.size:
         p50, p95, p99 = (float(x) for x in np.percentile(lat, [50, 95, 99]))
         lmax = float(lat.max())
