@@ -108,7 +108,7 @@ def check_terminal_outcomes(sc: Scenario, result: RunResult) -> None:
             assert policy.breaker is not None
         if r.outcome == "unfinished":
             assert math.isfinite(sc.run.drain)
-            assert r.end_time == pytest.approx(sc.run.duration + sc.run.drain), r
+            assert r.end_time == pytest.approx(sc.run.seconds + sc.run.drain), r
         if r.attempts == 0 or r.outcome == "unfinished":
             continue
         status = last.loc[r.request_id, "status"]
@@ -174,7 +174,7 @@ def check_events(sc: Scenario, result: RunResult) -> None:
     assert ev.time.is_monotonic_increasing
     # Incident events are scheduled up front, so the run lasts until the last one unless a
     # finite drain stops it first (events at the stop time itself are not run).
-    until = sc.run.duration + sc.run.drain
+    until = sc.run.seconds + sc.run.drain
     for pname, cfg in sc.providers.items():
         starts = ev[(ev.kind == "incident_start") & (ev.provider == pname)]
         ends = ev[(ev.kind == "incident_end") & (ev.provider == pname)]

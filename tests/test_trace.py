@@ -465,3 +465,97 @@ def test_the_cost_of_a_replayed_trace_is_its_tokens_at_list_price() -> None:
     assert s["baseline_cost"] == pytest.approx(cost, rel=1e-12)
     assert s["cost_per_day"] == pytest.approx(cost / 600 * 86_400, rel=1e-12)
     assert s["cost_per_month"] == pytest.approx(cost / 600 * 86_400 * 30, rel=1e-12)
+
+
+# --- run.duration = "trace" ------------------------------------------------------------------
+
+
+def trace_scenario(features: dict[str, dict[str, Any]], **run: Any) -> dict[str, Any]:
+    """BASE with only trace features and the given run settings (no duration unless given)."""
+    raw: dict[str, Any] = json.loads(json.dumps(BASE))
+    raw["run"] = {"seed": 1, **run}
+    raw["features"] = {
+        name: {"provider": "p", "trace": {**COLS, **keys}} for name, keys in features.items()
+    }
+    return raw
+
+
+def test_a_left_out_duration_replays_the_whole_trace(tmp_path: Path) -> None:
+    """ROWS: last time 3.75 s, mean gap 3.75 / 5: the span is 4.5 s, every row arrives."""
+    path = str(write(tmp_path / "log.csv", ROWS))
+    sc = scenario_from_dict(trace_scenario({"f": {"path": path}}))
+    assert sc.run.duration == pytest.approx(3.75 + 3.75 / 5)
+    req = Simulation(sc).run().df("requests").sort_values("request_id")
+    assert list(req.arrival_time) == list(T)
+
+
+def test_a_trace_duration_follows_window_speedup_and_the_longest_feature(tmp_path: Path) -> None:
+    """Window [0.25, inf) keeps 0, 0, 1.25, 1.75, 3.5 s (mean gap 0.875) and speedup 2 halves
+    them: 2.1875 s; a second, unscaled feature (4.5 s) is longer and sets the run."""
+    path = str(write(tmp_path / "log.csv", ROWS))
+    one = scenario_from_dict(
+        trace_scenario({"f": {"path": path, "window": [0.25, "inf"], "speedup": 2.0}})
+    )
+    assert one.run.duration == pytest.approx((3.5 + 3.5 / 4) / 2)
+    both = scenario_from_dict(
+        trace_scenario(
+            {"f": {"path": path, "window": [0.25, "inf"], "speedup": 2.0}, "g": {"path": path}},
+            duration="trace",
+        )
+    )
+    assert both.run.duration == pytest.approx(4.5)
+    requests = Simulation(both).run().df("requests")
+    assert (requests.feature == "f").sum() == 5
+    assert (requests.feature == "g").sum() == len(ROWS)
+
+
+def test_the_bundled_trace_is_replayed_whole_without_a_duration() -> None:
+    raw = trace_scenario({})
+    raw["features"] = {"f": {"provider": "p", "trace": {"path": "builtin:azure-conv"}}}
+    sc = scenario_from_dict(raw)
+    want = azure_expected((0.0, float("inf")), 1.0)
+    last = float(want.arrival_time.iloc[-1])
+    assert last < sc.run.seconds < last + 1.0
+    raw["run"]["records"] = "summary"
+    assert Simulation(scenario_from_dict(raw)).run().summary["requests"] == len(want)
+
+
+@pytest.mark.parametrize("loop", [False, True])
+def test_trace_duration_needs_every_feature_to_replay_a_trace_once(
+    tmp_path: Path, loop: bool
+) -> None:
+    path = str(write(tmp_path / "log.csv", ROWS))
+    raw = trace_scenario({"g": {"path": path, "loop": loop}})
+    if not loop:
+        raw["features"]["f"] = json.loads(json.dumps(BASE["features"]["f"]))
+    with pytest.raises(ConfigError) as info:
+        scenario_from_dict(raw)
+    (msg,) = info.value.problems
+    assert msg.startswith("run.duration: needed; give the span"), msg
+    assert msg.endswith("these do not: " + ("g" if loop else "f")), msg
+
+
+def test_a_malformed_duration_mentions_trace() -> None:
+    raw: dict[str, Any] = json.loads(json.dumps(BASE))
+    raw["run"]["duration"] = "tarce"
+    with pytest.raises(ConfigError) as info:
+        scenario_from_dict(raw)
+    (msg,) = info.value.problems
+    assert msg.startswith("run.duration: malformed duration 'tarce'") and '"trace"' in msg
+
+
+def test_a_scenario_built_in_python_is_resolved_by_the_run(tmp_path: Path) -> None:
+    """Scenario.model_validate leaves "trace" as is; Simulation and the results folder resolve
+    it, and config.json records the seconds the run lasted."""
+    from llmtraffic import Scenario
+    from llmtraffic.runner import run_to_folder
+
+    path = str(write(tmp_path / "log.csv", ROWS))
+    sc = Scenario.model_validate(trace_scenario({"f": {"path": path}}))
+    assert sc.run.duration == "trace"
+    with pytest.raises(ValueError, match="resolve_duration"):
+        _ = sc.run.seconds
+    assert Simulation(sc).run().summary["requests"] == len(ROWS)
+    folder, _ = run_to_folder(sc, tmp_path / "out")
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    assert config["run"]["duration"] == pytest.approx(4.5)

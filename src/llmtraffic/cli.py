@@ -93,7 +93,7 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
     console.print(
         f"{args.config}: valid ({len(scenario.features)} features, "
         f"{len(scenario.providers)} providers, {len(scenario.policies)} policies, "
-        f"{scenario.run.duration:g} s)",
+        f"{scenario.run.seconds:g} s)",
         markup=False,
         highlight=False,
         soft_wrap=True,

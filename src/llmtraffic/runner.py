@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from llmtraffic.config.scenario import Scenario
+from llmtraffic.config.span import resolve_duration
 from llmtraffic.engine.simulation import ProgressFn, RunResult, Simulation
 from llmtraffic.errors import OutputError
 from llmtraffic.results.jsonio import write_json
@@ -78,6 +79,7 @@ def run_to_folder(
     ``seed`` replaces ``run.seed`` (so ``config.json`` reproduces the run); ``config_text``
     and ``overrides`` are kept for provenance.
     """
+    scenario = resolve_duration(scenario)  # config.json records the seconds it ran
     if seed is not None:
         scenario = scenario.model_copy(
             update={"run": scenario.run.model_copy(update={"seed": int(seed)})}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 
@@ -43,3 +43,24 @@ PositiveDuration = Annotated[float, BeforeValidator(parse_duration), AfterValida
 
 FiniteDuration = Annotated[float, BeforeValidator(parse_duration), AfterValidator(_positive_finite)]
 """A duration > 0 and finite."""
+
+
+def _duration_or_trace(value: object) -> object:
+    if value == "trace":
+        return value
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise ValueError(f'{exc}; or "trace": until the end of the replayed traces') from None
+
+
+def _positive_finite_or_trace(value: float | str) -> float | str:
+    return value if isinstance(value, str) else _positive_finite(value)
+
+
+ArrivalSpan = Annotated[
+    float | Literal["trace"],
+    BeforeValidator(_duration_or_trace),
+    AfterValidator(_positive_finite_or_trace),
+]
+"""A finite duration > 0, or "trace": one pass of the replayed traces (``config.span``)."""

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from llmtraffic import presets
 from llmtraffic.config.scenario import Scenario
+from llmtraffic.config.span import resolve_duration
 from llmtraffic.errors import ConfigError
 
 
@@ -52,13 +53,15 @@ def scenario_from_dict(
 
     Relative paths (``price_files``, a feature's ``trace.path``) are taken from ``base_dir``
     (default: the current folder); the resolved scenario holds them as absolute paths.
+    ``run.duration = "trace"`` (the default) becomes the traces' span, read from the files.
     """
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     context = {"base_dir": base, "models": _price_models(raw, base, source)}
     try:
-        return Scenario.model_validate(raw, context=context)
+        scenario = Scenario.model_validate(raw, context=context)
     except ValidationError as exc:
         raise ConfigError(format_errors(exc, raw, Scenario), source=source) from None
+    return resolve_duration(scenario)
 
 
 def _price_models(

@@ -10,7 +10,7 @@ from typing import Any, Literal, Self
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from llmtraffic.config import policy_presets
-from llmtraffic.config.base import Duration, FiniteDuration, Model
+from llmtraffic.config.base import ArrivalSpan, Duration, FiniteDuration, Model
 from llmtraffic.config.policy import Policy, policy_from_preset
 from llmtraffic.config.provider import Provider
 from llmtraffic.config.workload import Feature
@@ -29,7 +29,11 @@ class Recovery(Model):
 class RunSettings(Model):
     """Length, seed and recording of one run."""
 
-    duration: FiniteDuration = Field(description="span during which requests arrive")
+    duration: ArrivalSpan = Field(
+        "trace",
+        description="span during which requests arrive; 'trace' (the default, allowed when "
+        "every feature replays a trace without loop): until the end of the traces",
+    )
     seed: int = Field(0, ge=0, description="root seed of every random stream")
     drain: Duration = Field(
         float("inf"),
@@ -42,6 +46,17 @@ class RunSettings(Model):
     )
     start_hour: float = Field(0.0, ge=0, lt=24, description="hour of day at t=0 (diurnal load)")
     recovery: Recovery = Recovery()
+
+    @property
+    def seconds(self) -> float:
+        """``duration`` in seconds, once a "trace" duration is resolved (by ``load_config``,
+        ``scenario_from_dict`` or ``Simulation``: see ``config.span``)."""
+        if isinstance(self.duration, str):
+            raise ValueError(
+                'run.duration = "trace" is resolved from the trace files by '
+                "llmtraffic.config.span.resolve_duration(scenario); call it first"
+            )
+        return float(self.duration)
 
 
 class Scenario(Model):
@@ -90,13 +105,23 @@ class Scenario(Model):
             problems.append("providers: define at least one provider")
         if not self.features:
             problems.append("features: define at least one feature")
+        duration = self.run.duration
+        if duration == "trace":
+            others = [n for n, f in self.features.items() if f.trace is None or f.trace.loop]
+            if others:
+                problems.append(
+                    "run.duration: needed; give the span during which requests arrive (e.g. "
+                    'duration = "1h"). Left out (or "trace"), it replays each trace once, so '
+                    "every feature must replay a trace without loop; these do not: "
+                    + ", ".join(others)
+                )
         for name, feat in self.features.items():
             at = getattr(feat.arrivals, "at", None)
-            if at and at[-1] >= self.run.duration:
+            if at and isinstance(duration, float) and at[-1] >= duration:
                 problems.append(
-                    f"features.{name}.arrivals.at: {sum(t >= self.run.duration for t in at)} "
+                    f"features.{name}.arrivals.at: {sum(t >= duration for t in at)} "
                     f"times are at or after the end of the arrivals (run.duration = "
-                    f"{self.run.duration:g} s); lengthen run.duration or drop them"
+                    f"{duration:g} s); lengthen run.duration or drop them"
                 )
             if feat.provider not in self.providers:
                 problems.append(

@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from llmtraffic.client.client import Client
 from llmtraffic.config.scenario import Scenario
+from llmtraffic.config.span import resolve_duration
 from llmtraffic.engine.entities import UNFINISHED
 from llmtraffic.engine.kernel import Call, Kernel
 from llmtraffic.engine.streams import Streams
@@ -84,7 +85,8 @@ class Simulation:
         sink: RecordSink | None = None,
         progress: ProgressFn | None = None,
     ) -> None:
-        self.scenario = scenario
+        # A scenario built in Python may still say run.duration = "trace".
+        self.scenario = scenario = resolve_duration(scenario)
         self.seed = scenario.run.seed if seed is None else int(seed)
         self._memory = sink is None
         self.sink: RecordSink = MemorySink() if sink is None else sink
@@ -107,7 +109,7 @@ class Simulation:
         wall0 = time.perf_counter()
         sc = self.scenario
         run = sc.run
-        duration = run.duration
+        duration = run.seconds
         kernel = Kernel()
         streams = Streams(self.seed)
         recorder = Recorder(
@@ -216,7 +218,7 @@ class Simulation:
     ) -> dict[str, Any]:
         from llmtraffic import __version__
 
-        duration = sc.run.duration
+        duration = sc.run.seconds
         names = list(sc.features)
         tallies = [recorder.tallies[n] for n in names]
         values = [sc.features[n].value_per_success for n in names]
