@@ -242,3 +242,93 @@ def test_property_the_recommended_policy_bounds_attempts(raw: dict[str, Any]) ->
     assert req.request_id.is_unique
     assert (req.attempts <= 4).all()  # 3 retries of the preset
     assert (req.billed_cost >= req.useful_cost - 1e-12).all()
+
+
+# --- known before the run ---------------------------------------------------------------------
+
+SMALL_CHECKS = """
+name = "small"
+[experiment]
+replications = 2
+[sweep]
+"features.f.policy" = ["none", "backoff"]
+[run]
+duration = 60
+seed = 1
+[providers.p]
+model = "m"
+prices = {{ input = 1.0, output = 2.0 }}
+capacity = {{ slots = 50, queue_limit = 100 }}
+service = {{ kind = "deterministic", value = 1.0 }}
+incidents = [{{ kind = "outage", start = 20, duration = 5 }}]
+[policies.none]
+[policies.backoff]
+retry = {{ kind = "exponential", max_retries = 2, base = "1s" }}
+[features.f]
+provider = "p"
+policy = "none"
+arrivals = {{ kind = "poisson", rate = 5.0 }}
+input_tokens = {{ kind = "fixed", value = 100 }}
+output_tokens = {{ kind = "fixed", value = 50 }}
+value_per_success = 0.01
+{checks}
+"""
+
+
+def small(tmp_path: Path, checks: str) -> Path:
+    path = tmp_path / "small.toml"
+    path.write_text(SMALL_CHECKS.format(checks=checks), encoding="utf-8")
+    return path
+
+
+def test_a_count_that_never_happened_reads_zero(tmp_path: Path) -> None:
+    """summary.json leaves zero counts out; a check on one reads 0 instead of failing."""
+    checks = """
+[[check]]
+metric = "outcomes.rejected_budget"
+op = "<="
+value = 0
+[[check]]
+metric = "feature.f.attempt_statuses.overloaded"
+op = "<"
+value = 1
+"""
+    report = run_checks(small(tmp_path, checks), out=tmp_path / "out", workers=1)
+    assert report.passed, "\n".join(r.message() for r in report.failures)
+    assert len(report.results) == 4
+    assert all(r.mean == 0 and r.n == 2 for r in report.results)
+
+
+@pytest.mark.parametrize(
+    ("check", "message"),
+    [
+        ('metric = "sucess_rate"\nop = ">="\nvalue = 1', "did you mean success_rate"),
+        ('metric = "feature.g.success_rate"\nop = ">="\nvalue = 1', "feature.g.success_rate"),
+        ('metric = "recovery_time"\nincident = 1\nop = "<"\nvalue = 1', "incident.1.recovery"),
+        ('metric = "roi"\nop = ">"\nvalue = 0\nwhere = { polcy = "none" }', "no sweep axis"),
+        ('metric = "roi"\nop = ">"\nvalue = 0\nwhere = { policy = "nope" }', "no value 'nope'"),
+    ],
+)
+def test_a_check_the_runs_cannot_answer_fails_before_any_run(
+    tmp_path: Path, check: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        run_checks(small(tmp_path, f"[[check]]\n{check}\n"), out=tmp_path / "out", workers=1)
+    assert message in str(info.value), str(info.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_expected_columns_are_the_columns_runs_have(tmp_path: Path) -> None:
+    """The names known before the run (checks.columns) and those of a real summary.csv agree:
+    every real column is expected, and every expected column but the zero counts is real."""
+    from llmtraffic.checks.columns import expected_columns, is_count_column
+    from llmtraffic.experiment import load_experiment, read_experiment, run_experiment
+
+    spec = read_experiment(small(tmp_path, ""))
+    run_experiment(spec, tmp_path / "out", workers=1)
+    data = load_experiment(tmp_path / "out")
+    real = set(data.summary.columns) - {"point_id", "replication", "policy"}
+    expected = expected_columns(scenario_from_dict(p.raw) for p in spec.points)
+    assert real - expected == set()
+    assert {c for c in expected - real if not is_count_column(c)} == set()
+    assert "incident.0.recovery_time" in real and "feature.f.roi" in real

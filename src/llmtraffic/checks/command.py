@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 from rich.console import Console
 
-from llmtraffic.checks.evaluate import CheckResult, evaluate
+from llmtraffic.checks.columns import expected_columns
+from llmtraffic.checks.evaluate import CheckResult, evaluate, select_points
 from llmtraffic.checks.report import junit_xml, load_baseline, results_table, save_baseline
-from llmtraffic.checks.spec import parse_checks, parse_tolerance
+from llmtraffic.checks.spec import Check, parse_checks, parse_tolerance
+from llmtraffic.config.loader import scenario_from_dict
 from llmtraffic.errors import ConfigError
+from llmtraffic.experiment.spec import ExperimentSpec, read_experiment
 
 
 @dataclass
@@ -58,7 +62,6 @@ def run_checks(
 ) -> CheckReport:
     """Run the experiment file (resuming runs already done) and judge its ``[[check]]``s."""
     from llmtraffic.experiment.execute import run_experiment
-    from llmtraffic.experiment.spec import read_experiment
     from llmtraffic.experiment.store import load_experiment
 
     spec = read_experiment(config, list(overrides))
@@ -73,6 +76,7 @@ def run_checks(
         )
     if tolerance is not None and baseline is None:
         raise ConfigError(["--tolerance needs --baseline FILE"])
+    precheck(checks, spec)
     ref = load_baseline(Path(baseline)) if baseline is not None else None
     outcome = run_experiment(spec, out, workers=workers, dask=dask, force=force)
     data = load_experiment(outcome.folder)
@@ -89,6 +93,31 @@ def run_checks(
     if save_baseline_to is not None:
         save_baseline(summary, axes, spec.name, Path(save_baseline_to))
     return CheckReport(spec.name, outcome.folder, results, failed_runs=len(outcome.failed))
+
+
+def precheck(checks: Sequence[Check], spec: ExperimentSpec) -> None:
+    """Refuse, before any run, checks that name a metric, axis or axis value the experiment's
+    runs will not have: a misspelling fails at once, not after the whole battery."""
+    expected = expected_columns(
+        scenario_from_dict(p.raw, source=spec.source, base_dir=spec.base_dir) for p in spec.points
+    )
+    axes = [a.name for a in spec.axes]
+    points = pd.DataFrame(
+        [
+            {"point_id": p.id}
+            | {a.name: a.column_value(i) for a, i in zip(spec.axes, p.value_index, strict=True)}
+            for p in spec.points
+        ]
+    )
+    problems: list[str] = []
+    for check in checks:
+        try:
+            check.columns(expected)
+            select_points(points, axes, check)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ConfigError(problems, source=spec.source)
 
 
 def cmd_check(args: argparse.Namespace, console: Console) -> int:

@@ -101,11 +101,14 @@ def evaluate(
     results: list[CheckResult] = []
     for check in checks:
         columns = check.columns(summary.columns)
-        points = _select(summary, axes, check)
+        points = select_points(summary, axes, check)
         for point_id, group in points:
             point = {a: group[a].iloc[0] for a in axes}
             for column in columns:
-                values = group[column].to_numpy(dtype=float)
+                if column in group:
+                    values = group[column].to_numpy(dtype=float)
+                else:  # a count that no run had (Check.columns lets only those through)
+                    values = np.zeros(len(group))
                 if check.op == "within":
                     results.append(_within(check, point_id, point, column, values, baseline))
                     continue
@@ -145,9 +148,11 @@ def evaluate(
     return results
 
 
-def _select(
+def select_points(
     summary: pd.DataFrame, axes: Sequence[str], check: Check
 ) -> list[tuple[str, pd.DataFrame]]:
+    """The rows of ``summary`` (grouped by point) that ``check.where`` picks; ConfigError
+    naming the check when it names an axis or value the experiment does not have."""
     mask = np.ones(len(summary), dtype=bool)
     for axis, wanted in check.where.items():
         if axis not in axes:

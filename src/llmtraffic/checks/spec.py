@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from llmtraffic.checks.columns import is_count_column
 from llmtraffic.config.base import Model
 from llmtraffic.config.loader import format_errors
 from llmtraffic.errors import ConfigError
@@ -96,7 +97,11 @@ class Check(Model):
         return f"{what} {self.op} {self.value:g}"
 
     def columns(self, available: Iterable[str]) -> list[str]:
-        """The summary columns this check reads (several for ``incident = "any"``)."""
+        """The summary columns this check reads (several for ``incident = "any"``).
+
+        A count by outcome or status (``outcomes.rejected_budget``) may be missing from
+        ``available``: summary.json leaves zero counts out, and such a column reads 0.
+        """
         cols = list(available)
         if self.incident is None:
             wanted = [self.metric]
@@ -106,7 +111,7 @@ class Check(Model):
             )
         else:
             wanted = [f"incident.{self.incident}.{self.metric}"]
-        missing = [c for c in wanted if c not in cols]
+        missing = [c for c in wanted if c not in cols and not is_count_column(c)]
         if missing or not wanted:
             name = missing[0] if missing else f"incident.*.{self.metric}"
             close = difflib.get_close_matches(name, cols, n=3)

@@ -107,6 +107,37 @@ def peak_attempt_rate_ratio(bins: Bins, n_bins: int, requests: int, duration: fl
     return peak / (requests / duration)
 
 
+INCIDENT_KEYS = (
+    "provider",
+    "kind",
+    "start",
+    "end",
+    "success_rate_before",
+    "success_rate_during",
+    "attempt_amplification_during",
+    "extra_cost",
+    "recovery_time",
+    "metastable",
+)
+"""The keys of ``incident_metrics``: one entry of summary.json's ``incidents`` list."""
+
+RUN_KEYS = (
+    "peak_attempt_rate_ratio",
+    "retry_share",
+    "scenario",
+    "seed",
+    "config_hash",
+    "version",
+    "schema_version",
+    "duration",
+    "sim_end_time",
+    "event_count",
+    "wall_time_s",
+)
+"""Keys of summary.json besides the metrics of ``tally_metrics``, ``features`` and
+``incidents`` (written by ``engine.simulation``)."""
+
+
 def incident_metrics(
     inc: IncidentSpan,
     bins: Bins,

@@ -1,0 +1,55 @@
+"""The summary columns an experiment's runs will have, known before any of them runs.
+
+``llmtraffic check`` judges ``[[check]]`` entries on the columns of ``summary.csv``
+(``experiment.analysis.flatten_summary``). Knowing the names from the scenarios alone lets a
+misspelt metric fail at once, not after the battery has run, and lets a count that never
+happened (no request was ever ``rejected_budget``) read as 0 rather than as a missing column.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from llmtraffic.config.scenario import Scenario
+from llmtraffic.engine.entities import ATTEMPT_STATUSES, REQUEST_OUTCOMES
+from llmtraffic.results.metrics import INCIDENT_KEYS, RUN_KEYS, tally_metrics
+from llmtraffic.results.recorder import Tally
+
+_COUNT = re.compile(
+    r"^(?:feature\.[^.]+\.)?(?:outcomes\.(?:{})|attempt_statuses\.(?:{}))$".format(
+        "|".join(REQUEST_OUTCOMES), "|".join(ATTEMPT_STATUSES)
+    )
+)
+
+
+def is_count_column(name: str) -> bool:
+    """Whether ``name`` counts requests by outcome or attempts by status (summary.json leaves
+    such a count out when it is zero; the column then reads 0)."""
+    return _COUNT.match(name) is not None
+
+
+def _feature_keys(with_value: bool) -> list[str]:
+    """Scalar keys of one feature's (or the whole run's) metrics, counts included."""
+    keys = [
+        k
+        for k in tally_metrics([Tally()], 1.0, [1.0 if with_value else None])
+        if k not in ("outcomes", "attempt_statuses")
+    ]
+    keys += [f"outcomes.{o}" for o in REQUEST_OUTCOMES]
+    keys += [f"attempt_statuses.{s}" for s in ATTEMPT_STATUSES]
+    return keys
+
+
+def expected_columns(scenarios: Iterable[Scenario]) -> set[str]:
+    """Every metric column the runs of these scenarios (an experiment's grid points) can have."""
+    columns: set[str] = set(RUN_KEYS)
+    for sc in scenarios:
+        valued = {n for n, f in sc.features.items() if f.value_per_success is not None}
+        columns.update(_feature_keys(bool(valued)))
+        for name in sc.features:
+            columns.update(f"feature.{name}.{k}" for k in _feature_keys(name in valued))
+        incidents = sum(len(p.incidents) for p in sc.providers.values())
+        for i in range(incidents):
+            columns.update(f"incident.{i}.{k}" for k in INCIDENT_KEYS)
+    return columns
