@@ -8,13 +8,14 @@ BIN := $(VENV)/bin
 FAST := .venv-compiled
 SOURCES := $(shell find src -name '*.py') setup.py pyproject.toml tools/build_backend.py
 
-.PHONY: demo test test-compiled lint typecheck bench clean help
+.PHONY: demo test test-compiled lint typecheck bench profile clean help
 
 help:
 	@echo "make demo          - run the quickstart experiment and print its summary"
 	@echo "make test          - lint and format check (ruff), type-check (mypy) and run the whole test suite"
 	@echo "make test-compiled - run the test suite against the mypyc-compiled engine"
 	@echo "make bench         - run the benchmarks and write benchmarks/RESULTS.md"
+	@echo "make profile       - profile the pure-Python engine with pyinstrument (runs/profile/)"
 	@echo "make clean         - remove the environments, caches, build files and runs/"
 
 $(BIN)/python:
@@ -57,6 +58,9 @@ test-compiled: $(FAST)/.installed
 
 bench: $(VENV)/.installed-dev $(FAST)/.installed
 	$(BIN)/python -m benchmarks.run --compiled $(FAST)/bin/python
+
+profile: $(VENV)/.installed-dev
+	$(BIN)/python -m benchmarks.profile_engine
 
 clean:
 	rm -rf $(VENV) $(FAST) build .mypy_cache .ruff_cache .pytest_cache .hypothesis runs
