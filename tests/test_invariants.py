@@ -100,7 +100,11 @@ def check_terminal_outcomes(sc: Scenario, result: RunResult) -> None:
     for r in req.itertuples():
         policy = sc.policy_of(str(r.feature))
         if r.attempts == 0:
-            assert r.outcome in ("rejected_breaker", "rejected_throttle"), r
+            # Only a client that holds requests back (pacing, a local queue) can reach the
+            # user's deadline or the end of the drain before sending the first attempt.
+            holds = policy.rate_limit is not None or policy.concurrency is not None
+            unsent = ("deadline", "unfinished") if holds else ()
+            assert r.outcome in ("rejected_breaker", "rejected_throttle", *unsent), r
         if r.outcome == "rejected_throttle":
             limits = (policy.throttle, policy.rate_limit, policy.concurrency)
             assert any(x is not None for x in limits), r
@@ -594,6 +598,22 @@ BASE: dict[str, Any] = {
         }
     },
 }
+
+
+def test_a_request_held_by_the_client_when_the_run_is_cut_is_unfinished_unsent() -> None:
+    """Found by the terminal-outcome property: with one attempt at a time (the slot busy 10 s)
+    and no drain, the requests waiting in the client's local queue at the end were never
+    sent; they are unfinished with 0 attempts, ending at duration + drain."""
+    raw = copy.deepcopy(BASE)
+    raw["run"]["drain"] = 0.0
+    raw["providers"]["p"]["service"] = {"kind": "deterministic", "value": 10.0}
+    raw["policies"] = {"one": {"timeout": "inf", "concurrency": {"limit": 1}}}
+    sc, result = run(raw)
+    req = result.df("requests")
+    held = req[req.attempts == 0]
+    assert len(held) > 100 and (held.outcome == "unfinished").all()
+    assert np.allclose(held.end_time, sc.run.seconds)
+    assert (req.attempts <= 1).all() and (req.outcome == "ok").sum() == 11
 
 
 def test_breaker_rejects_without_attempts() -> None:
