@@ -328,7 +328,7 @@ def test_the_expected_columns_are_the_columns_runs_have(tmp_path: Path) -> None:
     run_experiment(spec, tmp_path / "out", workers=1)
     data = load_experiment(tmp_path / "out")
     real = set(data.summary.columns) - {"point_id", "replication", "policy"}
-    expected = expected_columns(scenario_from_dict(p.raw) for p in spec.points)
+    expected = expected_columns(p.scenario for p in spec.points)
     assert real - expected == set()
     assert {c for c in expected - real if not is_count_column(c)} == set()
     assert "incident.0.recovery_time" in real and "feature.f.roi" in real

@@ -1,8 +1,8 @@
 """Running a scenario into a results folder, atomically.
 
 The run is written into a hidden ``.<name>.partial-<pid>`` folder beside the target and renamed
-into place only when complete, so an interrupted or crashed run never leaves a folder that
-looks finished. A finished folder holds:
+into place only when complete (``results.folders.atomic_folder``), so an interrupted or crashed
+run never leaves a folder that looks finished. A finished folder holds:
 
 - ``config.json``: the resolved scenario (every default filled in), and ``config.toml``, the
   file it came from, when there was one;
@@ -15,9 +15,7 @@ looks finished. A finished folder holds:
 from __future__ import annotations
 
 import datetime as dt
-import os
 import platform
-import shutil
 import socket
 import subprocess
 from pathlib import Path
@@ -27,6 +25,7 @@ from llmtraffic.config.scenario import Scenario
 from llmtraffic.config.span import resolve_duration
 from llmtraffic.engine.simulation import ProgressFn, RunResult, Simulation
 from llmtraffic.errors import OutputError
+from llmtraffic.results.folders import atomic_folder
 from llmtraffic.results.jsonio import write_json
 from llmtraffic.results.sink import ParquetSink
 
@@ -96,12 +95,8 @@ def run_to_folder(
         final.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot create the folder {final.parent}: {exc.strerror}") from None
-    partial = final.parent / f".{final.name}.partial-{os.getpid()}"
-    if partial.exists():
-        shutil.rmtree(partial)
-    partial.mkdir()
     started = dt.datetime.now(dt.UTC)
-    try:
+    with atomic_folder(final) as partial:
         write_json(partial / "config.json", scenario.model_dump(mode="python"))
         if config_text is not None:
             (partial / "config.toml").write_text(config_text, encoding="utf-8")
@@ -111,16 +106,6 @@ def run_to_folder(
         meta = manifest(scenario, result, started)
         meta["overrides"] = list(overrides or [])
         write_json(partial / "manifest.json", meta)
-        if final.exists():
-            trash = final.parent / f".{final.name}.old-{os.getpid()}"
-            os.replace(final, trash)
-            os.replace(partial, final)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(partial, final)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     return final, result
 
 

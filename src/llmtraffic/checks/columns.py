@@ -13,8 +13,7 @@ from collections.abc import Iterable
 
 from llmtraffic.config.scenario import Scenario
 from llmtraffic.engine.entities import ATTEMPT_STATUSES, REQUEST_OUTCOMES
-from llmtraffic.results.metrics import INCIDENT_KEYS, RUN_KEYS, tally_metrics
-from llmtraffic.results.recorder import Tally
+from llmtraffic.results.metrics import INCIDENT_KEYS, RUN_KEYS, tally_metric_keys
 
 _COUNT = re.compile(
     r"^(?:feature\.[^.]+\.)?(?:outcomes\.(?:{})|attempt_statuses\.(?:{}))$".format(
@@ -31,11 +30,7 @@ def is_count_column(name: str) -> bool:
 
 def _feature_keys(with_value: bool) -> list[str]:
     """Scalar keys of one feature's (or the whole run's) metrics, counts included."""
-    keys = [
-        k
-        for k in tally_metrics([Tally()], 1.0, [1.0 if with_value else None])
-        if k not in ("outcomes", "attempt_statuses")
-    ]
+    keys = tally_metric_keys(with_value)
     keys += [f"outcomes.{o}" for o in REQUEST_OUTCOMES]
     keys += [f"attempt_statuses.{s}" for s in ATTEMPT_STATUSES]
     return keys

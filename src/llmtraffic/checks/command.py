@@ -14,7 +14,6 @@ from llmtraffic.checks.columns import expected_columns
 from llmtraffic.checks.evaluate import CheckResult, evaluate, select_points
 from llmtraffic.checks.report import junit_xml, load_baseline, results_table, save_baseline
 from llmtraffic.checks.spec import Check, parse_checks, parse_tolerance
-from llmtraffic.config.loader import scenario_from_dict
 from llmtraffic.errors import ConfigError
 from llmtraffic.experiment.spec import ExperimentSpec, read_experiment
 
@@ -98,9 +97,7 @@ def run_checks(
 def precheck(checks: Sequence[Check], spec: ExperimentSpec) -> None:
     """Refuse, before any run, checks that name a metric, axis or axis value the experiment's
     runs will not have: a misspelling fails at once, not after the whole battery."""
-    expected = expected_columns(
-        scenario_from_dict(p.raw, source=spec.source, base_dir=spec.base_dir) for p in spec.points
-    )
+    expected = expected_columns(p.scenario for p in spec.points)
     axes = [a.name for a in spec.axes]
     points = pd.DataFrame(
         [

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import tomllib
-import types
 import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -15,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from llmtraffic import presets
 from llmtraffic.config.scenario import Scenario
+from llmtraffic.config.schema_path import child, item_type, models_of
 from llmtraffic.config.span import resolve_duration
 from llmtraffic.errors import ConfigError
 
@@ -218,12 +218,7 @@ def _clean_path(loc: tuple[int | str, ...], raw: Any) -> tuple[list[str], Any]:
         if isinstance(part, str) and part.startswith(("function-", "json-or-python")):
             continue
         path.append(str(part))
-        if isinstance(node, dict):
-            node = node.get(part)
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
-            node = node[part]
-        else:
-            node = None
+        node = child(node, part)
     return path, node
 
 
@@ -233,32 +228,29 @@ def _type_at(root: type[BaseModel], path: list[str], raw: Any) -> Any:
     tp: Any = root
     node = raw
     for part in path:
-        resolved = _model_for(tp, node)
-        if isinstance(resolved, type) and issubclass(resolved, BaseModel):
-            field = resolved.model_fields.get(part)
+        models = models_of(tp, node)
+        if len(models) == 1:
+            field = models[0].model_fields.get(part)
             if field is None:
                 return None
             tp = field.annotation
-        elif resolved is not None:
-            tp = _container_item(resolved)
+        elif models:
+            return None  # a union the input does not pick a member of
         else:
-            return None
-        if isinstance(node, dict):
-            node = node.get(part)
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            node = None
+            tp = item_type(tp)
+            if tp is None:
+                return None
+        node = child(node, part)
     return tp
 
 
 def _allowed_keys(root: type[BaseModel], path: list[str], raw: Any) -> list[str]:
     """Field names of the table at ``path``."""
-    node = _node_at(raw, path)
-    model = _model_for(_type_at(root, path, raw), node)
-    if isinstance(model, type) and issubclass(model, BaseModel):
-        return sorted(model.model_fields)
-    return []
+    node = raw
+    for part in path:
+        node = child(node, part)
+    models = models_of(_type_at(root, path, raw), node)
+    return sorted(models[0].model_fields) if len(models) == 1 else []
 
 
 def _union_tags(root: type[BaseModel], path: list[str], raw: Any) -> list[str]:
@@ -281,55 +273,6 @@ def _union_tags(root: type[BaseModel], path: list[str], raw: Any) -> list[str]:
 
     collect(_type_at(root, path, raw))
     return tags
-
-
-def _node_at(raw: Any, path: list[str]) -> Any:
-    node = raw
-    for part in path:
-        if isinstance(node, dict):
-            node = node.get(part)
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            return None
-    return node
-
-
-def _model_for(tp: Any, node: Any) -> Any:
-    """Resolve Optional / Annotated / discriminated unions to one type, guided by the input."""
-    while True:
-        origin = typing.get_origin(tp)
-        if origin is typing.Annotated:
-            tp = typing.get_args(tp)[0]
-        elif origin in (typing.Union, types.UnionType):
-            members = [a for a in typing.get_args(tp) if a is not type(None)]
-            models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
-            kind = node.get("kind") if isinstance(node, dict) else None
-            for m in models:
-                if typing.get_args(m.model_fields.get("kind", _NoField).annotation) == (kind,):
-                    return m
-            if len(models) == 1:
-                return models[0]
-            if len(members) == 1:
-                tp = members[0]
-                continue
-            return None
-        else:
-            return tp
-
-
-class _NoField:
-    annotation = None
-
-
-def _container_item(tp: Any) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin is dict:
-        return args[1]
-    if origin is list:
-        return args[0]
-    return None
 
 
 def _dedupe(lines: list[str]) -> list[str]:

@@ -22,14 +22,12 @@ import copy
 import itertools
 import math
 import re
-import types
-import typing
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from llmtraffic.config.base import Model
 from llmtraffic.config.loader import (
@@ -40,8 +38,10 @@ from llmtraffic.config.loader import (
     set_dotted,
 )
 from llmtraffic.config.scenario import Scenario
+from llmtraffic.config.schema_path import child, container, item_type, models_of
 from llmtraffic.engine.simulation import config_hash
 from llmtraffic.errors import ConfigError
+from llmtraffic.results.metrics import RUN_KEYS, tally_metric_keys
 
 EXPERIMENT_KEYS = ("experiment", "sweep", "check")
 """Top-level tables of an experiment file that are not part of the scenario."""
@@ -49,48 +49,9 @@ EXPERIMENT_KEYS = ("experiment", "sweep", "check")
 Records = Literal["all", "timeseries", "summary"]
 
 RESERVED_COLUMNS = frozenset(
-    {
-        # identifiers of a run in the summary table
-        "point_id",
-        "replication",
-        # run fields and metrics of summary.json (docs/metrics.md)
-        "requests",
-        "successes",
-        "attempts",
-        "attempt_amplification",
-        "success_rate",
-        "attempt_error_rate",
-        "retry_share",
-        "billed_cost",
-        "useful_cost",
-        "wasted_cost",
-        "cost_amplification",
-        "baseline_cost",
-        "cost_vs_baseline",
-        "cost_per_success",
-        "cost_per_hour",
-        "cost_per_day",
-        "cost_per_month",
-        "value",
-        "roi",
-        "latency_mean",
-        "latency_p50",
-        "latency_p95",
-        "latency_p99",
-        "latency_max",
-        "goodput_rps",
-        "goodput_tokens_per_s",
-        "peak_attempt_rate_ratio",
-        "scenario",
-        "seed",
-        "config_hash",
-        "version",
-        "schema_version",
-        "duration",
-        "sim_end_time",
-        "event_count",
-        "wall_time_s",
-    }
+    # identifiers of a run in the summary table, then the run fields and metrics of
+    # summary.json (docs/metrics.md)
+    ["point_id", "replication", *tally_metric_keys(), *RUN_KEYS]
 )
 """Column names of the summary table that an axis column must not take (an axis named like
 one of them is given a longer name: ``run.duration`` instead of ``duration``)."""
@@ -159,6 +120,8 @@ class Point:
     values: dict[str, Any]
     raw: dict[str, Any]
     config_hash: str
+    scenario: Scenario = field(repr=False, compare=False)
+    """``raw`` validated (workers validate ``raw`` again: it is what they are sent)."""
 
 
 @dataclass(frozen=True)
@@ -427,7 +390,7 @@ def _check_path(path: str, base: dict[str, Any]) -> list[str]:
     for i, key in enumerate(keys):
         where = ".".join(keys[:i]) or "the scenario"
         last = i == len(keys) - 1
-        models = _models_of(tp, node)
+        models = models_of(tp, node)
         if models:
             fields = {name: f for m in models for name, f in m.model_fields.items()}
             if key not in fields:
@@ -437,66 +400,20 @@ def _check_path(path: str, base: dict[str, Any]) -> list[str]:
                 ]
             tp = fields[key].annotation
         else:
-            container = _container(tp)
-            if container is dict:
+            kind = container(tp)
+            if kind is dict:
                 if isinstance(node, Mapping) and key not in node and not last:
                     defined = ", ".join(sorted(node)) or "(none)"
                     return [f'sweep."{path}": {where} has no entry {key!r}; defined: {defined}']
-                tp = typing.get_args(_unwrap(tp))[1]
-            elif container is list:
+            elif kind is list:
                 size = len(node) if isinstance(node, list) else 0
                 if not key.isdigit() or int(key) >= size:
                     return [f'sweep."{path}": {where} is a list of {size}; no item {key!r}']
-                tp = typing.get_args(_unwrap(tp))[0]
             else:
                 return [f'sweep."{path}": {where} is a value, not a table']
-        if isinstance(node, Mapping):
-            node = node.get(key)
-        elif isinstance(node, list) and key.isdigit() and int(key) < len(node):
-            node = node[int(key)]
-        else:
-            node = None
+            tp = item_type(tp)
+        node = child(node, key)
     return []
-
-
-def _unwrap(tp: Any) -> Any:
-    """Strip ``Annotated`` and ``Optional`` from a type."""
-    while True:
-        origin = typing.get_origin(tp)
-        if origin is typing.Annotated:
-            tp = typing.get_args(tp)[0]
-        elif origin in (typing.Union, types.UnionType):
-            members = [a for a in typing.get_args(tp) if a is not type(None)]
-            if len(members) != 1:
-                return tp
-            tp = members[0]
-        else:
-            return tp
-
-
-def _models_of(tp: Any, node: Any) -> list[type[BaseModel]]:
-    """The config models a value of type ``tp`` may be: one, or the members of a union (those
-    whose ``kind`` matches the input's, when it names one)."""
-    tp = _unwrap(tp)
-    if isinstance(tp, type) and issubclass(tp, BaseModel):
-        return [tp]
-    if typing.get_origin(tp) not in (typing.Union, types.UnionType):
-        return []
-    members = [_unwrap(a) for a in typing.get_args(tp)]
-    models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
-    kind = node.get("kind") if isinstance(node, Mapping) else None
-    matching = [
-        m
-        for m in models
-        if "kind" in m.model_fields
-        and typing.get_args(m.model_fields["kind"].annotation) == (kind,)
-    ]
-    return matching or models
-
-
-def _container(tp: Any) -> type | None:
-    origin = typing.get_origin(_unwrap(tp))
-    return origin if origin in (dict, list) else None
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+=-]+")
@@ -577,7 +494,9 @@ def _make_points(
             problems.extend(_attribute(exc.problems, axes, combo))
             continue
         points.append(
-            Point(index, "-".join(parts), tuple(combo), values, raw, config_hash(scenario))
+            Point(
+                index, "-".join(parts), tuple(combo), values, raw, config_hash(scenario), scenario
+            )
         )
     if problems:
         unique = list(dict.fromkeys(problems))

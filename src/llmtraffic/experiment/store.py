@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from llmtraffic.errors import LLMTrafficError, OutputError
 from llmtraffic.experiment.analysis import fill_counts, flatten_summary, point_stats
 from llmtraffic.experiment.spec import ExperimentSpec, Run
+from llmtraffic.results.folders import atomic_folder
 from llmtraffic.results.jsonio import read_json, write_json
 from llmtraffic.results.load import RunData, load
 from llmtraffic.runner import git_revision
@@ -175,22 +176,9 @@ class ExperimentStore:
         into a hidden folder first, renamed into place when complete."""
         final = self.run_dir(run.point.id, run.replication)
         final.parent.mkdir(parents=True, exist_ok=True)
-        partial = final.parent / f".{final.name}.partial-{os.getpid()}"
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir()
-        try:
+        with atomic_folder(final) as partial:
             for name, data in files.items():
                 (partial / name).write_bytes(data)
-            if final.exists():
-                trash = final.parent / f".{final.name}.old-{os.getpid()}"
-                os.replace(final, trash)
-                os.replace(partial, final)
-                shutil.rmtree(trash, ignore_errors=True)
-            else:
-                os.replace(partial, final)
-        except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise
         return final
 
     def write_manifest(self, data: Mapping[str, Any]) -> None:

@@ -138,6 +138,13 @@ RUN_KEYS = (
 ``incidents`` (written by ``engine.simulation``)."""
 
 
+def tally_metric_keys(with_value: bool = True) -> list[str]:
+    """The scalar keys ``tally_metrics`` writes (``value`` and ``roi`` only ``with_value``),
+    without the count tables ``outcomes`` and ``attempt_statuses``."""
+    keys = tally_metrics([Tally()], 1.0, [1.0 if with_value else None])
+    return [k for k in keys if k not in ("outcomes", "attempt_statuses")]
+
+
 def incident_metrics(
     inc: IncidentSpan,
     bins: Bins,
