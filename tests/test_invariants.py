@@ -39,7 +39,7 @@ from llmtraffic.config.policy import (
     Policy,
 )
 from llmtraffic.engine.entities import ATTEMPT_STATUSES, REQUEST_OUTCOMES
-from llmtraffic.engine.simulation import RunResult
+from llmtraffic.simulation import RunResult
 from llmtraffic.testing.strategies import scenarios
 
 FAST_FAILURES = ("rate_limited", "server_error", "overloaded")

@@ -12,7 +12,6 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+unknown"
 
 from llmtraffic.config import Policy, Scenario, load_config, scenario_from_dict
-from llmtraffic.engine.simulation import RunResult, Simulation
 from llmtraffic.errors import ConfigError, LLMTrafficError, TraceError
 from llmtraffic.experiment import (
     ExperimentData,
@@ -23,6 +22,7 @@ from llmtraffic.experiment import (
 )
 from llmtraffic.results.load import RunData, load
 from llmtraffic.runner import run_to_folder
+from llmtraffic.simulation import RunResult, Simulation
 
 __all__ = [
     "ConfigError",

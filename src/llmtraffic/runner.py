@@ -23,11 +23,11 @@ from typing import Any
 
 from llmtraffic.config.scenario import Scenario
 from llmtraffic.config.span import resolve_duration
-from llmtraffic.engine.simulation import ProgressFn, RunResult, Simulation
 from llmtraffic.errors import OutputError
 from llmtraffic.results.folders import atomic_folder
 from llmtraffic.results.jsonio import write_json
 from llmtraffic.results.sink import ParquetSink
+from llmtraffic.simulation import ProgressFn, RunResult, Simulation
 
 TABLES_BY_RECORDS = {
     "all": ("requests", "attempts", "events", "timeseries"),

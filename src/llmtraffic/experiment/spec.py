@@ -39,9 +39,9 @@ from llmtraffic.config.loader import (
 )
 from llmtraffic.config.scenario import Scenario
 from llmtraffic.config.schema_path import child, container, item_type, models_of
-from llmtraffic.engine.simulation import config_hash
 from llmtraffic.errors import ConfigError
 from llmtraffic.results.metrics import RUN_KEYS, tally_metric_keys
+from llmtraffic.simulation import config_hash
 
 EXPERIMENT_KEYS = ("experiment", "sweep", "check")
 """Top-level tables of an experiment file that are not part of the scenario."""

@@ -135,7 +135,7 @@ RUN_KEYS = (
     "wall_time_s",
 )
 """Keys of summary.json besides the metrics of ``tally_metrics``, ``features`` and
-``incidents`` (written by ``engine.simulation``)."""
+``incidents`` (written by ``llmtraffic.simulation``)."""
 
 
 def tally_metric_keys(with_value: bool = True) -> list[str]:

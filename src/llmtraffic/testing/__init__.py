@@ -32,8 +32,8 @@ from llmtraffic.checks.evaluate import OPS, _judge
 from llmtraffic.checks.spec import Check
 from llmtraffic.config.loader import apply_overrides, load_config, scenario_from_dict
 from llmtraffic.config.scenario import Scenario
-from llmtraffic.engine.simulation import Simulation
 from llmtraffic.experiment.analysis import flatten_summary, mean_ci
+from llmtraffic.simulation import Simulation
 
 __all__ = [
     "ScenarioRuns",
