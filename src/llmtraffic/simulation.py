@@ -91,6 +91,8 @@ class Simulation:
         self._memory = sink is None
         self.sink: RecordSink = MemorySink() if sink is None else sink
         self.progress = progress
+        self.clients: dict[str, Client] = {}
+        self.endpoints: dict[str, Endpoint] = {}
 
     def run(self) -> RunResult:
         """Simulate the scenario and return the summary (and in-memory tables)."""
@@ -150,6 +152,8 @@ class Simulation:
                 name, feat, clients[name], kernel, streams, duration, run.start_hour, ids.__next__
             ).start()
         self._schedule_ticks(kernel, recorder, endpoints, clients, duration)
+        # Kept for inspection after the run (tests audit the gates' books through them).
+        self.clients, self.endpoints = clients, endpoints
         until = duration + run.drain if finite_drain else None
         kernel.run(until=until)
         end = float(kernel.env.now)
@@ -158,9 +162,7 @@ class Simulation:
                 for req in list(c.live.values()):
                     c.finish(req, UNFINISHED, end)
             c.close_open_intervals(end)
-        last = recorder.used_bins()
-        if end > last * recorder.bins.width + 1e-9 or last == 0:
-            recorder.sample(end, last)
+        recorder.final_sample(end)
         recorder.close(end)
         wall = time.perf_counter() - wall0
         summary = self._summary(sc, recorder, end, wall, kernel.events_scheduled())
