@@ -26,6 +26,7 @@ from llmtraffic.provider.endpoint import Endpoint
 from llmtraffic.provider.incidents import schedule_incidents
 from llmtraffic.results.metrics import (
     IncidentSpan,
+    RecoveryRule,
     incident_metrics,
     peak_attempt_rate_ratio,
     tally_metrics,
@@ -141,6 +142,7 @@ class Simulation:
             )
             for name, feat in sc.features.items()
         }
+        recorder.queue_integrals = {name: e.queue_integral for name, e in endpoints.items()}
         recorder.integrals = {
             "in_flight": lambda t: sum(c.inflight_integral(t) for c in clients.values()),
             "busy_slots": lambda t: sum(e.busy_integral(t) for e in endpoints.values()),
@@ -235,16 +237,7 @@ class Simulation:
             n: tally_metrics([recorder.tallies[n]], duration, [sc.features[n].value_per_success])
             for n in names
         }
-        rec = sc.run.recovery
-        spans = [
-            IncidentSpan(p, inc.kind, inc.start, inc.start + inc.duration)
-            for p, cfg in sc.providers.items()
-            for inc in cfg.incidents
-        ]
-        summary["incidents"] = [
-            incident_metrics(s, recorder.bins, duration, rec.tolerance, rec.window, rec.baseline)
-            for s in sorted(spans, key=lambda s: s.start)
-        ]
+        summary["incidents"] = incident_summaries(sc, recorder, duration)
         summary.update(
             {
                 "scenario": sc.name,
@@ -259,3 +252,43 @@ class Simulation:
             }
         )
         return summary
+
+
+def incident_scope(sc: Scenario, provider: str) -> list[str]:
+    """The features whose provider chain (primary and fallbacks) includes ``provider``."""
+    out = []
+    for name, feat in sc.features.items():
+        policy = sc.policy_of(name)
+        fallbacks = policy.fallback.providers if policy.fallback is not None else []
+        if provider == feat.provider or provider in fallbacks:
+            out.append(name)
+    return out
+
+
+def incident_summaries(sc: Scenario, recorder: Recorder, duration: float) -> list[dict[str, Any]]:
+    """``incident_metrics`` of every incident, in start order, each on the features it hits;
+    each is judged until the next incident that hits one of those features starts."""
+    rec = sc.run.recovery
+    rule = RecoveryRule(rec.tolerance, rec.window, rec.baseline, rec.horizon, rec.hold)
+    spans = sorted(
+        (
+            IncidentSpan(p, inc.kind, inc.start, inc.start + inc.duration)
+            for p, cfg in sc.providers.items()
+            for inc in cfg.incidents
+        ),
+        key=lambda s: s.start,
+    )
+    scopes = [set(incident_scope(sc, s.provider)) for s in spans]
+    out = []
+    for i, s in enumerate(spans):
+        stop = min(
+            (
+                o.start
+                for o, sc_o in zip(spans, scopes, strict=True)
+                if o.start > s.start and sc_o & scopes[i]
+            ),
+            default=math.inf,
+        )
+        features = [f for f in sc.features if f in scopes[i]]
+        out.append(incident_metrics(s, recorder.bins, duration, rule, features, stop))
+    return out

@@ -77,8 +77,10 @@ class Client:
         self.tally = recorder.tallies[name]
         self.bins = recorder.bins
         self._inv = recorder.bins.inv
-        self.arrived_failed = recorder.bins.arrived["arrived_failed"]
-        self.arrived_unfinished = recorder.bins.arrived["arrived_unfinished"]
+        # Per feature: incident metrics are judged on the features an incident hits.
+        arrived = recorder.bins.arrived_of(name)
+        self.arrived_failed = arrived["arrived_failed"]
+        self.arrived_unfinished = arrived["arrived_unfinished"]
         self.breaker_failures: frozenset[str] = frozenset()
         self.breakers: tuple[CircuitBreaker | None, ...] = (None,) * len(self.chain)
         self._open_since = [0.0] * len(self.chain)

@@ -24,6 +24,14 @@ class Recovery(Model):
     )
     window: Duration = Field(60.0, description="rolling window of the success rate")
     baseline: Duration = Field(300.0, description="pre-incident span that sets the level")
+    horizon: FiniteDuration = Field(
+        600.0,
+        description="how long after an incident ends the system has to recover before it is "
+        "called metastable",
+    )
+    hold: FiniteDuration = Field(
+        300.0, description="how long the success rate must stay at the level to be a recovery"
+    )
 
 
 class RunSettings(Model):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,14 +113,29 @@ INCIDENT_KEYS = (
     "kind",
     "start",
     "end",
+    "features",
     "success_rate_before",
     "success_rate_during",
     "attempt_amplification_during",
     "extra_cost",
     "recovery_time",
     "metastable",
+    "metastable_reason",
+    "horizon",
+    "attempt_amplification_before",
+    "attempt_amplification_after",
+    "rate_limited_share_before",
+    "rate_limited_share_after",
+    "overloaded_share_before",
+    "overloaded_share_after",
+    "queue_length_before",
+    "queue_length_after",
 )
 """The keys of ``incident_metrics``: one entry of summary.json's ``incidents`` list."""
+
+BINARY_KEYS = frozenset({"metastable"})
+"""Summary keys whose value per run is a flag (true / false, 1 / 0 in summary.csv): checks
+judge them as counts of runs (exact binomial intervals), not with t intervals."""
 
 RUN_KEYS = (
     "peak_attempt_rate_ratio",
@@ -145,76 +161,152 @@ def tally_metric_keys(with_value: bool = True) -> list[str]:
     return [k for k in keys if k not in ("outcomes", "attempt_statuses")]
 
 
+@dataclass(frozen=True)
+class RecoveryRule:
+    """How recovery is judged (``run.recovery``; docs/metrics.md, "Recovery and metastability")."""
+
+    tolerance: float = 0.02
+    window: float = 60.0
+    baseline: float = 300.0
+    horizon: float = 600.0
+    hold: float = 300.0
+
+
+def _bins(seconds: float, width: float) -> int:
+    """Whole bins that cover ``seconds`` (at least one)."""
+    return max(1, math.ceil(seconds / width - 1e-9))
+
+
 def incident_metrics(
     inc: IncidentSpan,
     bins: Bins,
     duration: float,
-    tolerance: float,
-    window: float,
-    baseline: float,
+    rule: RecoveryRule,
+    features: Sequence[str],
+    stop: float = math.inf,
 ) -> dict[str, Any]:
-    """Success rate and extra cost during an incident, recovery time and metastability.
+    """Success rate and extra cost during an incident, recovery time and metastability, on the
+    requests of ``features`` (those whose provider chain includes the incident's provider).
 
-    Success rates are those of requests by arrival bin. The level is the success rate of the
-    requests that arrived in the ``baseline`` seconds before the start. Recovery is the first
-    time t >= end such that the requests arriving in [t, t + window) succeed at a rate of at
-    least level - tolerance; ``recovery_time`` = t - end. When windows fit after the incident
-    but none recovers before the arrivals stop, the incident is ``metastable``; when not even
-    one window fits (or there is no level), ``metastable`` is None: the run cannot tell.
+    Success rates are by arrival bin; windows start on bin edges. The *level* is the success
+    rate of the requests that arrived in the ``rule.baseline`` seconds before the start. A
+    window is *good* when its requests succeed at >= level - tolerance (or it has none).
+    Windows are judged from the end of the incident up to the *judged end*: end + horizon +
+    hold, or earlier when the arrivals stop or another incident on these features starts
+    (``stop``). The *recovery* is the start r of the first window from which every window
+    up to the judged end is good, provided r <= end + horizon and at least ``hold`` seconds
+    of good windows follow it; ``recovery_time`` = r - end. Not recovered while the judged
+    end reaches end + horizon + hold: ``metastable``. Otherwise the run is too short to tell
+    (``metastable`` null, ``metastable_reason`` says why).
     """
     w = bins.width
-    arrived_ok, arrived_done = bins.arrived_ok_done(bins.n)
-    ok = np.asarray(arrived_ok, dtype=float)
-    done = np.asarray(arrived_done, dtype=float)
-    cost = np.asarray(bins.costs["billed_cost"], dtype=float)
-    attempts = np.asarray(bins.counts["attempts"], dtype=float)
-    arrivals = np.asarray(bins.counts["arrivals"], dtype=float)
-    last = min(len(ok), math.ceil(duration / w - 1e-9))  # bins that hold arrivals
+    n = bins.n
+    zero = np.zeros(n)
+
+    def total(column: str) -> np.ndarray:
+        out = zero.copy()
+        for f in features:
+            if f in bins.by_feature:
+                out += np.asarray(bins.by_feature[f][column], dtype=float)
+        return out
+
+    def arrived(column: str) -> np.ndarray:
+        out = zero.copy()
+        for f in features:
+            if f in bins.arrived_by_feature:
+                out += np.asarray(bins.arrived_by_feature[f][column], dtype=float)
+        return out
+
+    arrivals = total("arrivals")
+    done = arrivals - arrived("arrived_unfinished")
+    ok = done - arrived("arrived_failed")
+    attempts = total("attempts")
+    limited = total("rate_limited")
+    overloaded = total("overloaded")
+    cost = total("billed_cost")
+    queue = np.asarray(bins.queue_by_provider.get(inc.provider, zero), dtype=float)
+
+    last = min(n, math.ceil(duration / w - 1e-9))  # bins that hold arrivals
     b_start = int(inc.start // w)
     b_end = math.ceil(inc.end / w - 1e-9)
-    b_pre = max(0, int((inc.start - baseline) // w))
+    b_pre = max(0, int((inc.start - rule.baseline) // w))
+    wb = _bins(rule.window, w)
+    hb = max(wb, _bins(rule.hold, w))
+    k_horizon = b_end + math.ceil(rule.horizon / w - 1e-9)  # latest recovery start
+    k_judged = k_horizon + hb  # a verdict needs good windows up to here
+    k_stop = min(last, math.ceil(stop / w - 1e-9) if math.isfinite(stop) else last)
+    k_end = max(b_end, min(k_judged, k_stop))
 
-    def rate(a: int, b: int) -> float:
-        return ratio(float(ok[a:b].sum()), float(done[a:b].sum()))
+    def rate(num: np.ndarray, den: np.ndarray, a: int, b: int) -> float:
+        return ratio(float(num[a:b].sum()), float(den[a:b].sum()))
 
-    level = rate(b_pre, b_start)
-    during = rate(b_start, min(b_end, last))
-    wb = max(1, math.ceil(window / w - 1e-9))
+    level = rate(ok, done, b_pre, b_start)
+    k_rec = b_end
     recovery = math.nan
     metastable: bool | None = None
-    # Judged only when at least one whole window of arrivals follows the incident; otherwise
-    # the run is too short to say (null), not "did not recover".
-    if not math.isnan(level) and b_end + wb <= last:
-        metastable = True
-        cum_ok = np.concatenate(([0.0], np.cumsum(ok[:last])))
-        cum_done = np.concatenate(([0.0], np.cumsum(done[:last])))
-        for k in range(b_end, last - wb + 1):
-            d = cum_done[k + wb] - cum_done[k]
-            if d and (cum_ok[k + wb] - cum_ok[k]) / d >= level - tolerance:
-                recovery = max(0.0, k * w - inc.end)
-                metastable = False
-                break
-    pre_span = (b_start - b_pre) * w
-    pre_rate = ratio(float(cost[b_pre:b_start].sum()), pre_span)
-    b_stop = b_end + (math.ceil(recovery / w) if not math.isnan(recovery) else 0)
-    if metastable:
-        b_stop = last
-    b_stop = max(b_stop, b_end)
+    reason: str
+    if not features:
+        reason = f"no feature sends to {inc.provider}"
+    elif math.isnan(level):
+        reason = "no request ended in the baseline span before the incident: no level"
+    else:
+        floor = level - rule.tolerance
+        # Earliest window start from which every window up to k_end is good: one past the
+        # last bad one.
+        for k in range(b_end, k_end - wb + 1):
+            d = float(done[k : k + wb].sum())
+            if d and float(ok[k : k + wb].sum()) / d < floor:
+                k_rec = k + 1
+        if k_rec <= min(k_horizon, k_end - hb):
+            recovery = max(0.0, k_rec * w - inc.end)
+            metastable = False
+            reason = (
+                f"back to the level {recovery:g} s after the end and held for "
+                f"{(k_end - k_rec) * w:g} s"
+            )
+        elif k_end >= k_judged:
+            metastable = True
+            reason = (
+                f"not back to the level ({level:.4g} - {rule.tolerance:g}) within "
+                f"{rule.horizon:g} s of the end, held for {hb * w:g} s"
+            )
+        else:
+            seen = max(0.0, k_end * w - inc.end)
+            why = "the arrivals stop" if k_stop == last else "another incident starts"
+            reason = (
+                f"{why} {seen:g} s after the end; a verdict needs "
+                f"{(k_judged * w - inc.end):g} s (horizon {rule.horizon:g} s + hold "
+                f"{hb * w:g} s)"
+            )
+    pre_rate = ratio(float(cost[b_pre:b_start].sum()), (b_start - b_pre) * w)
+    # Extra cost runs to the recovery, or to the end of what was judged.
+    b_stop = max(b_end, k_rec if metastable is False else k_end)
     span_cost = float(cost[b_start:b_stop].sum())
     extra = span_cost - pre_rate * (b_stop - b_start) * w if not math.isnan(pre_rate) else math.nan
+    # Evidence of a loop that outlives the trigger: the last ``hold`` of the judged span.
+    a_tail = max(b_end, k_end - hb)
     return {
         "provider": inc.provider,
         "kind": inc.kind,
         "start": inc.start,
         "end": inc.end,
+        "features": ",".join(features),
         "success_rate_before": level,
-        "success_rate_during": during,
-        "attempt_amplification_during": ratio(
-            float(attempts[b_start:b_end].sum()), float(arrivals[b_start:b_end].sum())
-        ),
+        "success_rate_during": rate(ok, done, b_start, min(b_end, last)),
+        "attempt_amplification_during": rate(attempts, arrivals, b_start, b_end),
         "extra_cost": extra,
         "recovery_time": recovery,
         "metastable": metastable,
+        "metastable_reason": reason,
+        "horizon": rule.horizon,
+        "attempt_amplification_before": rate(attempts, arrivals, b_pre, b_start),
+        "attempt_amplification_after": rate(attempts, arrivals, a_tail, k_end),
+        "rate_limited_share_before": rate(limited, attempts, b_pre, b_start),
+        "rate_limited_share_after": rate(limited, attempts, a_tail, k_end),
+        "overloaded_share_before": rate(overloaded, attempts, b_pre, b_start),
+        "overloaded_share_after": rate(overloaded, attempts, a_tail, k_end),
+        "queue_length_before": ratio(float(queue[b_pre:b_start].sum()), (b_start - b_pre) * w),
+        "queue_length_after": ratio(float(queue[a_tail:k_end].sum()), (k_end - a_tail) * w),
     }
 
 

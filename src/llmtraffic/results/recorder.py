@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pyarrow as pa
@@ -35,6 +35,9 @@ COUNT_COLUMNS = (
 ARRIVAL_COLUMNS = ("arrived_failed", "arrived_unfinished")
 """Kept by arrival bin, for the recovery metrics. Failures are rare, so the hot path only
 counts them; ``arrived_ok`` and ``arrived_done`` are derived from the arrivals."""
+FEATURE_COLUMNS = ("arrivals", "attempts", "rate_limited", "overloaded", "billed_cost")
+"""Kept per feature as well, for the incident metrics: an incident is judged on the features
+whose provider chain it hits (docs/metrics.md). Filled by the ticks, off the hot path."""
 COST_COLUMNS = ("billed_cost", "wasted_cost")
 LEVEL_COLUMNS = ("in_flight", "busy_slots", "queue_length", "breakers_open")
 SAMPLE_COLUMNS = ("rate_limit_headroom", "budget_level")
@@ -119,17 +122,64 @@ class Bins:
         n = math.ceil(expected_end * self.inv) + 2
         self.n = n
         self.counts: dict[str, list[float]] = {c: [0] * n for c in COUNT_COLUMNS}
-        self.arrived: dict[str, list[int]] = {c: [0] * n for c in ARRIVAL_COLUMNS}
         self.costs: dict[str, list[float]] = {c: [0.0] * n for c in COST_COLUMNS}
         self.levels: dict[str, list[float]] = {c: [0.0] * n for c in LEVEL_COLUMNS}
         self.samples: dict[str, list[float]] = {c: [math.nan] * n for c in SAMPLE_COLUMNS}
+        # Per feature: FEATURE_COLUMNS (by the ticks) and ARRIVAL_COLUMNS (by the clients,
+        # indexed by arrival bin). Per provider: the time-integral of its queue in each bin.
+        self.by_feature: dict[str, dict[str, list[float]]] = {}
+        self.arrived_by_feature: dict[str, dict[str, list[int]]] = {}
+        self.queue_by_provider: dict[str, list[float]] = {}
+
+    def feature(self, name: str) -> dict[str, list[float]]:
+        """The per-feature count and cost columns of ``name`` (created empty on first use)."""
+        cols = self.by_feature.get(name)
+        if cols is None:
+            cols = self.by_feature[name] = {c: [0] * self.n for c in FEATURE_COLUMNS}
+        return cols
+
+    def arrived_of(self, name: str) -> dict[str, list[int]]:
+        """Feature ``name``'s requests that failed / were left unfinished, by arrival bin: the
+        lists its client bumps (created empty on first use)."""
+        cols = self.arrived_by_feature.get(name)
+        if cols is None:
+            cols = self.arrived_by_feature[name] = {c: [0] * self.n for c in ARRIVAL_COLUMNS}
+        return cols
+
+    def queue_of(self, provider: str) -> list[float]:
+        """Provider ``provider``'s queue-length integral per bin (created empty on first use)."""
+        col = self.queue_by_provider.get(provider)
+        if col is None:
+            col = self.queue_by_provider[provider] = [0.0] * self.n
+        return col
+
+    @property
+    def arrived(self) -> dict[str, list[int]]:
+        """ARRIVAL_COLUMNS summed over the features (a copy: clients write per feature)."""
+        out = {c: [0] * self.n for c in ARRIVAL_COLUMNS}
+        for cols in self.arrived_by_feature.values():
+            for c, lst in cols.items():
+                total = out[c]
+                for i, v in enumerate(lst):
+                    if v:
+                        total[i] += v
+        return out
 
     def ensure(self, index: int) -> None:
         """Make sure bin ``index`` exists (growing by half again, so growth is rare)."""
         if index < self.n:
             return
         extra = max(index + 1 - self.n, self.n // 2 + 1)
-        for d in (self.counts, self.arrived, self.costs, self.levels):
+        # Lists grow in place: clients hold references to their arrival columns.
+        groups: list[Mapping[str, list[float]] | Mapping[str, list[int]]] = [
+            self.counts,
+            self.costs,
+            self.levels,
+            self.queue_by_provider,
+            *self.by_feature.values(),
+            *self.arrived_by_feature.values(),
+        ]
+        for d in groups:
             for lst in d.values():
                 lst.extend([0] * extra)
         for lst in self.samples.values():
@@ -138,9 +188,10 @@ class Bins:
 
     def arrived_ok_done(self, n: int) -> tuple[list[int], list[int]]:
         """Per arrival bin: requests that succeeded, and requests that reached an outcome."""
+        arrived = self.arrived
         arrivals = self.counts["arrivals"][:n]
-        failed = self.arrived["arrived_failed"][:n]
-        unfinished = self.arrived["arrived_unfinished"][:n]
+        failed = arrived["arrived_failed"][:n]
+        unfinished = arrived["arrived_unfinished"][:n]
         done = [int(a) - u for a, u in zip(arrivals, unfinished, strict=True)]
         return [d - f for d, f in zip(done, failed, strict=True)], done
 
@@ -192,8 +243,12 @@ class Recorder:
         self.bins = Bins(bin_width, expected_end)
         self.tallies = {f: Tally() for f in features}
         self.integrals: dict[str, Integral] = {}
+        self.queue_integrals: dict[str, Integral] = {}
+        """Per provider: the integral of its queue length (for the incident metrics)."""
         self._last_counters: dict[str, float] = {}
+        self._last_feature: dict[str, dict[str, float]] = {}
         self._last_integrals: dict[str, float] = {}
+        self._last_queue: dict[str, float] = {}
         self._sampled_until = 0
 
     # Time series ------------------------------------------------------------------------------
@@ -203,9 +258,15 @@ class Recorder:
         bins = self.bins
         bins.ensure(bin_index + 2)
         totals: dict[str, float] = {}
-        for tally in self.tallies.values():
-            for k, v in tally.counters().items():
+        for name, tally in self.tallies.items():
+            counters = tally.counters()
+            for k, v in counters.items():
                 totals[k] = totals.get(k, 0) + v
+            before = self._last_feature.get(name, {})
+            columns = bins.feature(name)
+            for k in FEATURE_COLUMNS:
+                columns[k][bin_index] += counters[k] - before.get(k, 0)
+            self._last_feature[name] = counters
         last = self._last_counters
         for k, v in totals.items():
             column = bins.costs[k] if k in bins.costs else bins.counts[k]
@@ -215,6 +276,10 @@ class Recorder:
             value = integral(now)
             bins.levels[k][bin_index] += value - self._last_integrals.get(k, 0.0)
             self._last_integrals[k] = value
+        for provider, integral in self.queue_integrals.items():
+            value = integral(now)
+            bins.queue_of(provider)[bin_index] += value - self._last_queue.get(provider, 0.0)
+            self._last_queue[provider] = value
         self._sampled_until = bin_index + 1
 
     def final_sample(self, end: float) -> None:
