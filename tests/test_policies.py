@@ -49,7 +49,9 @@ def uniforms(seed: int) -> Any:
 # Presets against their sources ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("preset", ["openai-sdk", "anthropic-sdk", "litellm-router"])
+@pytest.mark.parametrize(
+    "preset", ["openai-sdk", "anthropic-sdk", "openai-sdk-stream", "anthropic-sdk-stream"]
+)
 def test_sdk_backoff_follows_the_source_formula(preset: str) -> None:
     """min(0.5 * 2^n, 8) * (1 - 0.25 U), n = retries so far: in (0.75 w, w], mean 0.875 w."""
     policy = Policy.model_validate({"preset": preset, "retry": {"max_retries": 10}})
@@ -61,6 +63,20 @@ def test_sdk_backoff_follows_the_source_formula(preset: str) -> None:
         assert waits.min() > 0.75 * w - 1e-12 and waits.max() <= w + 1e-12
         se = waits.std(ddof=1) / np.sqrt(len(waits))
         assert within(float(waits.mean()), 0.875 * w, se), (n, waits.mean(), 0.875 * w)
+
+
+def test_litellm_backoff_adds_its_jitter() -> None:
+    """clamp(0.5 * 2^n, 0, 8) + 0.75 U (litellm/utils.py calculate_retry_after): in
+    [w, w + 0.75), mean w + 0.375; never shorter than w, unlike the SDKs'."""
+    policy = Policy.model_validate({"preset": "litellm-router", "retry": {"max_retries": 10}})
+    ctl = controller_for(policy)
+    u = uniforms(11)
+    for n in range(7):
+        w = min(0.5 * 2**n, 8.0)
+        waits = np.array([wait_of(ctl, state(n + 1), u) for _ in range(20_000)])
+        assert waits.min() >= w and waits.max() < w + 0.75
+        se = waits.std(ddof=1) / np.sqrt(len(waits))
+        assert within(float(waits.mean()), w + 0.375, se), (n, waits.mean(), w + 0.375)
 
 
 def test_sdk_presets_stop_after_two_retries() -> None:
@@ -79,11 +95,41 @@ def test_retry_after_rules_of_each_sdk() -> None:
     # Both honour a reasonable retry-after exactly.
     assert decide(openai, state(1, "rate_limited", 7.0), u).wait == 7.0
     assert decide(anthropic, state(1, "rate_limited", 7.0), u).wait == 7.0
-    # OpenAI honours up to 120 s and does not retry beyond; Anthropic up to 60 s, then backs off.
+    # OpenAI honours up to 120 s and does not retry beyond; Anthropic (2.14-2.16) honours any
+    # positive value: no 60 s cut-off.
     assert decide(openai, state(1, "rate_limited", 100.0), u).wait == 100.0
     assert decide(openai, state(1, "rate_limited", 150.0), u) == Decision(None, "exhausted")
-    backoff = decide(anthropic, state(1, "rate_limited", 90.0), u).wait
-    assert backoff is not None and 0.375 < backoff <= 0.5
+    assert decide(anthropic, state(1, "rate_limited", 90.0), u).wait == 90.0
+    assert decide(anthropic, state(1, "rate_limited", 200.0), u).wait == 200.0
+    # A retry-after of 0 is not "positive": both back off.
+    for ctl in (openai, anthropic):
+        backoff = decide(ctl, state(1, "rate_limited", 0.0), u).wait
+        assert backoff is not None and 0.375 <= backoff <= 0.5
+    # LiteLLM: up to 60 s waited plus U(0, 0.75); beyond, its backoff (plus the same jitter).
+    litellm = controller_for(Policy.model_validate({"preset": "litellm-router"}))
+    honoured = decide(litellm, state(1, "rate_limited", 30.0), u).wait
+    assert honoured is not None and 30.0 <= honoured < 30.75
+    ignored = decide(litellm, state(1, "rate_limited", 61.0), u).wait
+    assert ignored is not None and 0.5 <= ignored < 1.25
+
+
+@pytest.mark.parametrize("preset", ["openai-sdk", "anthropic-sdk"])
+def test_sdk_presets_retry_by_http_status(preset: str) -> None:
+    """408, 409, 429 and >= 500 are retried; a 424 or 400 sent as a server error is not; a
+    timeout or a broken-off body (connection errors to the SDK) is."""
+    ctl = controller_for(Policy.model_validate({"preset": preset}))
+    u = uniforms(12)
+    for code in (408, 409, 500, 503, 529):
+        s = RetryState(1, "server_error", code, math.nan, 0.0, 0.0, 100.0, 1)
+        assert decide(ctl, s, u).wait is not None, code
+    for code in (400, 424):
+        s = RetryState(1, "server_error", code, math.nan, 0.0, 0.0, 100.0, 1)
+        assert decide(ctl, s, u) == Decision(None, "non_retryable"), code
+    assert decide(ctl, state(1, "timeout"), u).wait is not None
+    assert decide(ctl, RetryState(1, "midstream_error", 200, math.nan, 0, 0, 100, 1), u).wait
+    stream = controller_for(Policy.model_validate({"preset": f"{preset}-stream"}))
+    broken = RetryState(1, "midstream_error", 200, math.nan, 0.0, 0.0, 100.0, 1)
+    assert decide(stream, broken, u) == Decision(None, "non_retryable")
 
 
 def test_cookbook_recipe_waits() -> None:

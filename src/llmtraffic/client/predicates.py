@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from llmtraffic.client.waits import RetryState
+
+if TYPE_CHECKING:
+    from llmtraffic.config.policy import Policy
 
 
 class RetryIf:
@@ -70,3 +74,39 @@ class RetryIfHttpStatus(RetryIf):
     def __call__(self, state: RetryState) -> bool:
         """The HTTP status is one of them."""
         return state.http_status in self.codes
+
+
+RESPONSE_STATUSES = frozenset({"rate_limited", "server_error", "overloaded"})
+"""Failed attempts that came back as an HTTP error response (a timeout has no response, and a
+mid-stream failure's response was a 200 whose body broke off)."""
+
+
+@dataclass(frozen=True)
+class RetryIfHttp(RetryIf):
+    """The SDKs' ``_should_retry`` on error responses: retry a response whose HTTP status is
+    one of ``codes`` or at least ``at_least``; failures without an error response (timeouts,
+    mid-stream failures: connection errors to an SDK) pass.
+
+    ``RetryIfHttp(frozenset({408, 409, 429}), 500)`` is the OpenAI and Anthropic SDKs' rule
+    (openai 3.57.0 and anthropic 2.16.0, ``_base_client.py``): a 424 or a 400 is not retried
+    even if the provider's config sends it as a ``server_error``.
+    """
+
+    codes: frozenset[int]
+    at_least: int | None = None
+
+    def __call__(self, state: RetryState) -> bool:
+        """The failure had no error response, or its status is retryable."""
+        if state.status not in RESPONSE_STATUSES:
+            return True
+        code = state.http_status
+        return code in self.codes or (self.at_least is not None and code >= self.at_least)
+
+
+def for_policy(policy: Policy) -> RetryIf:
+    """The retry predicate a policy's ``retryable`` and ``retryable_http`` describe."""
+    by_status = RetryIfStatus.of(policy.retryable)
+    http = policy.retryable_http
+    if http is None:
+        return by_status
+    return by_status & RetryIfHttp(frozenset(http.codes), http.at_least)

@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from llmtraffic.client.predicates import RetryIf, RetryIfStatus
+from llmtraffic.client import predicates
+from llmtraffic.client.predicates import RetryIf
 from llmtraffic.client.stops import Stop, StopAfterAttempt
 from llmtraffic.client.waits import (
     RetryState,
@@ -81,6 +82,7 @@ class RetryController:
         honor_retry_after: bool = False,
         retry_after_max: float = math.inf,
         give_up_beyond_max: bool = False,
+        retry_after_jitter: float = 0.0,
     ) -> None:
         self.wait = wait
         self.stop = stop
@@ -88,6 +90,7 @@ class RetryController:
         self.honor_retry_after = honor_retry_after
         self.retry_after_max = retry_after_max
         self.give_up_beyond_max = give_up_beyond_max
+        self.retry_after_jitter = retry_after_jitter
 
     def decide(self, state: RetryState, uniforms: Iterator[float]) -> Decision:
         """What to do after the failed attempt described by ``state``."""
@@ -96,8 +99,12 @@ class RetryController:
         if self.stop(state):
             return Decision(None, EXHAUSTED)
         ra = state.retry_after
-        if self.honor_retry_after and state.status == RATE_LIMITED and not math.isnan(ra):
+        # The SDKs honour only a positive retry-after (``0 < retry_after``); NaN (no header)
+        # fails the comparison too.
+        if self.honor_retry_after and state.status == RATE_LIMITED and ra > 0:
             if ra <= self.retry_after_max:
+                if self.retry_after_jitter:
+                    return Decision(ra + self.retry_after_jitter * next(uniforms))
                 return Decision(ra)
             if self.give_up_beyond_max:
                 return Decision(None, EXHAUSTED)
@@ -107,7 +114,7 @@ class RetryController:
 def controller_for(policy: Policy) -> RetryPolicy:
     """The retry policy a config describes (a fresh object: policies may keep state)."""
     r = policy.retry
-    retry_if = RetryIfStatus.of(policy.retryable)
+    retry_if = predicates.for_policy(policy)
     if isinstance(r, NoRetry):
         return RetryController(WaitNone(), StopAfterAttempt(1), retry_if)
     if isinstance(r, CustomRetry):
@@ -125,7 +132,9 @@ def controller_for(policy: Policy) -> RetryPolicy:
     elif isinstance(r, FixedRetry):
         wait = WaitFixed(r.delay)
     elif isinstance(r, ExponentialRetry):
-        wait = WaitExponential(r.base, r.multiplier, r.cap, r.jitter, r.jitter_fraction)
+        wait = WaitExponential(
+            r.base, r.multiplier, r.cap, r.jitter, r.jitter_fraction, r.jitter_added
+        )
     elif isinstance(r, RandomExponentialRetry):
         wait = WaitRandomExponential(r.multiplier, r.min, r.max, r.exp_base)
     else:  # pragma: no cover - the config union is exhaustive
@@ -137,4 +146,5 @@ def controller_for(policy: Policy) -> RetryPolicy:
         r.honor_retry_after,
         r.retry_after_max,
         r.retry_after_beyond_max == "give_up",
+        r.retry_after_jitter,
     )

@@ -3,13 +3,17 @@
 A team that retries with tenacity names its ``tenacity.Retrying`` (or a function returning
 one) in the config; after each failed attempt the adapter builds a ``tenacity.RetryCallState``
 holding simulated times and the failure as an exception, and asks the three strategies in
-tenacity's own order: retry?, then stop?, then how long to wait. tenacity draws its jitter
+tenacity's own order (``BaseRetrying._post_retry_check_actions``, tenacity 9.2.1): retry?,
+then how long to wait (stored as ``upcoming_sleep``), then stop? (``stop_before_delay`` reads
+``upcoming_sleep``). ``idle_for`` holds the waits already slept. tenacity draws its jitter
 from the global ``random`` module; while a strategy runs, the adapter points tenacity's wait
 module at a generator fed from the simulation's seeded stream, so runs stay reproducible.
 """
 
 from __future__ import annotations
 
+import math
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -128,13 +132,24 @@ def load_retrying(path: str) -> Any:
     return obj
 
 
+IDLE_MEMORY = 100_000
+"""Requests whose slept time the adapter remembers between their failures (oldest dropped)."""
+
+
 class TenacityPolicy:
-    """A retry policy that asks a tenacity ``Retrying`` object's strategies."""
+    """A retry policy that asks a tenacity ``Retrying`` object's strategies.
+
+    tenacity's call state carries ``idle_for``, the time slept so far; ``RetryState`` does not,
+    so the adapter remembers it per request (keyed by arrival time and provider) from one
+    failure to the next. A request that succeeds after a retry leaves its entry behind: the
+    memory keeps the latest ``IDLE_MEMORY`` entries, far more than requests in retry at once.
+    """
 
     def __init__(self, retrying: Any, retryable: RetryIf | None = None) -> None:
         self.retrying = retrying
         self.retryable = retryable
         self._tenacity = import_tenacity()
+        self._idle: OrderedDict[tuple[float, str], float] = OrderedDict()
 
     @classmethod
     def from_config(cls, cfg: TenacityRetry, retryable: RetryIf) -> TenacityPolicy:
@@ -155,14 +170,31 @@ class TenacityPolicy:
         return rcs
 
     def decide(self, state: RetryState, uniforms: Iterator[float]) -> Decision:
-        """Tenacity's order: the retry predicate, then the stop condition, then the wait."""
+        """Ask in tenacity's order: the retry predicate, then the wait (``upcoming_sleep``),
+        then the stop condition, which may read that wait."""
+        # The arrival time, rounded: now - elapsed may differ in its last bit between failures.
+        key = (round(state.now - state.elapsed, 6), state.provider)
+        # The first failure on a provider starts a fresh tenacity call: nothing slept yet.
+        idle = self._idle.pop(key, 0.0) if state.attempt_number > 1 else 0.0
         if self.retryable is not None and not self.retryable(state):
             return Decision(None, NON_RETRYABLE)
         rcs = self.call_state(state)
+        rcs.idle_for = idle
         if not self.retrying.retry(rcs):
             return Decision(None, NON_RETRYABLE)
-        if self.retrying.stop(rcs):
-            return Decision(None, EXHAUSTED)
+        # tenacity computes the wait before asking stop, even when it then stops.
         with seeded_tenacity(uniforms):
             wait = float(self.retrying.wait(rcs))
-        return Decision(max(0.0, wait))
+        rcs.upcoming_sleep = wait
+        if self.retrying.stop(rcs):
+            return Decision(None, EXHAUSTED)
+        if not wait >= 0 or wait == math.inf:
+            # tenacity's own sleep (time.sleep) refuses it too; never move time backwards.
+            raise ValueError(
+                f"the tenacity wait {self.retrying.wait!r} returned {wait!r}; waits must be "
+                "finite and >= 0"
+            )
+        self._idle[key] = idle + wait
+        if len(self._idle) > IDLE_MEMORY:
+            self._idle.popitem(last=False)
+        return Decision(wait)

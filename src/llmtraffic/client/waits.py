@@ -107,6 +107,8 @@ class WaitExponential(Wait):
     - ``equal``: w/2 + U(0, w/2), mean 3w/4. Never retries immediately.
     - ``decorrelated``: min(cap, U(base, 3 * previous wait)), previous starting at base.
     - ``proportional``: w * (1 - fraction * U): the OpenAI and Anthropic SDKs (fraction 0.25).
+    - ``additive``: w + added * U: LiteLLM's ``calculate_retry_after`` (added = its
+      ``JITTER``, 0.75 s), which never shortens the wait.
     """
 
     base: float
@@ -114,6 +116,7 @@ class WaitExponential(Wait):
     cap: float
     jitter: str = "full"
     fraction: float = 0.25
+    added: float = 0.75
 
     def ceiling(self, retries: int) -> float:
         """The un-jittered wait before retry number ``retries + 1``."""
@@ -134,6 +137,8 @@ class WaitExponential(Wait):
             return 0.5 * w + 0.5 * w * next(u)
         if jitter == "proportional":
             return w * (1.0 - self.fraction * next(u))
+        if jitter == "additive":
+            return w + self.added * next(u)
         return w
 
     def mean(self, state: RetryState) -> float:
@@ -149,7 +154,12 @@ class WaitExponential(Wait):
             below = (self.cap - self.base) / span
             return below * (self.base + self.cap) / 2 + (1 - below) * self.cap
         w = self.ceiling(state.retries)
-        means = {"full": w / 2, "equal": 0.75 * w, "proportional": w * (1 - self.fraction / 2)}
+        means = {
+            "full": w / 2,
+            "equal": 0.75 * w,
+            "proportional": w * (1 - self.fraction / 2),
+            "additive": w + self.added / 2,
+        }
         return means.get(jitter, w)
 
 

@@ -39,6 +39,10 @@ class _Retry(Model):
     retry_after_beyond_max: Literal["backoff", "give_up"] = Field(
         "backoff", description="on a larger retry_after: fall back to the computed wait, or stop"
     )
+    retry_after_jitter: Duration = Field(
+        0.0,
+        description="an honoured retry_after is lengthened by U(0, this) (LiteLLM adds 0.75 s)",
+    )
 
 
 class NoRetry(Model):
@@ -68,16 +72,20 @@ class ExponentialRetry(_Retry):
     Architecture Blog, "Exponential Backoff And Jitter", and the official SDKs): ``none`` = w;
     ``full`` = U(0, w); ``equal`` = w/2 + U(0, w/2); ``decorrelated`` =
     min(cap, U(base, 3 * previous wait)); ``proportional`` = w * (1 - jitter_fraction * U)
-    (the OpenAI and Anthropic SDKs, with 0.25).
+    (the OpenAI and Anthropic SDKs, with 0.25); ``additive`` = w + jitter_added * U (LiteLLM,
+    with 0.75 s).
     """
 
     kind: Literal["exponential"] = "exponential"
     base: PositiveDuration = 0.5
     multiplier: float = Field(2.0, ge=1.0)
     cap: Duration = 60.0
-    jitter: Literal["none", "full", "equal", "decorrelated", "proportional"] = "full"
+    jitter: Literal["none", "full", "equal", "decorrelated", "proportional", "additive"] = "full"
     jitter_fraction: float = Field(
         0.25, ge=0, le=1, description="share of the wait jitter may take off (proportional)"
+    )
+    jitter_added: Duration = Field(
+        0.75, description="upper end of the U(0, x) added to the wait (additive; LiteLLM's JITTER)"
     )
 
     @model_validator(mode="after")
@@ -249,7 +257,13 @@ class ClientRateLimit(Model):
     itpm: float | None = Field(None, gt=0)
     otpm: float | None = Field(None, gt=0)
     max_wait: PositiveDuration = Field(
-        float("inf"), description="refuse (rejected_throttle) rather than wait longer than this"
+        5.0,
+        description=(
+            "refuse (rejected_throttle) rather than wait longer than this; 5 s is "
+            "resilience4j's RateLimiterConfig timeoutDuration default. An unbounded wait "
+            '("inf") under sustained overload builds a standing queue as deep as the deadline, '
+            "and its attempts go out too late to finish"
+        ),
     )
 
     @model_validator(mode="after")
@@ -282,6 +296,15 @@ class Fallback(Model):
     on_exhausted: bool = Field(True, description="when the retries on one provider run out")
 
 
+class RetryableHttp(Model):
+    """Which HTTP statuses of error responses may be retried, as the SDKs' ``_should_retry``:
+    ``codes``, and every status >= ``at_least``. Timeouts and mid-stream failures have no
+    error response and are judged by ``retryable`` alone."""
+
+    codes: list[int] = Field(default_factory=list, description="statuses retried")
+    at_least: int | None = Field(None, description="every status >= this is retried too")
+
+
 class Policy(Model):
     """A client's resilience behaviour for one feature."""
 
@@ -296,6 +319,10 @@ class Policy(Model):
     )
     retryable: list[FailureKind] = Field(
         list(ALL_FAILURES), description="attempt statuses that may be retried"
+    )
+    retryable_http: RetryableHttp | None = Field(
+        None,
+        description="also require an error response's HTTP status to be one of these (none: any)",
     )
     retry: Retry = NoRetry(kind="none")
     breaker: Annotated[Breaker | None, BeforeValidator(_breaker_preset)] = None

@@ -9,6 +9,7 @@ Use one as a feature's ``policy = "openai-sdk"``, or start from one and override
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,59 +41,106 @@ _SDK_BACKOFF = {
     "honor_retry_after": True,
 }
 
+# The SDKs' ``_should_retry``: 408, 409, 429 and >= 500 (a 424 or a 400 is not retried).
+_SDK_HTTP = {"codes": [408, 409, 429], "at_least": 500}
+
+# A streamed call returns once the 200's headers arrive; a failure while the caller reads the
+# stream is not retried by the SDK. A non-streamed call reads the whole body inside the retry
+# loop, so a body that breaks off is a connection error, and is retried.
+_STREAMED = [s for s in ALL_STATUSES if s != "midstream_error"]
+
+OPENAI_SOURCE = (
+    "openai 3.57.0 on PyPI, openai/_base_client.py: _calculate_retry_timeout ('0 < "
+    "retry_after <= MAX_RETRY_AFTER_DELAY', 120 s; else min(INITIAL_RETRY_DELAY * 2**n, "
+    "MAX_RETRY_DELAY) * (1 - 0.25 * random())), _should_retry (retry-after above 120 s: no "
+    "retry; 408, 409, 429, >= 500); openai/_constants.py (DEFAULT_MAX_RETRIES = 2, "
+    "INITIAL_RETRY_DELAY = 0.5, MAX_RETRY_DELAY = 8.0, DEFAULT_TIMEOUT 600 s)"
+)
+ANTHROPIC_SOURCE = (
+    "anthropic 2.16.0 on PyPI, anthropic/_base_client.py: _calculate_retry_timeout ('if "
+    "retry_after is not None and retry_after > 0: return min(retry_after, 4_294_967.0)': any "
+    "positive retry-after, no 60 s cut-off since 2.14), _should_retry (408, 409, 429, >= 500; "
+    "not 424); anthropic/_constants.py (DEFAULT_MAX_RETRIES = 2, INITIAL_RETRY_DELAY = 0.5, "
+    "MAX_RETRY_DELAY = 8.0, DEFAULT_TIMEOUT 600 s)"
+)
+LITELLM_SOURCE = (
+    "litellm 1.110.2 on PyPI: litellm/utils.py calculate_retry_after (clamp(0.5 * 2**n, 0, "
+    "8) + JITTER * random(); a retry-after with 0 < value <= 60 is waited plus the same "
+    "jitter), litellm/constants.py (DEFAULT_MAX_RETRIES = 2, INITIAL_RETRY_DELAY = 0.5, "
+    "MAX_RETRY_DELAY = 8.0, JITTER = 0.75); cooldown: see the litellm-cooldown breaker"
+)
+
+
+def _sdk(retry_after: dict[str, Any], retryable: list[str]) -> dict[str, Any]:
+    return {
+        "timeout": 600.0,
+        "retryable": retryable,
+        "retryable_http": _SDK_HTTP,
+        "retry": {**_SDK_BACKOFF, **retry_after},
+    }
+
+
+_OPENAI_RETRY_AFTER = {"retry_after_max": 120.0, "retry_after_beyond_max": "give_up"}
+# No cut-off: the SDK only clamps a retry-after to 4,294,967 s (49.7 days, time.sleep's limit
+# on some platforms), far beyond any run.
+_ANTHROPIC_RETRY_AFTER = {"retry_after_max": math.inf, "retry_after_beyond_max": "backoff"}
+
 POLICIES: dict[str, Preset] = {
     p.name: p
     for p in [
         Preset(
             "openai-sdk",
-            "The official OpenAI Python SDK: 2 retries, backoff min(0.5 * 2^n, 8) s shortened "
-            "by up to 25%, retry-after honoured up to 120 s (beyond it, no retry), 600 s "
+            "The official OpenAI Python SDK, non-streaming calls: 2 retries of 408, 409, 429, "
+            ">= 500, timeouts and broken-off bodies; backoff min(0.5 * 2^n, 8) s shortened by "
+            "up to 25%; a retry-after of up to 120 s honoured, a longer one not retried; 600 s "
             "timeout.",
-            "openai 3.57.0 on PyPI, openai/_base_client.py (DEFAULT_MAX_RETRIES, "
-            "INITIAL_RETRY_DELAY, MAX_RETRY_DELAY, _calculate_retry_timeout, _should_retry: "
-            "408, 409, 429, >= 500 and connection errors), as summarised in shared/data/README.md",
-            {
-                "timeout": 600.0,
-                "retryable": ALL_STATUSES,
-                "retry": {
-                    **_SDK_BACKOFF,
-                    "retry_after_max": 120.0,
-                    "retry_after_beyond_max": "give_up",
-                },
-            },
+            OPENAI_SOURCE,
+            _sdk(_OPENAI_RETRY_AFTER, ALL_STATUSES),
+        ),
+        Preset(
+            "openai-sdk-stream",
+            "The OpenAI SDK with stream=True: as openai-sdk, but a failure mid-stream reaches "
+            "the caller without a retry.",
+            OPENAI_SOURCE + "; streamed responses are returned before their body is read",
+            _sdk(_OPENAI_RETRY_AFTER, _STREAMED),
         ),
         Preset(
             "anthropic-sdk",
-            "The official Anthropic Python SDK: 2 retries, backoff min(0.5 * 2^n, 8) s "
-            "shortened by up to 25%, retry-after honoured up to 60 s (beyond it, the backoff), "
-            "600 s timeout.",
-            "anthropic 2.14.0 on PyPI, anthropic/_base_client.py (_calculate_retry_timeout: "
-            "'if retry_after is not None and 0 < retry_after <= 60'; _should_retry: 408, 409, "
-            "424, 429, >= 500, including 529 overloaded)",
-            {
-                "timeout": 600.0,
-                "retryable": ALL_STATUSES,
-                "retry": {
-                    **_SDK_BACKOFF,
-                    "retry_after_max": 60.0,
-                    "retry_after_beyond_max": "backoff",
-                },
-            },
+            "The official Anthropic Python SDK, non-streaming calls: 2 retries of 408, 409, "
+            "429, >= 500 (529 included, 424 not), timeouts and broken-off bodies; backoff "
+            "min(0.5 * 2^n, 8) s shortened by up to 25%; any positive retry-after honoured "
+            "(no cut-off); 600 s timeout.",
+            ANTHROPIC_SOURCE,
+            _sdk(_ANTHROPIC_RETRY_AFTER, ALL_STATUSES),
+        ),
+        Preset(
+            "anthropic-sdk-stream",
+            "The Anthropic SDK with stream=True: as anthropic-sdk, but a failure mid-stream "
+            "reaches the caller without a retry.",
+            ANTHROPIC_SOURCE + "; streamed responses are returned before their body is read",
+            _sdk(_ANTHROPIC_RETRY_AFTER, _STREAMED),
         ),
         Preset(
             "litellm-router",
-            "LiteLLM's Router: 2 retries with the SDK's backoff, and a deployment cooldown of "
-            "5 s after more than 3 failures in a minute (or half of at least 5 calls failing).",
-            "litellm/constants.py: DEFAULT_MAX_RETRIES = 2, DEFAULT_ALLOWED_FAILS = 3, "
-            "DEFAULT_COOLDOWN_TIME_SECONDS = 5, DEFAULT_FAILURE_THRESHOLD_PERCENT = 0.5 (per "
-            "minute); docs.litellm.ai/docs/router/learn/reliability",
+            "LiteLLM's Router in front of one deployment per model: 2 retries, backoff "
+            "min(0.5 * 2^n, 8) s plus U(0, 0.75) s; a retry-after of up to 60 s waited plus "
+            "U(0, 0.75) s, a longer one ignored (backoff); the litellm-cooldown breaker.",
+            LITELLM_SOURCE,
             {
                 "timeout": 600.0,
                 "retryable": ALL_STATUSES,
                 "retry": {
-                    **_SDK_BACKOFF,
+                    "kind": "exponential",
+                    "max_retries": 2,
+                    "base": 0.5,
+                    "multiplier": 2.0,
+                    "cap": 8.0,
+                    "jitter": "additive",
+                    "jitter_added": 0.75,
+                    "honor_retry_after": True,
                     "retry_after_max": 60.0,
                     "retry_after_beyond_max": "backoff",
+                    "retry_after_jitter": 0.75,
                 },
                 "breaker": {"preset": "litellm-cooldown"},
             },
@@ -193,20 +241,26 @@ BREAKERS: dict[str, Preset] = {
         ),
         Preset(
             "litellm-cooldown",
-            "LiteLLM's deployment cooldown: out of service for 5 s after more than 3 failures "
-            "in a minute, or when half of at least 5 calls in a minute failed; back in service "
-            "without trial calls.",
-            "litellm/constants.py: DEFAULT_ALLOWED_FAILS = 3, DEFAULT_COOLDOWN_TIME_SECONDS = 5, "
-            "DEFAULT_FAILURE_THRESHOLD_PERCENT = 0.5, DEFAULT_FAILURE_THRESHOLD_MINIMUM_REQUESTS "
-            "= 5",
+            "LiteLLM's default deployment cooldown for a model group of one deployment (a "
+            "provider here): out of service for 5 s once every one of at least 1,000 calls in "
+            "the last minute failed; back in service without trial calls.",
+            "litellm 1.110.2 on PyPI, litellm/router_utils/cooldown_handlers.py "
+            "_should_cooldown_deployment (no allowed_fails set: a single-deployment group "
+            "cools down when 'percent_fails == 1.0 and total_requests_this_minute >= "
+            "SINGLE_DEPLOYMENT_TRAFFIC_FAILURE_THRESHOLD'; the 429 and '> 50% of >= 5' rules "
+            "apply only to groups of several deployments); litellm/constants.py "
+            "(SINGLE_DEPLOYMENT_TRAFFIC_FAILURE_THRESHOLD = 1000, DEFAULT_COOLDOWN_TIME_SECONDS "
+            "= 5); failures of every kind count (router_api.py record_failure)",
             {
                 "window": "time",
                 "window_size": 60,
-                "minimum_calls": 5,
-                "failure_rate_threshold": 0.5,
-                "failure_count_threshold": 4,
+                "minimum_calls": 1000,
+                "failure_rate_threshold": 1.0,
+                # LiteLLM has no slow-call rule.
+                "slow_call_duration": math.inf,
                 "open_duration": 5.0,
                 "half_open_calls": 0,
+                "record": ALL_STATUSES,
             },
         ),
     ]
