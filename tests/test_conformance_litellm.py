@@ -240,6 +240,17 @@ def test_single_deployment_cooldown(outcomes: list[int], cooled: bool) -> None:
     assert ours is cooled
 
 
+def test_no_slow_call_rule() -> None:
+    """LiteLLM has no slow-call rule: 1,000 successes of 70 s each leave it in service (the
+    breaker's resilience4j default would open at 100% calls of >= 60 s)."""
+    cfg = Policy.model_validate({"preset": "litellm-router"}).breaker
+    assert cfg is not None
+    breaker = CircuitBreaker(cfg)
+    for i in range(1_000):
+        breaker.record(0.05 * i, breaker.epoch, False, 70.0)
+    assert breaker.state != OPEN
+
+
 def test_the_several_deployment_rules_are_not_the_presets() -> None:
     """The pinned rule distinguishes the group sizes; the preset follows the single one (a
     provider here is one deployment, with no load balancing across several)."""

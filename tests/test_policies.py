@@ -113,6 +113,24 @@ def test_retry_after_rules_of_each_sdk() -> None:
     assert ignored is not None and 0.5 <= ignored < 1.25
 
 
+def test_anthropic_sdk_waits_long_retry_afters_in_a_run() -> None:
+    """End to end: 1 RPM with rejected requests counted puts the 429s' retry-after at 117-120 s;
+    the Anthropic SDK (2.16.0) waits it out. f8966f2's preset backed off 0.4-1 s instead."""
+    sc = make_scenario(
+        **{
+            "run.duration": 1200.0,
+            "providers.p.rate_limit": {"rpm": 1, "count_rejected": True},
+            "features.f.arrivals": {"kind": "poisson", "rate": 0.05},
+            "features.f.policy": "anthropic-sdk",
+        }
+    )
+    att = Simulation(sc).run().df("attempts").sort_values(["request_id", "attempt"])
+    before = att.groupby("request_id").shift(1)
+    after_429 = (before["status"] == "rate_limited") & (before["retry_after"] > 60)
+    assert after_429.sum() >= 20
+    assert np.allclose(att.loc[after_429, "wait_before"], before.loc[after_429, "retry_after"])
+
+
 @pytest.mark.parametrize("preset", ["openai-sdk", "anthropic-sdk"])
 def test_sdk_presets_retry_by_http_status(preset: str) -> None:
     """408, 409, 429 and >= 500 are retried; a 424 or 400 sent as a server error is not; a
