@@ -114,7 +114,23 @@ def test_a_wrong_backoff_is_told_apart(preset: str) -> None:
 # Retry and retry-after rules, case by case ----------------------------------------------------
 
 STATUSES = [400, 401, 404, 408, 409, 422, 424, 429, 500, 502, 503, 504, 529]
-RETRY_AFTER = [None, "0", "1", "7", "59", "60", "61", "119", "120", "121", "200", "3600"]
+# (header, value): the simulator's retry_after stands for either header, in seconds.
+Header = tuple[str, str] | None
+RETRY_AFTER: list[Header] = [
+    None,
+    *[
+        ("retry-after", v)
+        for v in ("0", "1", "7", "59", "60", "61", "119", "120", "121", "200", "3600")
+    ],
+    *[("retry-after-ms", v) for v in ("0", "1500", "60000", "120000", "150000", "900000")],
+]
+
+
+def seconds(header: Header) -> float:
+    if header is None:
+        return math.nan
+    name, value = header
+    return float(value) / 1000 if name == "retry-after-ms" else float(value)
 
 
 def sim_status(code: int) -> str:
@@ -124,58 +140,59 @@ def sim_status(code: int) -> str:
     return "overloaded" if code in (503, 529) else "server_error"
 
 
-def sdk_verdict(preset: str, code: int, retry_after: str | None) -> tuple[str, float]:
+def sdk_verdict(preset: str, code: int, header: Header) -> tuple[str, float]:
     """("stop", nan), ("wait", seconds) or ("backoff", nan), as the SDK's retry loop decides
     after a first failed attempt (2 retries left)."""
     client = sdk_client(preset)
-    headers = httpx2.Headers({} if retry_after is None else {"retry-after": retry_after})
+    headers = httpx2.Headers({} if header is None else {header[0]: header[1]})
     response = httpx2.Response(code, headers=headers)
     if not client._should_retry(response):
         return "stop", math.nan
     wait = client._calculate_retry_timeout(2, sdk_options(preset), headers)
-    if retry_after is not None and wait == float(retry_after):
+    if header is not None and wait == seconds(header):
         return "wait", wait
-    assert 0.375 <= wait <= 0.5, (preset, code, retry_after, wait)
+    assert 0.375 <= wait <= 0.5, (preset, code, header, wait)
     return "backoff", math.nan
 
 
-def preset_verdict(preset: str, code: int, retry_after: str | None) -> tuple[str, float]:
+def preset_verdict(preset: str, code: int, header: Header) -> tuple[str, float]:
     controller = preset_controller(preset)
     # The simulator's providers put a retry-after on 429s only.
-    ra = float(retry_after) if retry_after is not None else math.nan
+    ra = seconds(header)
     decision: Decision = as_decision(
         controller.decide(retry_state(1, sim_status(code), code, ra), uniforms(9))
     )
     if decision.wait is None:
         return "stop", math.nan
-    if retry_after is not None and decision.wait == ra:
+    if header is not None and decision.wait == ra:
         return "wait", decision.wait
-    assert 0.375 <= decision.wait <= 0.5, (preset, code, retry_after, decision)
+    assert 0.375 <= decision.wait <= 0.5, (preset, code, header, decision)
     return "backoff", math.nan
 
 
 @pytest.mark.parametrize("preset", sorted(SDKS))
 def test_retry_rules_case_by_case(preset: str) -> None:
-    cases = [(code, None) for code in STATUSES] + [(429, ra) for ra in RETRY_AFTER]
+    cases = [(code, None) for code in STATUSES] + [(429, h) for h in RETRY_AFTER]
     disagreements = []
-    for code, ra in cases:
-        theirs = sdk_verdict(preset, code, ra)
-        ours = preset_verdict(preset, code, ra)
+    for code, header in cases:
+        theirs = sdk_verdict(preset, code, header)
+        ours = preset_verdict(preset, code, header)
         same = theirs[0] == ours[0] and (
             theirs[0] != "wait" or math.isclose(theirs[1], ours[1], abs_tol=1e-12)
         )
         if not same:
-            disagreements.append((code, ra, theirs, ours))
+            disagreements.append((code, header, theirs, ours))
     assert not disagreements, disagreements
 
 
 def test_the_rules_that_differ_between_the_sdks() -> None:
     """The table above would pass two identical presets; these are the cases the issue named:
     Anthropic waits a 200 s retry-after, OpenAI does not retry it; neither retries a 424."""
-    assert sdk_verdict("anthropic-sdk", 429, "200") == ("wait", 200.0)
-    assert preset_verdict("anthropic-sdk", 429, "200") == ("wait", 200.0)
-    assert sdk_verdict("openai-sdk", 429, "200")[0] == "stop"
-    assert preset_verdict("openai-sdk", 429, "200")[0] == "stop"
+    long = ("retry-after", "200")
+    assert sdk_verdict("anthropic-sdk", 429, long) == ("wait", 200.0)
+    assert preset_verdict("anthropic-sdk", 429, long) == ("wait", 200.0)
+    assert sdk_verdict("openai-sdk", 429, long)[0] == "stop"
+    assert preset_verdict("openai-sdk", 429, long)[0] == "stop"
     for preset in SDKS:
         assert sdk_verdict(preset, 424, None)[0] == "stop"
         assert preset_verdict(preset, 424, None)[0] == "stop"
