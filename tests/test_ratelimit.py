@@ -35,26 +35,55 @@ def test_fixed_window_resets_each_minute() -> None:
 def test_limiter_retry_after_is_rounded_up_to_whole_seconds() -> None:
     lim = RateLimiter(60.0, None, None, None, "continuous", False, 1.0)
     for _ in range(60):
-        assert lim.admit(0.0, 10, 10) is None
+        assert lim.admit(0.0, 10, 0, 10) is None
     # Empty: the next token comes 1 s later; at t=0.3 that is 0.7 s away, sent as "1".
-    assert lim.admit(0.3, 10, 10) == 1.0
-    assert lim.admit(1.0, 10, 10) is None
+    assert lim.admit(0.3, 10, 0, 10) == 1.0
+    assert lim.admit(1.0, 10, 0, 10) is None
 
 
-def test_openai_style_tokens_count_input_plus_max_tokens() -> None:
-    lim = RateLimiter(None, 1000.0, None, None, "continuous", False, 0.0)
-    assert lim.admit(0.0, 300, 400) is None  # 700 of 1000
-    ra = lim.admit(0.0, 300, 400)  # needs 700, has 300: 400 tokens at 1000/60 per s
-    assert ra == pytest.approx(400 / (1000 / 60))
+@pytest.mark.parametrize("refill", ["continuous", "window"])
+def test_openai_style_tokens_count_the_larger_of_input_and_max_tokens(refill: str) -> None:
+    """OpenAI: "the maximum of max_tokens and the estimated number of tokens" (not the sum)."""
+    lim = RateLimiter(None, 1000.0, None, None, refill, False, 0.0)
+    assert lim.admit(1.0, 300, 0, 400) is None  # charged 400 (the sum would be 700)
+    assert lim.admit(1.0, 500, 0, 100) is None  # charged 500: 900 of 1000 used
+    ra = lim.admit(1.0, 150, 0, 20)  # needs 150, has 100
+    assert ra is not None
+    if refill == "continuous":
+        assert ra == pytest.approx(50 / (1000 / 60))  # 50 tokens at 1000/60 per second
+    else:
+        assert ra == pytest.approx(59.0)  # the next window
+    assert lim.admit(1.0, 90, 0, 100) is None  # 100 fit
 
 
-def test_anthropic_style_output_refund() -> None:
-    """OTPM is charged max_tokens at admission and corrected to the actual output at the end."""
-    lim = RateLimiter(None, None, 10_000.0, 1000.0, "continuous", False, 0.0)
-    assert lim.admit(0.0, 100, 1000) is None
-    assert lim.admit(0.0, 100, 1000) is not None  # OTPM empty
-    lim.refund_output(0.0, 800, 0.0)  # only 200 were generated
-    assert lim.admit(0.0, 100, 800) is None
+@pytest.mark.parametrize("refill", ["continuous", "window"])
+def test_anthropic_input_limit_leaves_out_cache_reads(refill: str) -> None:
+    """Claude 4.x: cache_read_input_tokens do not count toward ITPM (unless configured)."""
+    free = RateLimiter(None, None, 1000.0, None, refill, False, 0.0)
+    counted = RateLimiter(None, None, 1000.0, None, refill, False, 0.0, cache_reads_count=True)
+    # 1,000 input tokens of which 900 are cache reads: 100 count, ten of them fill the minute.
+    assert all(free.admit(1.0, 1000, 900, 10) is None for _ in range(10))
+    assert free.admit(1.0, 1000, 900, 10) is not None
+    assert counted.admit(1.0, 1000, 900, 10) is None
+    assert counted.admit(1.0, 1000, 900, 10) is not None
+
+
+@pytest.mark.parametrize("refill", ["continuous", "window"])
+def test_anthropic_output_limit_counts_the_output_generated(refill: str) -> None:
+    """OTPM counts the tokens generated, when generated; max_tokens does not count."""
+    lim = RateLimiter(None, None, None, 1000.0, refill, False, 0.0)
+    assert lim.admit(1.0, 100, 0, 4000) is None  # max_tokens above the whole limit: no matter
+    lim.charge_output(1.0, 0)  # a fast error or a shed attempt: generated nothing
+    assert lim.admit(1.0, 100, 0, 4000) is None
+    lim.charge_output(2.0, 1200)  # 200 over the minute's 1000: in debt
+    ra = lim.admit(2.0, 100, 0, 10)
+    assert ra is not None
+    if refill == "continuous":
+        assert ra == pytest.approx(200 / (1000 / 60))  # until the debt is repaid: 12 s
+        assert lim.admit(2.0 + 12.0 + 1e-9, 100, 0, 10) is None
+    else:
+        assert ra == pytest.approx(58.0)
+        assert lim.admit(60.0, 100, 0, 10) is None
 
 
 def test_rejected_attempts_count_when_configured() -> None:
@@ -62,12 +91,12 @@ def test_rejected_attempts_count_when_configured() -> None:
     free = RateLimiter(60.0, None, None, None, "continuous", False, 0.0)
     for lim in (counting, free):
         for _ in range(60):
-            lim.admit(0.0, 1, 1)
+            lim.admit(0.0, 1, 0, 1)
         for _ in range(30):
-            lim.admit(0.0, 1, 1)  # all rejected
+            lim.admit(0.0, 1, 0, 1)  # all rejected
     # After 10 s, 10 tokens came back; the counting limiter is still 30 in debt.
-    assert free.admit(10.0, 1, 1) is None
-    assert counting.admit(10.0, 1, 1) is not None
+    assert free.admit(10.0, 1, 0, 1) is None
+    assert counting.admit(10.0, 1, 0, 1) is not None
 
 
 def admitted(offered: float, rpm: float, refill: str, duration: float) -> tuple[int, int]:

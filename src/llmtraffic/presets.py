@@ -36,6 +36,18 @@ _MODEL_KEYS = {
     "as_of",
 }
 _LIMIT_KEYS = ("rpm", "tpm", "itpm", "otpm")
+# The counting rules a tier may state: the names of the rate_limit keys they fill in.
+_RULE_KEYS = ("refill", "count_rejected", "cache_reads_count")
+_TIER_KEYS = {
+    "provider",
+    "counting",
+    "qualification",
+    "monthly_usage_cap_usd",
+    "source",
+    "as_of",
+    "limits",
+    *_RULE_KEYS,
+}
 
 
 @dataclass(frozen=True)
@@ -88,7 +100,9 @@ class TierPreset:
     refill: str | None = None
     """``continuous`` or ``window`` when the provider documents it, else None."""
     count_rejected: bool | None = None
-    """Whether 429s count against the limits, when the provider documents it, else None."""
+    """Whether 429s count against the limits (None: the rate_limit default)."""
+    cache_reads_count: bool | None = None
+    """Whether prompt-cache reads count against itpm (None: the rate_limit default)."""
     qualification: str = ""
     monthly_usage_cap_usd: float | None = None
     source: str = ""
@@ -97,10 +111,10 @@ class TierPreset:
     def rules(self) -> dict[str, Any]:
         """The documented counting rules as ``rate_limit`` keys."""
         out: dict[str, Any] = {}
-        if self.refill is not None:
-            out["refill"] = self.refill
-        if self.count_rejected is not None:
-            out["count_rejected"] = self.count_rejected
+        for key in _RULE_KEYS:
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
         return out
 
 
@@ -120,11 +134,29 @@ def builtin_models() -> Mapping[str, ModelPreset]:
 @functools.cache
 def builtin_tiers() -> Mapping[str, TierPreset]:
     """The rate-limit tier presets shipped in the package, by name (``openai/tier-3``)."""
-    raw = tomllib.loads(_data_text("tiers.toml"))
+    return parse_tiers(tomllib.loads(_data_text("tiers.toml")))
+
+
+def parse_tiers(raw: Mapping[str, Any]) -> dict[str, TierPreset]:
+    """The tier entries of a parsed tier file (``[tiers."name"]`` tables), by name.
+
+    Raises ``ValueError`` on a key that is neither a limit nor a known field or rule.
+    """
     tiers: dict[str, TierPreset] = {}
     for name, entry in raw.get("tiers", {}).items():
+        # A misspelt key would silently fall back to a default (it happened: rejected_count
+        # for count_rejected), so the package's own data is checked like a user's config.
+        unknown = sorted(set(entry) - _TIER_KEYS)
+        if unknown:
+            raise ValueError(f"data/tiers.toml: tier {name!r} has unknown key(s) {unknown}")
+        for model, lim in entry.get("limits", {}).items():
+            bad = sorted(set(lim) - set(_LIMIT_KEYS))
+            if bad:
+                raise ValueError(
+                    f"data/tiers.toml: tier {name!r}, model {model!r}: unknown key(s) {bad}"
+                )
         limits = {
-            model: TierLimits(**{k: float(v) for k, v in lim.items() if k in _LIMIT_KEYS})
+            model: TierLimits(**{k: float(v) for k, v in lim.items()})
             for model, lim in entry.get("limits", {}).items()
         }
         tiers[name] = TierPreset(
@@ -133,7 +165,8 @@ def builtin_tiers() -> Mapping[str, TierPreset]:
             counting=entry["counting"],
             limits=limits,
             refill=entry.get("refill"),
-            count_rejected=entry.get("rejected_count"),
+            count_rejected=entry.get("count_rejected"),
+            cache_reads_count=entry.get("cache_reads_count"),
             qualification=entry.get("qualification", ""),
             monthly_usage_cap_usd=entry.get("monthly_usage_cap_usd"),
             source=entry.get("source", ""),

@@ -25,11 +25,13 @@ class Prices(Model):
 class RateLimit(Model):
     """Per-account rate limits, shared by every feature that uses the provider.
 
-    OpenAI style: ``rpm`` and ``tpm`` (input + max_tokens counted at admission). Anthropic
-    style: ``rpm``, ``itpm`` (input tokens) and ``otpm`` (max_tokens counted at admission,
-    corrected to the actual output at completion). ``tier`` names a preset
+    OpenAI style: ``rpm`` and ``tpm`` (``max(input, max_tokens)`` counted at admission).
+    Anthropic style: ``rpm``, ``itpm`` (input tokens at admission, cache reads excluded unless
+    ``cache_reads_count``) and ``otpm`` (the output actually generated, counted when the
+    attempt ends; admission only needs the bucket out of debt). ``tier`` names a preset
     (``openai/tier-3``) that fills in the limits of the provider's model and the tier's
-    counting rules; keys given next to it override the tier's.
+    counting rules; keys given next to it override the tier's. docs/providers.md gives the
+    source of each rule and default.
     """
 
     tier: str | None = Field(
@@ -44,7 +46,14 @@ class RateLimit(Model):
         description="token buckets refilled continuously, or fixed one-minute windows",
     )
     count_rejected: bool = Field(
-        True, description="whether a rejected (429) attempt still counts against the limits"
+        False,
+        description="whether a rejected (429) attempt still counts against the limits (true: "
+        "with continuous refill, sustained load above a limit locks every attempt out)",
+    )
+    cache_reads_count: bool = Field(
+        False,
+        description="whether cached input (prompt-cache reads) counts against itpm "
+        "(Anthropic: not for Claude 4.x)",
     )
     retry_after_resolution: Duration = Field(
         1.0, description="retry_after is rounded up to a multiple of this (headers use seconds)"
@@ -78,11 +87,16 @@ def _queue_limit(value: object) -> object:
 
 
 class Capacity(Model):
-    """Serving capacity: concurrent slots and a FIFO queue; past the queue limit, load is shed."""
+    """Serving capacity: concurrent slots and a FIFO queue; past the queue limit, load is shed.
 
-    slots: int = Field(100, gt=0, description="attempts served at once")
+    A provider without a ``capacity`` table is not capacity-limited: a hosted model's own
+    traffic is a tiny share of the provider's fleet, so only the rate limits bound it.
+    """
+
+    slots: int = Field(gt=0, description="attempts served at once")
     queue_limit: Annotated[int | Literal["unbounded"], BeforeValidator(_queue_limit)] = Field(
-        200, description="attempts that may wait for a slot; beyond it they get overload errors"
+        "unbounded",
+        description="attempts that may wait for a slot; beyond it they get overload errors",
     )
     overload_status: int = Field(529, description="HTTP status of a shed attempt (503 or 529)")
 
@@ -247,7 +261,9 @@ class Provider(Model):
         description="USD per million tokens; omit to use the preset of `model`",
     )
     rate_limit: RateLimit | None = None
-    capacity: Capacity = Capacity()
+    capacity: Capacity | None = Field(
+        None, description="serving slots and queue; none: the traffic is not capacity-limited"
+    )
     service: Service = TokenService(kind="tokens")
     failures: Failures = Failures()
     billing: Billing = Billing()
@@ -293,6 +309,19 @@ class Provider(Model):
             )
         # Explicit keys override the tier's.
         return {**tier.rules(), **limits.as_dict(), **value}
+
+    @model_validator(mode="after")
+    def _capacity_for_drops(self) -> Self:
+        """A capacity drop needs slots to drop from: without them the provider has no limit."""
+        if self.capacity is None:
+            for i, inc in enumerate(self.incidents):
+                if isinstance(inc, CapacityDrop):
+                    raise ValueError(
+                        f"incidents[{i}] is a capacity_drop, which needs capacity.slots: this "
+                        "provider has no capacity table, so it is not capacity-limited and has "
+                        "no slots to drop; add capacity = { slots = ... } (and queue_limit)"
+                    )
+        return self
 
     @field_validator("incidents")
     @classmethod

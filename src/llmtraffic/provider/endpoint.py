@@ -9,6 +9,7 @@ holding its slot, until it would have ended.
 from __future__ import annotations
 
 import math
+import sys
 from collections import deque
 from heapq import heappush
 
@@ -58,16 +59,24 @@ class Endpoint:
                 rl.refill,
                 rl.count_rejected,
                 rl.retry_after_resolution,
+                rl.cache_reads_count,
             )
             if rl is not None
             else None
         )
-        self.refunds_output = self.limiter is not None and self.limiter.otpm is not None
+        self.charges_output = self.limiter is not None and self.limiter.otpm is not None
         cap = cfg.capacity
-        self.base_slots = cap.slots
-        self.slots = cap.slots
-        self.queue_limit = INF if cap.queue_limit == "unbounded" else cap.queue_limit
-        self.overload_status = cap.overload_status
+        if cap is None:
+            # A hosted model's own traffic is not capacity-limited unless the config says so
+            # (docs/providers.md): every admitted attempt starts at once, no queue forms.
+            self.base_slots = sys.maxsize
+            self.queue_limit = 0.0
+            self.overload_status = 529
+        else:
+            self.base_slots = cap.slots
+            self.queue_limit = INF if cap.queue_limit == "unbounded" else cap.queue_limit
+            self.overload_status = cap.overload_status
+        self.slots = self.base_slots
         self.busy = 0
         self.busy_acc = 0.0
         self.queue: deque[Attempt] = deque()
@@ -122,7 +131,10 @@ class Endpoint:
             return
         limiter = self.limiter
         if limiter is not None:
-            retry_after = limiter.admit(now, att.request.input_tokens, att.client.max_tokens)
+            req = att.request
+            retry_after = limiter.admit(
+                now, req.input_tokens, req.cached_tokens, att.client.max_tokens
+            )
             if retry_after is not None:
                 self._respond(att, now, RATE_LIMITED, 429, retry_after)
                 return
@@ -192,9 +204,9 @@ class Endpoint:
     def _free_slot(self, att: Attempt, now: float) -> None:
         self.busy -= 1
         self.busy_acc += now
-        if self.refunds_output:
-            unused = att.client.max_tokens - att.generated
-            self.limiter.refund_output(now, unused, att.send)  # type: ignore[union-attr]
+        if self.charges_output:
+            # Output tokens count when generated (an attempt that generated none costs none).
+            self.limiter.charge_output(now, att.generated)  # type: ignore[union-attr]
         if self.queue:
             self._serve_queue(now)
 
@@ -216,9 +228,9 @@ class Endpoint:
         # _free_slot, inlined: this is the path every successful attempt takes.
         self.busy -= 1
         self.busy_acc += now
-        if self.refunds_output:
-            unused = att.client.max_tokens - att.generated
-            self.limiter.refund_output(now, unused, att.send)  # type: ignore[union-attr]
+        if self.charges_output:
+            # Output tokens count when generated (an attempt that generated none costs none).
+            self.limiter.charge_output(now, att.generated)  # type: ignore[union-attr]
         if self.queue:
             self._serve_queue(now)
         req = att.request

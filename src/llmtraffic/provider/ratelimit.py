@@ -3,6 +3,17 @@
 A limiter holds one bucket per limited quantity (requests, tokens, input tokens, output
 tokens). An attempt is admitted only if every bucket can pay its cost; otherwise it gets a 429
 whose ``retry_after`` is the time until every bucket could pay, rounded up as headers are.
+What each bucket charges (docs/providers.md, "Rate limits", gives the sources):
+
+- ``rpm``: one per attempt, at admission;
+- ``tpm`` (OpenAI): ``max(input tokens, max_tokens)`` at admission ("the maximum of
+  max_tokens and the estimated number of tokens based on the character count");
+- ``itpm`` (Anthropic): the input tokens at admission, without the cache reads unless
+  ``cache_reads_count`` (Claude 4.x: cache reads do not count);
+- ``otpm`` (Anthropic): nothing at admission, which only needs the bucket out of debt; the
+  output actually generated is charged when the attempt ends at the provider (OTPM is
+  "evaluated in real time as output tokens are produced"; max_tokens "does not factor in").
+
 Time is passed in (``now``): limiters hold no clock.
 """
 
@@ -20,8 +31,9 @@ class TokenBucket:
     Kept as one number, the time ``full_at`` at which the bucket is full again (the generic
     cell rate algorithm): the level at ``now`` is ``capacity - rate * max(0, full_at - now)``,
     charging ``c`` moves ``full_at`` by ``c / rate``, and no refill step is needed.
-    When rejected attempts count, the level may go below zero (the attempt is charged); the
-    debt is bounded at one window's worth, as a fixed window would bound it.
+    The level may go below zero: when rejected attempts count (the attempt is charged), and
+    for output tokens, charged after the fact. The debt is bounded at one window's worth, as
+    a fixed window would bound it.
     """
 
     __slots__ = ("base_capacity", "capacity", "full_at", "inv_rate")
@@ -47,10 +59,6 @@ class TokenBucket:
         """Take ``cost`` (the level may go negative, down to minus one capacity)."""
         full_at = max(self.full_at, now) + cost * self.inv_rate
         self.full_at = min(full_at, now + 2 * WINDOW)
-
-    def refund(self, amount: float, now: float, charged_at: float) -> None:
-        """Give back ``amount`` charged at ``charged_at`` (never above capacity)."""
-        self.full_at = max(max(self.full_at, now) - amount * self.inv_rate, now)
 
     def scale(self, factor: float, now: float) -> None:
         """Multiply the limit by ``factor`` relative to the configured one (tier changes)."""
@@ -92,14 +100,9 @@ class FixedWindow:
         return (self.window + 1) * WINDOW - now
 
     def charge(self, cost: float, now: float) -> None:
-        """Count ``cost`` in the current window."""
-        self.used += cost
-
-    def refund(self, amount: float, now: float, charged_at: float) -> None:
-        """Give back ``amount`` if it was charged in the current window (older windows are gone)."""
+        """Count ``cost`` in the window of ``now``."""
         self.refill(now)
-        if int(charged_at // WINDOW) == self.window:
-            self.used = max(0.0, self.used - amount)
+        self.used += cost
 
     def scale(self, factor: float, now: float) -> None:
         """Multiply the limit by ``factor`` relative to the configured one."""
@@ -121,12 +124,11 @@ class Bucket(Protocol):
     def refill(self, now: float) -> float: ...  # noqa: D102
     def wait_for(self, cost: float, now: float) -> float: ...  # noqa: D102
     def charge(self, cost: float, now: float) -> None: ...  # noqa: D102
-    def refund(self, amount: float, now: float, charged_at: float) -> None: ...  # noqa: D102
     def scale(self, factor: float, now: float) -> None: ...  # noqa: D102
     def fraction(self, now: float) -> float: ...  # noqa: D102
 
 
-# What each kind of bucket charges, as an index into (1, input + max_tokens, input, max_tokens).
+# Kinds of bucket, as indices into the costs tuple of an attempt.
 _REQUESTS, _TOKENS, _INPUT, _OUTPUT = 0, 1, 2, 3
 
 
@@ -135,13 +137,17 @@ class RateLimiter:
 
     ``admit`` returns ``None`` when the attempt is admitted (and charged), or the
     ``retry_after`` in seconds (``nan`` when no wait would ever let it through: the attempt is
-    larger than a whole minute's limit).
+    larger than a whole minute's limit). ``count_rejected`` charges rejected attempts too
+    (the strict reading of "unsuccessful requests contribute to your per-minute limit"): with
+    continuous refill, any sustained load above a limit then locks every attempt out until
+    the load falls below it and the debt is repaid.
     """
 
     __slots__ = (
         "_buckets",
         "_continuous",
         "_items",
+        "cache_reads_count",
         "count_rejected",
         "otpm",
         "resolution",
@@ -156,6 +162,7 @@ class RateLimiter:
         refill: str,
         count_rejected: bool,
         resolution: float,
+        cache_reads_count: bool = False,
     ) -> None:
         make: type[TokenBucket] | type[FixedWindow] = (
             FixedWindow if refill == "window" else TokenBucket
@@ -178,8 +185,11 @@ class RateLimiter:
         self._buckets = tuple(by_kind)
         self.count_rejected = count_rejected
         self.resolution = resolution
+        self.cache_reads_count = cache_reads_count
 
-    def admit(self, now: float, input_tokens: int, max_tokens: int) -> float | None:
+    def admit(
+        self, now: float, input_tokens: int, cached_tokens: int, max_tokens: int
+    ) -> float | None:
         """Admit and charge, or return the retry_after of the 429 (see the class docstring)."""
         if self._continuous:
             # TokenBucket's arithmetic unrolled: every attempt comes through here. Each bucket
@@ -189,22 +199,20 @@ class RateLimiter:
             if rpm is not None:
                 r_at = (rpm.full_at if rpm.full_at > now else now) + rpm.inv_rate
                 if r_at > limit:
-                    return self._reject_tokens(now, input_tokens, max_tokens)
+                    return self._reject_tokens(now, input_tokens, cached_tokens, max_tokens)
             if tpm is not None:
-                t_at = (tpm.full_at if tpm.full_at > now else now) + (
-                    input_tokens + max_tokens
-                ) * tpm.inv_rate
+                t_cost = input_tokens if input_tokens > max_tokens else max_tokens
+                t_at = (tpm.full_at if tpm.full_at > now else now) + t_cost * tpm.inv_rate
                 if t_at > limit:
-                    return self._reject_tokens(now, input_tokens, max_tokens)
+                    return self._reject_tokens(now, input_tokens, cached_tokens, max_tokens)
             if itpm is not None:
-                i_at = (itpm.full_at if itpm.full_at > now else now) + input_tokens * itpm.inv_rate
+                i_cost = input_tokens if self.cache_reads_count else input_tokens - cached_tokens
+                i_at = (itpm.full_at if itpm.full_at > now else now) + i_cost * itpm.inv_rate
                 if i_at > limit:
-                    return self._reject_tokens(now, input_tokens, max_tokens)
-            if otpm is not None:
-                o_at = (otpm.full_at if otpm.full_at > now else now) + max_tokens * otpm.inv_rate
-                if o_at > limit:
-                    return self._reject_tokens(now, input_tokens, max_tokens)
-                otpm.full_at = o_at
+                    return self._reject_tokens(now, input_tokens, cached_tokens, max_tokens)
+            # Output is charged when generated (charge_output); admission needs no debt.
+            if otpm is not None and otpm.full_at > limit:
+                return self._reject_tokens(now, input_tokens, cached_tokens, max_tokens)
             if rpm is not None:
                 rpm.full_at = r_at
             if tpm is not None:
@@ -212,7 +220,7 @@ class RateLimiter:
             if itpm is not None:
                 itpm.full_at = i_at
             return None
-        costs = (1.0, input_tokens + max_tokens, input_tokens, max_tokens)
+        costs = self._costs(input_tokens, cached_tokens, max_tokens)
         ok = True
         for bucket, kind in self._items:
             if bucket.refill(now) < costs[kind]:
@@ -223,10 +231,19 @@ class RateLimiter:
             return None
         return self._reject(now, costs)
 
-    def _reject_tokens(self, now: float, input_tokens: int, max_tokens: int) -> float:
-        return self._reject(now, (1.0, input_tokens + max_tokens, input_tokens, max_tokens))
+    def _costs(
+        self, input_tokens: int, cached_tokens: int, max_tokens: int
+    ) -> tuple[float, float, float, float]:
+        """What each kind of bucket charges at admission (requests, tokens, input, output)."""
+        uncached = input_tokens if self.cache_reads_count else input_tokens - cached_tokens
+        return (1.0, float(max(input_tokens, max_tokens)), float(uncached), 0.0)
 
-    def _reject(self, now: float, costs: tuple[float, int, int, int]) -> float:
+    def _reject_tokens(
+        self, now: float, input_tokens: int, cached_tokens: int, max_tokens: int
+    ) -> float:
+        return self._reject(now, self._costs(input_tokens, cached_tokens, max_tokens))
+
+    def _reject(self, now: float, costs: tuple[float, float, float, float]) -> float:
         """The 429: charge it if rejected attempts count, and compute its retry_after."""
         if self.count_rejected:
             for bucket, kind in self._items:
@@ -240,10 +257,10 @@ class RateLimiter:
             wait = math.ceil(wait / res - 1e-9) * res
         return wait
 
-    def refund_output(self, now: float, unused: int, admitted_at: float) -> None:
-        """Give back output tokens charged from max_tokens but not generated (Anthropic OTPM)."""
-        if self.otpm is not None and unused > 0:
-            self.otpm.refund(float(unused), now, admitted_at)
+    def charge_output(self, now: float, generated: int) -> None:
+        """Charge the output tokens an attempt generated, when it ends at the provider."""
+        if self.otpm is not None and generated > 0:
+            self.otpm.charge(float(generated), now)
 
     def scale(self, factor: float, now: float) -> None:
         """Multiply every limit by ``factor`` (1 restores the configured limits)."""
