@@ -11,6 +11,15 @@ confidence interval (a t interval):
 - a metric that is undefined in any replication (a recovery that never happened, a ratio
   with nothing to divide by) fails the check, with the count of such runs.
 
+A **binary** metric (a per-run flag, 0 or 1: ``metastable``; ``BINARY_KEYS``) is a count of
+runs, not a quantity with a spread: its mean is the share of runs that raised the flag and its
+interval is the exact (Clopper-Pearson) 95% binomial interval of that share, never a t interval
+(on [1, 1, 0] a t interval reads -0.77 to 2.10 and lets ``metastable <= 0`` pass). A bound at
+the edge of [0, 1] is a **count rule**, the same in both modes: ``<= 0`` (``< 1`` is not an
+edge) passes only when no run raised the flag, ``>= 1`` only when every run did; no interval
+can prove a share is exactly 0 or 1. Other bounds on a binary metric are judged like any other,
+on the binomial interval.
+
 ``within`` checks compare with a baseline's mean: ``|mean - baseline| <= tolerance *
 |baseline|``. A baseline passed on the command line adds, for each comparison check, a
 one-sided regression bound: a ``>=`` metric may not fall more than the tolerance below its
@@ -30,6 +39,7 @@ import numpy as np
 from llmtraffic.checks.spec import Check
 from llmtraffic.errors import ConfigError
 from llmtraffic.experiment.analysis import _text, mean_ci
+from llmtraffic.results.metrics import BINARY_KEYS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -190,7 +200,8 @@ def _judge(
     bound_text: str,
     strict: bool,
 ) -> CheckResult:
-    mean, low, high, n = mean_ci(values)
+    binary = is_binary(column)
+    mean, low, high, n = binomial_ci(values) if binary else mean_ci(values)
     result = CheckResult(
         check,
         point_id,
@@ -209,8 +220,22 @@ def _judge(
     if undefined:
         result.note = f"undefined in {undefined} of {len(values)} runs"
         if column.endswith("recovery_time"):
-            result.note += " (no recovery before the arrivals stopped)"
+            result.note += " (not recovered within the horizon, or the run is too short)"
+        elif column.endswith("metastable"):
+            result.note += " (the run is too short to tell: see metastable_reason)"
         return result
+    if binary:
+        bad = [v for v in values if v not in (0.0, 1.0)]
+        if bad:
+            raise ConfigError([f"{column} is a 0/1 flag, but a run has {bad[0]!r}"])
+        k = int(np.count_nonzero(values == 1.0))
+        rule = _count_rule(op, bound)
+        if rule is not None:
+            result.passed = rule(k, n)
+            result.note = f"count rule: {k} of {n} runs raised it" + (
+                "" if result.passed else f", needs {'none' if bound <= 0 else 'all'}"
+            )
+            return result
     compare = OPS[op]
     has_interval = n > 1 and math.isfinite(low)
     # The end of the interval that is most (least) favourable to the check.
@@ -228,6 +253,37 @@ def _judge(
     if not result.passed:
         result.note = result.note or f"off by {abs(mean - bound):.4g}"
     return result
+
+
+def is_binary(column: str) -> bool:
+    """Whether a summary column is a per-run 0/1 flag (judged as a count of runs)."""
+    return column.rsplit(".", 1)[-1] in BINARY_KEYS
+
+
+def binomial_ci(
+    values: Sequence[float] | np.ndarray, confidence: float = 0.95
+) -> tuple[float, float, float, int]:
+    """Share of the finite 0/1 values that are 1, with its exact (Clopper-Pearson) interval:
+    (share, low, high, n). With one value there is an interval too (1 of 1: 0.025 to 1)."""
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    n = int(x.size)
+    if n == 0:
+        return math.nan, math.nan, math.nan, 0
+    from scipy import stats  # imported on use: it is slow to import
+
+    k = int(np.count_nonzero(x == 1.0))
+    ci = stats.binomtest(k, n).proportion_ci(confidence_level=confidence, method="exact")
+    return k / n, float(ci.low), float(ci.high), n
+
+
+def _count_rule(op: str, bound: float) -> Callable[[int, int], bool] | None:
+    """For a bound at the edge of [0, 1] on a flag, the rule on k of n runs; else None."""
+    if op == "<=" and bound == 0:
+        return lambda k, n: k == 0
+    if op == ">=" and bound == 1:
+        return lambda k, n: k == n
+    return None
 
 
 def _within(

@@ -267,8 +267,8 @@ def incident_metrics(
         elif k_end >= k_judged:
             metastable = True
             reason = (
-                f"not back to the level ({level:.4g} - {rule.tolerance:g}) within "
-                f"{rule.horizon:g} s of the end, held for {hb * w:g} s"
+                f"not back to the level ({level:.4g} - {rule.tolerance:g}) for {hb * w:g} s "
+                f"within {rule.horizon:g} s of the end"
             )
         else:
             seen = max(0.0, k_end * w - inc.end)
