@@ -133,6 +133,7 @@ def test_an_incident_is_judged_on_the_features_it_hits() -> None:
     assert math.isnan(inc["recovery_time"])
     # The outage lasts to the end of the arrivals: no window after it, no verdict.
     assert inc["metastable"] is None
+    assert "lasts until the arrivals stop" in inc["metastable_reason"]
 
 
 def test_a_fallback_brings_a_feature_into_the_scope() -> None:

@@ -270,6 +270,8 @@ def incident_metrics(
                 f"not back to the level ({level:.4g} - {rule.tolerance:g}) for {hb * w:g} s "
                 f"within {rule.horizon:g} s of the end"
             )
+        elif inc.end >= duration:
+            reason = "the incident lasts until the arrivals stop: nothing to recover into"
         else:
             seen = max(0.0, k_end * w - inc.end)
             why = "the arrivals stop" if k_stop == last else "another incident starts"
