@@ -163,6 +163,20 @@ def test_anthropic_output_limits_count_only_what_was_generated() -> None:
     assert share_429(anthropic(0.0, 0.3, 500, 200)) < 0.005
 
 
+def test_shed_attempts_cost_no_output_tokens() -> None:
+    """Two slots of 10 s and no queue serve at most 0.2/s of the 0.5/s offered; the rest are
+    shed with 529s, generating nothing. Served output: at most 0.2 * 60 * 200 = 2,400 a
+    minute, under the 8,000 OTPM: no 429 at all. (f8966f2 charged max_tokens = 1,000 for
+    every admitted attempt and never gave back a shed one's: 30,000 a minute, mostly 429s.)"""
+    raw = anthropic(0.0, 0.0, 500, 200)
+    raw["providers"]["p"]["capacity"] = {"slots": 2, "queue_limit": 0}
+    raw["providers"]["p"]["service"] = {"kind": "deterministic", "value": 10.0}
+    raw["providers"]["p"]["rate_limit"]["count_rejected"] = False  # isolate the output rule
+    s = Simulation(scenario_from_dict(raw)).run().summary
+    assert s["attempt_statuses"].get("rate_limited", 0) == 0
+    assert s["attempt_statuses"]["overloaded"] > 0.5 * s["attempts"]  # the queue did shed
+
+
 def test_anthropic_output_limits_admit_the_limit_when_output_exceeds_it() -> None:
     """400 output tokens at 30 a minute = 12,000 OTPM generated against 8,000: the long-run
     admitted share is 8,000 / 12,000, so a third of the attempts get 429s."""
