@@ -190,3 +190,41 @@ def test_idle_for_is_what_was_slept() -> None:
     attempts, waits = run_adapter(factory(), outcomes)
     assert waits[:4] == [1.0, 2.0, 4.0, 8.0]
     assert attempts == len(waits) + 1
+
+
+def idle_retrying() -> tenacity.Retrying:
+    """For the run below: wait 1 s more than slept so far, stop before 30 s."""
+    return tenacity.Retrying(stop=stop_before_delay(30), wait=wait_on_idle)
+
+
+def test_idle_for_in_a_run() -> None:
+    """Through the client: every request fails fast (0.05 s), so waits run 1, 2, 4, 8 and the
+    next (16 s) would end past 30 s: 5 attempts each; f8966f2's adapter left idle_for at 0."""
+    from llmtraffic import Simulation
+    from tests.conftest import make_scenario
+
+    sc = make_scenario(
+        **{
+            "run.duration": 100.0,
+            "providers.p.failures": {"error_rate": 1.0, "error_latency": 0.05},
+            "features.f.arrivals": {"kind": "poisson", "rate": 0.5},
+            "features.f.policy": "t",
+            "policies": {
+                "t": {
+                    "retry": {
+                        "kind": "tenacity",
+                        "retrying": "tests.test_conformance_tenacity:idle_retrying",
+                    }
+                }
+            },
+        }
+    )
+    result = Simulation(sc).run()
+    att = result.df("attempts")
+    waits = att[att["attempt"] > 0].groupby("request_id")["wait_before"].apply(list)
+    assert len(waits) >= 20
+    for w in waits:
+        assert w == pytest.approx([1.0, 2.0, 4.0, 8.0][: len(w)])
+    done = result.df("requests")
+    done = done[done["outcome"] == "exhausted"]
+    assert len(done) >= 20 and (done["attempts"] == 5).all()
