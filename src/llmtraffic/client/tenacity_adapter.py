@@ -141,8 +141,9 @@ class TenacityPolicy:
 
     tenacity's call state carries ``idle_for``, the time slept so far; ``RetryState`` does not,
     so the adapter remembers it per request (keyed by arrival time and provider) from one
-    failure to the next. A request that succeeds after a retry leaves its entry behind: the
-    memory keeps the latest ``IDLE_MEMORY`` entries, far more than requests in retry at once.
+    failure to the next. A request that succeeds after a retry leaves its entry behind, so the
+    memory keeps only the latest ``IDLE_MEMORY`` entries; a request pushed out while it waits
+    sees ``idle_for`` start again at 0.
     """
 
     def __init__(self, retrying: Any, retryable: RetryIf | None = None) -> None:
