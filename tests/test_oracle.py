@@ -295,7 +295,12 @@ def exact_scenarios(draw: st.DrawFn, issue11_rules: bool = False) -> dict[str, A
                     }
                 )
             ),
-            "service": {"kind": "deterministic", "value": draw(st.sampled_from(SERVICE_TIMES))},
+            "service": draw(
+                st.sampled_from(
+                    [{"kind": "deterministic", "value": v} for v in SERVICE_TIMES]
+                    + [{"kind": "tokens", "ttft": 0.37, "decode_tps": 97.0, "noise_sigma": 0.0}]
+                )
+            ),
             "failures": {
                 "error_rate": draw(st.sampled_from([0.0, 0.0, 1.0])) if not primary else 0.0,
                 "error_latency": draw(st.sampled_from([0.051, 0.31])),
@@ -422,19 +427,31 @@ def exact_scenarios(draw: st.DrawFn, issue11_rules: bool = False) -> dict[str, A
             "on_breaker_open": draw(st.booleans()),
             "on_exhausted": draw(st.booleans()),
         }
+
+    def feature(at: list[float], policy: str) -> dict[str, Any]:
+        return {
+            "provider": "p",
+            "policy": policy,
+            "arrivals": {"kind": "times", "at": at},
+            "input_tokens": {"kind": "fixed", "value": draw(st.sampled_from([100, 700]))},
+            "output_tokens": {"kind": "fixed", "value": draw(st.sampled_from([50, 400]))},
+            "cached_fraction": draw(st.sampled_from([0.0, 0.5])),
+            "max_tokens": draw(st.sampled_from([1024, 300])),
+        }
+
+    features = {"f": feature(at, "x")}
+    policies: dict[str, Any] = {"x": policy}
+    if draw(st.booleans()):
+        # A second feature with no retries shares the provider, its limits and its slots.
+        m = draw(st.integers(1, 20))
+        ticks_g = draw(st.lists(st.integers(0, 10**9 - 1), min_size=m, max_size=m, unique=True))
+        features["g"] = feature(sorted(duration * 0.9 * t / 1e9 + 1e-4 for t in ticks_g), "y")
+        policies["y"] = {"timeout": draw(st.sampled_from([1.07, 600.0]))}
     return {
         "run": {"duration": duration, "seed": 0},
         "providers": providers,
-        "features": {
-            "f": {
-                "provider": "p",
-                "arrivals": {"kind": "times", "at": at},
-                "input_tokens": {"kind": "fixed", "value": draw(st.sampled_from([100, 700]))},
-                "output_tokens": {"kind": "fixed", "value": draw(st.sampled_from([50, 400]))},
-                "cached_fraction": draw(st.sampled_from([0.0, 0.5])),
-            }
-        },
-        "policies": {"x": policy},
+        "features": features,
+        "policies": policies,
     }
 
 
