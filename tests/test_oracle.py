@@ -304,6 +304,7 @@ def exact_scenarios(draw: st.DrawFn, issue11_rules: bool = False) -> dict[str, A
             "failures": {
                 "error_rate": draw(st.sampled_from([0.0, 0.0, 1.0])) if not primary else 0.0,
                 "error_latency": draw(st.sampled_from([0.051, 0.31])),
+                "error_status": draw(st.sampled_from([500, 424])),
             },
         }
         if draw(st.booleans()):
@@ -340,6 +341,7 @@ def exact_scenarios(draw: st.DrawFn, issue11_rules: bool = False) -> dict[str, A
             }
             if kind == "brownout":
                 inc["error_rate"] = 1.0
+                inc["status"] = draw(st.sampled_from([500, 424]))
             elif kind == "capacity_drop":
                 inc["remaining"] = 0.5
             elif kind in ("latency_spike", "rate_limit_change"):
@@ -368,6 +370,9 @@ def exact_scenarios(draw: st.DrawFn, issue11_rules: bool = False) -> dict[str, A
     if kind == "exponential":
         retry.update(base=0.29, multiplier=2.0, cap=5.0, jitter="none")
     policy["retry"] = retry
+    if draw(st.booleans()):
+        # The SDKs' rule: error responses retried only for these statuses (not a 424).
+        policy["retryable_http"] = {"codes": [408, 409, 429], "at_least": 500}
     policy["retryable"] = draw(
         st.sampled_from(
             [
@@ -407,9 +412,11 @@ def exact_scenarios(draw: st.DrawFn, issue11_rules: bool = False) -> dict[str, A
     if "pacing" in gates:
         pacing: dict[str, Any] = {"rpm": draw(st.sampled_from([6, 20, 40]))}
         if settled:
-            policy["deadline"] = math.inf  # a paced attempt is never refused nor abandoned
+            # A paced attempt is never refused nor abandoned.
+            policy["deadline"] = math.inf
+            pacing["max_wait"] = math.inf
         else:
-            pacing["max_wait"] = draw(st.sampled_from([math.inf, 2.0]))
+            pacing["max_wait"] = draw(st.sampled_from([math.inf, 2.0, 5.0]))
         policy["rate_limit"] = pacing
     if "concurrency" in gates:
         conc: dict[str, Any] = {"limit": draw(st.integers(1, 3))}
@@ -543,7 +550,10 @@ def random_scenarios(draw: st.DrawFn) -> dict[str, Any]:
             "max_retries": draw(st.integers(0, 3)),
             "base": 0.5,
             "cap": 8.0,
-            "jitter": draw(st.sampled_from(["full", "equal", "decorrelated", "proportional"])),
+            "jitter": draw(
+                st.sampled_from(["full", "equal", "decorrelated", "proportional", "additive"])
+            ),
+            "retry_after_jitter": draw(st.sampled_from([0.0, 0.75])),
         },
     }
     gate = draw(st.sampled_from(["none", "breaker", "throttle", "budget", "concurrency", "pacing"]))

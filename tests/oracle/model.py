@@ -1099,6 +1099,13 @@ class OracleClient:
         r = policy.retry
         if att.status not in policy.retryable:
             return None, NON_RETRYABLE
+        http = policy.retryable_http
+        if http is not None and att.status in (RATE_LIMITED, SERVER_ERROR, OVERLOADED):
+            # An error response is retried only for these HTTP statuses (the SDKs' rule); a
+            # timeout or a mid-stream failure has no error response and passes.
+            code = att.http_status
+            if code not in http.codes and (http.at_least is None or code < http.at_least):
+                return None, NON_RETRYABLE
         if isinstance(r, NoRetry):
             return None, EXHAUSTED
         if not isinstance(r, NaiveRetry | FixedRetry | ExponentialRetry | RandomExponentialRetry):
@@ -1106,9 +1113,10 @@ class OracleClient:
         if on_provider >= r.max_retries + 1:
             return None, EXHAUSTED
         ra = att.retry_after
-        if r.honor_retry_after and att.status == RATE_LIMITED and not math.isnan(ra):
+        # Only a positive retry-after is honoured (the SDKs: ``0 < retry_after``).
+        if r.honor_retry_after and att.status == RATE_LIMITED and ra > 0:
             if ra <= r.retry_after_max:
-                return ra, ""
+                return ra + r.retry_after_jitter * self.rng.random(), ""
             if r.retry_after_beyond_max == "give_up":
                 return None, EXHAUSTED
         retries = on_provider - 1
@@ -1128,6 +1136,8 @@ class OracleClient:
                 return w / 2 + w / 2 * self.rng.random(), ""
             if r.jitter == "proportional":
                 return w * (1 - r.jitter_fraction * self.rng.random()), ""
+            if r.jitter == "additive":
+                return w + r.jitter_added * self.rng.random(), ""
             return w, ""
         if isinstance(r, RandomExponentialRetry):
             high = max(r.min, min(r.max, r.multiplier * r.exp_base ** (on_provider - 1)))
