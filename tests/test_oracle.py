@@ -1,28 +1,29 @@
 """The engine against an independent reference implementation (issue 11, section 6).
 
 ``tests/oracle`` simulates the same ``Scenario`` with plain SimPy processes (one per request,
-one per attempt in service); a disagreement is a bug in one of them. Three kinds of check:
+one per attempt in service); a disagreement is a bug in one of them. Four kinds of check:
 
 1. The oracle itself against hand-computed cases (so that it is worth comparing with).
 2. Exact, request by request: Hypothesis draws deterministic scenarios (arrivals at listed
-   times, fixed tokens, deterministic service, error rates 0 or 1, no jitter, no throttle
-   coins), where both must give every request the same outcome, number of attempts, end time
-   and billed cost. Both see the same traffic; nothing else is random. Arrival times are drawn
-   on a fine irregular grid so that two events meet at the same instant only by construction
-   (ties are ordered by SimPy's event ids, which two implementations need not share).
+   times, fixed tokens, deterministic or noiseless token service, error rates 0 or 1, no
+   jitter, no throttle coins) combining rate limits, capacity, incidents, billing rules and
+   the gates; both must give every request the same outcome, number of attempts, end time and
+   billed cost. Both see the same traffic; nothing else is random. Arrival times are drawn on
+   a fine irregular grid, and service times, timeouts, latencies and waits are chosen so that
+   two events meet at the same instant only by construction (ties are ordered by SimPy's
+   event ids, which two implementations need not share). One test leaves out the
+   combinations issue 11 changed (sections 1-2), the other draws them.
 3. Statistical, on random scenarios (Poisson arrivals, uniform tokens, error and mid-stream
    rates, jittered backoff, the throttle's coins): both draw the same traffic (the engine's
-   documented named streams) but their own provider and client randomness, so each replication
-   gives a pair; over 8 replications, the difference of the means of success rate, attempts
-   per request, billed cost per request and the p50 and p90 latency of successes must be within 4.5
-   standard errors (Welch's, unpaired: conservative, see the test) plus a small absolute slack
-   for metrics that are nearly constant. By the CLT the difference is about normal; with
-   Student tails at ~14 degrees of freedom P(|t| > 4.5) is about 5e-4 per metric, and the
-   examples are derandomized, so a passing set stays passing until the engine changes.
-
-Rules that issue 11 changes (sections 1-2: permits and reservations given back by refused
-attempts; abandoned work that keeps running billed for what the provider runs) are exercised by
-their own tests, named ``..._issue11_...``.
+   documented named streams) but their own provider and client randomness. Over 8
+   replications, the difference of the means of success rate, attempts per request, billed
+   cost per request and the p50 and p90 latency of successes must be within 4.5 standard
+   errors (Welch's, unpaired: conservative, see the test) plus a small absolute slack for
+   metrics that are nearly constant. By the CLT the difference is about normal; with Student
+   tails at ~14 degrees of freedom P(|t| > 4.5) is about 5e-4 per metric, and the examples
+   are derandomized, so a passing set stays passing until the engine changes.
+4. The scenarios issue 11 names, scaled down (``test_issue11_...``), and retry waits against
+   a closed form: engine and oracle must both show the expected figure.
 """
 
 from __future__ import annotations
@@ -476,11 +477,6 @@ def test_engine_matches_oracle_request_by_request(raw: dict[str, Any]) -> None:
     compare_exactly(raw)
 
 
-@pytest.mark.xfail(
-    reason="issue 11 sections 1-2 (permits and reservations given back; abandoned work that "
-    "keeps running billed for what the provider runs) not yet in the engine",
-    strict=False,
-)
 @EXACT
 @given(exact_scenarios(issue11_rules=True))
 def test_engine_matches_oracle_request_by_request_issue11_rules(raw: dict[str, Any]) -> None:
