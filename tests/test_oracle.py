@@ -552,12 +552,22 @@ def random_scenarios(draw: st.DrawFn) -> dict[str, Any]:
             "retry_after_jitter": draw(st.sampled_from([0.0, 0.75])),
         },
     }
-    gate = draw(st.sampled_from(["none", "breaker", "throttle", "budget", "concurrency", "pacing"]))
-    if gate == "breaker":
-        policy["breaker"] = {"window_size": 20, "minimum_calls": 10, "open_duration": 5.0}
-    elif gate == "throttle":
+    # Any combination of the gates (each with probability 1/3).
+    gates = {
+        g
+        for g in ("breaker", "throttle", "budget", "concurrency", "pacing", "deadline")
+        if draw(st.integers(0, 2)) == 0
+    }
+    if "breaker" in gates:
+        policy["breaker"] = {
+            "window_size": 20,
+            "minimum_calls": 10,
+            "open_duration": 5.0,
+            "half_open_calls": draw(st.sampled_from([1, 3])),
+        }
+    if "throttle" in gates:
         policy["throttle"] = {"k": 1.5, "window": 30.0}
-    elif gate == "budget":
+    if "budget" in gates:
         policy["budget"] = draw(
             st.sampled_from(
                 [
@@ -567,10 +577,12 @@ def random_scenarios(draw: st.DrawFn) -> dict[str, Any]:
                 ]
             )
         )
-    elif gate == "concurrency":
+    if "concurrency" in gates:
         policy["concurrency"] = {"limit": 4, "queue_limit": 5}
-    elif gate == "pacing":
+    if "pacing" in gates:
         policy["rate_limit"] = {"rpm": rate * 60 * 0.9, "max_wait": 3.0}
+    if "deadline" in gates:
+        policy["deadline"] = 6.0
     return {
         "run": {"duration": duration, "seed": 0},
         "providers": {"p": provider},
