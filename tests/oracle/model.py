@@ -4,20 +4,24 @@ One process per request walks it through the client's gates, sends its attempts,
 their outcomes and for its retry waits; one process per attempt the provider admits waits for
 a serving slot and serves it. State lives in small explicit objects (token buckets, a breaker,
 a throttle, a budget, a pacer, the slots). The rules are read from docs/providers.md,
-docs/metrics.md ("Billing"), docs/policies.md and the config models, and from issue 11 where it
-changes them:
+docs/billing.md, docs/policies.md and the config models, including those issue 11 changed:
 
 - a half-open breaker permit, a throttle count, a retry taken from the budget and a pacing
   reservation are given back when the attempt they were given for never goes out (a later gate
   refuses it, or its request ends while it waits);
 - an attempt the client abandoned while the provider keeps running it is billed for what the
-  provider runs (its full output when it completes); ``billing.timeout`` applies only to work
-  the provider stops (``abandoned_keeps_running = false``);
-- partial billing counts generated tokens only: time to first token generates none.
+  provider runs (its full output when it completes, up to the failure point when it fails
+  mid-stream); ``billing.timeout`` otherwise applies to work the provider stops at the
+  disconnect, and work dropped from the queue unserved costs nothing;
+- partial billing counts generated tokens only: none before the first token;
+- rate limits: rejected attempts are not charged unless ``count_rejected``; TPM charges
+  max(input, max_tokens), ITPM the input without cache reads, OTPM the output generated when
+  the attempt ends (admission only needs the bucket out of debt);
+- a provider without a ``capacity`` table is not capacity-limited.
 
 Randomness: arrival times and token sizes are drawn exactly as the engine documents them
-(named streams from one root seed, ``docs/traces.md``/``engine/streams.py``: the stream of a
-name is ``SeedSequence(seed, spawn_key=(crc32(name),))``), so that both see the same traffic
+(named streams from one root seed, style.md principle 2 and the engine's streams: the stream
+of a name is ``SeedSequence(seed, spawn_key=(crc32(name),))``), so that both see the same traffic
 and per-request comparisons are possible. Everything else (service noise, error coins,
 mid-stream points, jitter, throttle coins) comes from the oracle's own generator: compared with
 the engine statistically, never draw by draw.
@@ -921,8 +925,6 @@ class OracleClient:
         self.local_queue: deque[tuple[OracleRequest, simpy.Event, int]] = deque()
         self.active = 0
         self.live: list[OracleRequest] = []
-        # Per request: chain position, attempts on that provider, previous wait, held gates.
-        self.pos: dict[int, int] = {}
 
     # One request
 
