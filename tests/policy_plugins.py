@@ -55,3 +55,14 @@ def jittered_retrying() -> tenacity.Retrying:
         stop=tenacity.stop_after_delay(30) | tenacity.stop_after_attempt(8),
         retry=tenacity.retry_if_exception_type(RateLimitedError),
     )
+
+
+class FixedDecision:
+    """Always retries after ``wait`` seconds, whatever ``wait`` is (a negative, infinite or NaN
+    wait is a bug in a user's policy that the client must refuse)."""
+
+    def __init__(self, wait: float) -> None:
+        self.wait = wait
+
+    def decide(self, state: RetryState, uniforms: Iterator[float]) -> Decision:
+        return Decision(self.wait)

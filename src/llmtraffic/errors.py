@@ -36,3 +36,8 @@ class TraceError(LLMTrafficError):
 
 class TraceWarning(UserWarning):
     """A trace was read with a fix-up the user asked for (``sort = "warn"`` sorted it)."""
+
+
+class PolicyError(LLMTrafficError):
+    """A retry policy (built-in, plugin or tenacity) returned something the client cannot carry
+    out, such as a negative, infinite or NaN wait; the message names the policy class."""

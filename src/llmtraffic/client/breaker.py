@@ -183,13 +183,21 @@ class CircuitBreaker:
                 self._transition(OPEN if tripped else CLOSED, now)
 
     def ignore(self, epoch: int) -> None:
-        """A call let through in ``epoch`` ended with a status the breaker does not record.
+        """A call let through in ``epoch`` ended with a status the breaker does not record,
+        or never went out (another gate refused it, or its request ended while it waited).
 
-        A half-open trial that ends so gives its permit back (as resilience4j releases the
-        permission of an ignored call); otherwise the breaker could wait forever for trials.
+        A half-open trial that ends so gives its permit back (resilience4j's
+        ``releasePermission``); otherwise the breaker could wait forever for trials.
         """
         if epoch == self.epoch and self.state is HALF_OPEN and self._trials_allowed > 0:
             self._trials_allowed -= 1
+
+    @property
+    def trials_out(self) -> int:
+        """Half-open trial permits given and not yet reported or given back."""
+        if self.state is not HALF_OPEN:
+            return 0
+        return self._trials_allowed - self._trials.calls
 
     def _tripped(self, calls: int, fails: int, slows: int) -> bool:
         return fails >= self.failure_threshold * calls or slows >= self.slow_threshold * calls

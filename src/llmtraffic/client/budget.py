@@ -33,6 +33,10 @@ class RetryBudget(Protocol):
     def on_retry_done(self) -> None:
         """A retry came back (for budgets that count retries in flight)."""
 
+    def refund(self, taken_at: float) -> None:
+        """Give back a retry taken at ``taken_at`` that never went out (a later gate refused
+        it, or its request ended while it waited): budgets count retries sent."""
+
     def level(self, now: float) -> float:
         """What is left, in retries, for the time series."""
 
@@ -62,6 +66,11 @@ class TokenBucketRetryBudget:
 
     def on_retry_done(self) -> None:
         """Nothing to do."""
+
+    def refund(self, taken_at: float) -> None:
+        """Put the token back."""
+        tokens = self.tokens + 1.0
+        self.tokens = tokens if tokens < self.max_tokens else self.max_tokens
 
     def level(self, now: float) -> float:
         """Tokens left."""
@@ -109,6 +118,17 @@ class FinagleRetryBudget:
     def on_retry_done(self) -> None:
         """Nothing to do."""
 
+    def refund(self, taken_at: float) -> None:
+        """Undo the withdrawal, if its second is still in the window."""
+        sec = math.floor(taken_at)
+        for bucket in reversed(self._seconds):
+            if bucket[0] == sec:
+                bucket[2] -= 1.0
+                self._withdrawals -= 1.0
+                return
+            if bucket[0] < sec:
+                return
+
     def level(self, now: float) -> float:
         """Balance of the last ttl."""
         self._bucket(now)
@@ -139,6 +159,10 @@ class EnvoyRetryBudget:
 
     def on_retry_done(self) -> None:
         """A retry in flight came back."""
+        self.in_flight -= 1
+
+    def refund(self, taken_at: float) -> None:
+        """The retry never went out: it is no longer in flight."""
         self.in_flight -= 1
 
     def level(self, now: float) -> float:

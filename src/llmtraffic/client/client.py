@@ -5,6 +5,11 @@ provider, or end the request).
 Before an attempt goes out it passes, in order: the circuit breaker of its provider (a refusal
 may move the request to a fallback provider), adaptive throttling, the retry budget (for
 retries), client-side pacing (it may wait), and the concurrency limit (it may queue locally).
+
+What a gate gives an attempt it lets through (a half-open trial permit, a throttle count, a
+retry from the budget, a pacing reservation) is held by the request until the attempt goes out;
+if a later gate refuses it, or the request ends while it waits (deadline, end of the run), the
+request gives everything back (``release_held``): gates that compose must not leak.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import math
 from collections import deque
 from collections.abc import Callable
 
-from llmtraffic.client.breaker import CLOSED, OPEN, CircuitBreaker
+from llmtraffic.client.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from llmtraffic.client.budget import RetryBudget, make_budget
 from llmtraffic.client.pacing import ClientPacer
 from llmtraffic.client.retry import Decision, RetryController, as_decision, controller_for
@@ -24,6 +29,10 @@ from llmtraffic.config.workload import Feature
 from llmtraffic.engine.entities import (
     DEADLINE,
     EXHAUSTED,
+    HELD_BUDGET,
+    HELD_PACE,
+    HELD_PERMIT,
+    HELD_THROTTLE,
     OK,
     REJECTED_BREAKER,
     REJECTED_BUDGET,
@@ -34,6 +43,7 @@ from llmtraffic.engine.entities import (
 )
 from llmtraffic.engine.kernel import Call, Kernel
 from llmtraffic.engine.streams import Streams
+from llmtraffic.errors import PolicyError
 from llmtraffic.provider.endpoint import Endpoint
 from llmtraffic.results.recorder import FLUSH_ROWS, Recorder
 
@@ -74,6 +84,10 @@ class Client:
         # The built-in controller returns Decisions; user policies may return numbers.
         self._plain_decisions = isinstance(self.controller, RetryController)
         self.u = streams.uniforms(f"client/{name}/jitter")
+        # The throttle's coin flips have their own stream, so that a throttle added to a
+        # policy does not shift the jitter draws of the comparison it is paired with.
+        self.u_throttle = streams.uniforms(f"client/{name}/throttle")
+        self.policy_name = type(self.controller).__name__
         self.tally = recorder.tallies[name]
         self.bins = recorder.bins
         self._inv = recorder.bins.inv
@@ -151,11 +165,16 @@ class Client:
     def send(self, req: Request, now: float) -> None:
         """Send the next attempt of ``req`` through the client's gates, or end it."""
         breaker = self.breakers[req.chain_pos]
-        if breaker is not None and breaker.state is not CLOSED and not breaker.allow(now):
-            if self.fallback_on_open and self._fall_back(req, now):
-                return
-            self.finish(req, REJECTED_BREAKER, now)
-            return
+        if breaker is not None:
+            if breaker.state is not CLOSED:
+                if not breaker.allow(now):
+                    if self.fallback_on_open and self._fall_back(req, now):
+                        return
+                    self.finish(req, REJECTED_BREAKER, now)
+                    return
+                if breaker.state is HALF_OPEN:
+                    req.held |= HELD_PERMIT
+            req.epoch = breaker.epoch
         if self._gated:
             self._send_through_gates(req, now)
         else:
@@ -163,18 +182,26 @@ class Client:
 
     def _send_through_gates(self, req: Request, now: float) -> None:
         """Throttle, budget, pacing and concurrency, for the policies that have them."""
-        if self.throttle is not None and not self.throttle.allow(now, self.u):
-            self.finish(req, REJECTED_THROTTLE, now)
-            return
+        req.gated_at = now
+        if self.throttle is not None:
+            if not self.throttle.allow(now, self.u_throttle):
+                self.finish(req, REJECTED_THROTTLE, now)
+                return
+            req.held |= HELD_THROTTLE
         budget = self.budget
-        if req.attempts and budget is not None and not self._take_budget(budget, now):
-            self.finish(req, REJECTED_BUDGET, now)
-            return
-        if self.pacer is not None:
-            at = self.pacer.reserve(now, req.input_tokens, self.max_tokens)
+        if req.attempts and budget is not None:
+            if not self._take_budget(budget, now):
+                self.finish(req, REJECTED_BUDGET, now)
+                return
+            req.held |= HELD_BUDGET
+        pacer = self.pacer
+        if pacer is not None:
+            at = pacer.earliest(now, req.input_tokens, self.max_tokens)
             if at > now:
                 self._wait_for_pacer(req, now, at)
                 return
+            pacer.commit(now, req.input_tokens, self.max_tokens)
+            req.held |= HELD_PACE
         if self.tally.sent - self.tally.attempts >= self.concurrency:
             self._queue_locally(req, now)
             return
@@ -182,10 +209,10 @@ class Client:
 
     def _submit(self, req: Request, now: float) -> None:
         """The attempt goes out to the provider now."""
-        pos = req.chain_pos
-        endpoint = self.chain[pos]
-        breaker = self.breakers[pos]
-        epoch = breaker.epoch if breaker is not None else 0
+        endpoint = self.chain[req.chain_pos]
+        # What the gates gave the request now belongs to the attempt (reported on response).
+        req.held = 0
+        epoch = req.epoch
         abandon = now + self.timeout
         if req.deadline_at < abandon:
             abandon = req.deadline_at
@@ -255,7 +282,7 @@ class Client:
                     att.retry_after,
                     start - att.send if started else NAN,
                     req.input_tokens,
-                    att.generated if started else 0,
+                    att.generated,  # what the bill counts (0 for work never run)
                     cost,
                     att.wait_before,
                 )
@@ -300,6 +327,11 @@ class Client:
                 return
             self.finish(req, decision.outcome, now)
             return
+        if not 0.0 <= wait < INF:  # also catches NaN: every policy's waits, built-in or not
+            raise PolicyError(
+                f"retry policy {self.policy_name} of feature {self.name!r} returned a wait of "
+                f"{wait!r} s; a wait must be a finite number of seconds >= 0"
+            )
         if now + wait >= req.deadline_at:
             # The user gives up before the retry would go out.
             self.kernel.schedule(req, req.deadline_at - now, self._on_deadline)
@@ -330,12 +362,17 @@ class Client:
         return False
 
     def _wait_for_pacer(self, req: Request, now: float, at: float) -> None:
-        """Client-side pacing holds the attempt until ``at`` (or refuses a too-long wait)."""
+        """Client-side pacing holds the attempt until ``at`` (or refuses a too-long wait).
+
+        Only an attempt that will be sent reserves its share: a refused one, or one whose
+        request reaches its deadline first, leaves the pacer as it was."""
         if at - now > self.pace_max_wait:
             self.finish(req, REJECTED_THROTTLE, now)
         elif at >= req.deadline_at:
             self.kernel.schedule(req, req.deadline_at - now, self._on_deadline)
         else:
+            self.pacer.commit(at, req.input_tokens, self.max_tokens)  # type: ignore[union-attr]
+            req.held |= HELD_PACE
             self.kernel.schedule(req, at - now, self._on_paced)
 
     def _on_paced(self, req: Request) -> None:
@@ -378,8 +415,25 @@ class Client:
     def _on_deadline(self, req: Request) -> None:
         self.finish(req, DEADLINE, self.env._now)
 
+    def release_held(self, req: Request) -> None:
+        """Give back what the gates gave ``req`` for an attempt that will never go out."""
+        held = req.held
+        req.held = 0
+        if held & HELD_PERMIT:
+            breaker = self.breakers[req.chain_pos]
+            if breaker is not None:
+                breaker.ignore(req.epoch)
+        if held & HELD_THROTTLE and self.throttle is not None:
+            self.throttle.uncount(req.gated_at)
+        if held & HELD_BUDGET and self.budget is not None:
+            self.budget.refund(req.gated_at)
+        if held & HELD_PACE and self.pacer is not None:
+            self.pacer.release(req.input_tokens, self.max_tokens)
+
     def finish(self, req: Request, outcome: str, now: float) -> None:
         """End ``req`` with its one terminal ``outcome``."""
+        if req.held:
+            self.release_held(req)
         tally = self.tally
         tally.outcomes[outcome] += 1
         latency = now - req.arrival

@@ -4,6 +4,9 @@ so that a team can pace itself under its tier instead of collecting 429s.
 Each limit is a bucket kept as the time it is full again (the generic cell rate algorithm, as
 the provider's limiter): an attempt costing ``c`` can go at the earliest time t with
 ``max(full_at, t) + c / rate - t <= 60 s``, and reserving it moves ``full_at`` on.
+Only attempts that will be sent keep a reservation: the client asks ``earliest`` first,
+commits when it accepts the wait, and releases the reservation of a request that ends before
+its attempt goes out (otherwise refused requests would pace everyone else out of existence).
 """
 
 from __future__ import annotations
@@ -25,15 +28,38 @@ class ClientPacer:
             if limit is not None
         ]
         self._full_at = [0.0] * len(self._limits)
+        self.reserved = 0  # reservations held: committed and not released (for audits)
+
+    def earliest(self, now: float, input_tokens: int, max_tokens: int) -> float:
+        """When an attempt of these tokens could be sent (>= now); reserves nothing."""
+        costs = (1.0, float(input_tokens + max_tokens), float(input_tokens), float(max_tokens))
+        send = now
+        full_at = self._full_at
+        for i, (per_unit, kind) in enumerate(self._limits):
+            # Earliest t with max(full_at, t) + need - t <= WINDOW.
+            send = max(send, full_at[i] + costs[kind] * per_unit - WINDOW)
+        return send
+
+    def commit(self, send: float, input_tokens: int, max_tokens: int) -> None:
+        """Reserve the attempt's share for its send time ``send`` (from ``earliest``)."""
+        costs = (1.0, float(input_tokens + max_tokens), float(input_tokens), float(max_tokens))
+        full_at = self._full_at
+        for i, (per_unit, kind) in enumerate(self._limits):
+            full_at[i] = max(full_at[i], send) + costs[kind] * per_unit
+        self.reserved += 1
+
+    def release(self, input_tokens: int, max_tokens: int) -> None:
+        """Give back a reservation whose attempt was never sent (its request ended while it
+        waited): the share it held becomes free again (a ``full_at`` in the past only means
+        a full bucket)."""
+        costs = (1.0, float(input_tokens + max_tokens), float(input_tokens), float(max_tokens))
+        full_at = self._full_at
+        for i, (per_unit, kind) in enumerate(self._limits):
+            full_at[i] -= costs[kind] * per_unit
+        self.reserved -= 1
 
     def reserve(self, now: float, input_tokens: int, max_tokens: int) -> float:
         """Reserve the attempt's share and return when it may be sent (>= now)."""
-        costs = (1.0, float(input_tokens + max_tokens), float(input_tokens), float(max_tokens))
-        send = now
-        for i, (per_unit, kind) in enumerate(self._limits):
-            need = costs[kind] * per_unit
-            # Earliest t with max(full_at, t) + need - t <= WINDOW.
-            send = max(send, self._full_at[i] + need - WINDOW)
-        for i, (per_unit, kind) in enumerate(self._limits):
-            self._full_at[i] = max(self._full_at[i], send) + costs[kind] * per_unit
+        send = self.earliest(now, input_tokens, max_tokens)
+        self.commit(send, input_tokens, max_tokens)
         return send

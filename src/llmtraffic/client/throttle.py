@@ -24,6 +24,10 @@ class AdaptiveThrottle:
         self._seconds: deque[list[float]] = deque()  # [second, requests, accepts]
         self.requests = 0.0
         self.accepts = 0.0
+        # Running totals, for audits: counted - uncounted = attempts sent + refused here.
+        self.counted = 0
+        self.uncounted = 0
+        self.refused = 0
 
     def _bucket(self, now: float) -> list[float]:
         sec = math.floor(now)
@@ -47,7 +51,25 @@ class AdaptiveThrottle:
         p = self.rejection_probability(now)
         self._bucket(now)[1] += 1.0
         self.requests += 1.0
-        return not (p > 0.0 and next(uniforms) < p)
+        self.counted += 1
+        if p > 0.0 and next(uniforms) < p:
+            self.refused += 1
+            return False
+        return True
+
+    def uncount(self, at: float) -> None:
+        """Take back the request counted at ``at`` by ``allow``: another gate refused it, or
+        its request ended before it was sent, so the backend will never answer it (counting
+        it would throttle the backend's traffic for a refusal that was not the backend's)."""
+        self.uncounted += 1
+        sec = math.floor(at)
+        for bucket in reversed(self._seconds):
+            if bucket[0] == sec:
+                bucket[1] -= 1.0
+                self.requests -= 1.0
+                return
+            if bucket[0] < sec:
+                return  # that second has left the window: nothing counted there any more
 
     def record(self, now: float, accepted: bool) -> None:
         """The backend's answer to an attempt that was sent."""

@@ -174,11 +174,15 @@ class Failures(Model):
 
 
 class Billing(Model):
-    """Which failed attempts are billed, and how much.
+    """Which failed attempts are billed, and how much (docs/billing.md has every combination).
 
     Successes bill input + output; 429s and fast errors bill nothing. ``partial`` bills the
-    input (once processing started) plus the output generated before the failure or
-    disconnect; ``full`` bills as if the attempt had succeeded.
+    input plus the output tokens the provider generates: up to the failure point of a
+    mid-stream error; for an attempt the client abandoned, all of it when the provider keeps
+    running it (``abandoned_keeps_running``, the default), or up to the disconnect (after the
+    time to first token) when the provider stops. ``full`` bills as if the attempt had
+    succeeded (nothing when the provider stopped it before it started). ``none`` bills
+    nothing, which is only valid for work the provider stops.
     """
 
     timeout: Literal["partial", "full", "none"] = Field(
@@ -191,6 +195,18 @@ class Billing(Model):
         True,
         description="an abandoned attempt keeps its slot (or queue place) until it would end",
     )
+
+    @model_validator(mode="after")
+    def _bills_the_work_done(self) -> Self:
+        # A provider that keeps running abandoned work generates its whole output: billing
+        # none of it would bill less than the work done, and make a retry storm look free.
+        if self.abandoned_keeps_running and self.timeout == "none":
+            raise ValueError(
+                'timeout = "none" bills nothing for work the provider keeps running after the '
+                'client left; use timeout = "partial" (what it generates) or "full", or set '
+                "abandoned_keeps_running = false (the provider stops at the disconnect)"
+            )
+        return self
 
 
 class _Window(Model):

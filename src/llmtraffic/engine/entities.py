@@ -46,6 +46,12 @@ REQUEST_OUTCOMES = (
 
 NAN = math.nan
 
+# What a request may hold between the client's gates and the wire (``Request.held`` bits).
+HELD_PERMIT = 1  # a half-open breaker's trial permit
+HELD_THROTTLE = 2  # a request counted by the adaptive throttle
+HELD_BUDGET = 4  # a retry withdrawn from the retry budget
+HELD_PACE = 8  # a reservation in the client's pacer
+
 
 class Request:
     """One logical call a feature makes; lives from arrival to its terminal outcome."""
@@ -59,6 +65,9 @@ class Request:
         "callbacks",
         "chain_pos",
         "deadline_at",
+        "epoch",
+        "gated_at",
+        "held",
         "id",
         "input_tokens",
         "last_provider",
@@ -95,6 +104,11 @@ class Request:
         self.chain_pos = 0  # index in the client's provider chain (fallbacks)
         self.provider_attempts = 0  # attempts on the current provider of the chain
         self.last_provider: Endpoint | None = None
+        # Between passing the client's gates and going out, a request may hold what the gates
+        # gave it (HELD_* bits): given back if it never goes out (see Client.release_held).
+        self.held = 0
+        self.epoch = 0  # the breaker epoch in which it passed the breaker
+        self.gated_at = 0.0  # when the throttle counted it and the budget gave it a retry
 
 
 class Attempt:
@@ -111,6 +125,7 @@ class Attempt:
         "client",
         "cost",
         "epoch",
+        "first_token",
         "generated",
         "http_status",
         "number",
@@ -150,7 +165,8 @@ class Attempt:
         self.epoch = epoch
         self.start = NAN
         self.queued_at = NAN
-        self.service = 0.0
+        self.service = 0.0  # drawn at admission; times the provider's slowdown once started
+        self.first_token = 0.0  # time to first token within ``service`` (0: no token model)
         self.status = OK
         self.http_status = 200
         self.retry_after = NAN

@@ -55,6 +55,8 @@ class Kernel:
 
     def call_in(self, delay: float, fn: Callback, payload: Any = None) -> Call:
         """Run ``fn(event)`` after ``delay`` seconds; ``event._value`` is ``payload``."""
+        if not delay >= 0.0:  # also refuses NaN; SimPy's own Timeout refuses negative delays
+            raise ValueError(f"negative or NaN delay {delay!r}: time cannot move backwards")
         ev = Call(fn, payload)
         heappush(self.queue, (self.env._now + delay, NORMAL, next(self.eid), ev))
         return ev
@@ -62,6 +64,8 @@ class Kernel:
     def schedule(self, event: Any, delay: float, fn: Callable[[Any], None]) -> None:
         """Run ``fn(event)`` after ``delay``; ``event`` is an object with a ``callbacks`` slot
         and ``_ok = True`` (a request or an attempt, scheduled as its own next step)."""
+        if not delay >= 0.0:
+            raise ValueError(f"negative or NaN delay {delay!r}: time cannot move backwards")
         event.callbacks = [fn]
         heappush(self.queue, (self.env._now + delay, NORMAL, next(self.eid), event))
 

@@ -4,6 +4,10 @@ for its serving slots, sheds past the queue limit, and bills per its billing rul
 An attempt reaches the client exactly once, through ``client.on_response(attempt)``, at the
 time the client sees its outcome; an attempt the client abandoned may keep running here,
 holding its slot, until it would have ended.
+
+An admitted attempt's work is drawn when it is admitted (service time, and whether and where
+it fails mid-stream), so that an attempt abandoned while still queued is billed, at once, for
+what the provider will run when it serves it (docs/billing.md).
 """
 
 from __future__ import annotations
@@ -99,7 +103,11 @@ class Endpoint:
         self.svc_fixed = service.fixed
         self.svc_per_token = service.per_token
         self.svc_factors = service.factors
+        # One stream per purpose, so that a change in one (a brownout's error rate) leaves the
+        # others' draws where they were: paired comparisons stay aligned.
         self.u = streams.uniforms(f"provider/{name}/errors")
+        self.u_midstream = streams.uniforms(f"provider/{name}/midstream")
+        self.u_fail_point = streams.uniforms(f"provider/{name}/fail_point")
         self.queue_heap = kernel.queue
         self.eid = kernel.eid
         # SimPy reads an event's callbacks list without changing it, so one list serves all.
@@ -142,8 +150,10 @@ class Endpoint:
             self._respond(att, now, SERVER_ERROR, self.error_status, math.nan)
             return
         if self.busy < self.slots:
+            self._draw(att)
             self._start(att, now)
         elif len(self.queue) < self.queue_limit:
+            self._draw(att)
             att.queued_at = now
             self.queue.append(att)
             self.queue_acc -= now
@@ -173,20 +183,38 @@ class Endpoint:
 
     # Service ------------------------------------------------------------------------------------
 
+    def _draw(self, att: Attempt) -> None:
+        """The work an admitted attempt will be: its output tokens (all, or up to a mid-stream
+        failure) and its service time before any slowdown, with the time to first token."""
+        out = att.request.output_tokens
+        factor = next(self.svc_factors)
+        per_token = self.svc_per_token
+        if self.midstream_rate and next(self.u_midstream) < self.midstream_rate:
+            frac = next(self.u_fail_point)
+            generated = int(out * frac)
+            att.status = MIDSTREAM_ERROR
+        else:
+            frac = 1.0
+            generated = out
+        att.generated = generated
+        if per_token:
+            # Token service: the first token after ttft, then one every 1 / decode_tps; a
+            # mid-stream failure comes right after the last token generated.
+            first = self.svc_fixed * factor
+            att.first_token = first
+            att.service = first + per_token * generated * factor
+        else:
+            # A service-time distribution: no first-token structure, output spread evenly.
+            att.service = self.svc_fixed * factor * frac
+
     def _start(self, att: Attempt, now: float) -> None:
         self.busy += 1
         self.busy_acc -= now
         att.start = now
-        out = att.request.output_tokens
-        svc = (self.svc_fixed + self.svc_per_token * out) * next(self.svc_factors) * self.slowdown
-        if self.midstream_rate and next(self.u) < self.midstream_rate:
-            frac = next(self.u)
-            svc *= frac
-            att.generated = int(out * frac)
-            att.status = MIDSTREAM_ERROR
-        else:
-            att.generated = out
+        slowdown = self.slowdown
+        svc = att.service * slowdown
         att.service = svc
+        att.first_token *= slowdown
         if att.abandoned:
             # The client left while this waited in the queue; the provider serves it anyway.
             callbacks = self._release_callbacks
@@ -256,24 +284,33 @@ class Endpoint:
         att.abandoned = True
         att.status = TIMEOUT
         att.http_status = 0
-        if att.start == att.start:  # started (not NaN)
-            done = min(1.0, (now - att.start) / att.service) if att.service > 0 else 1.0
-            if self.bill_timeout == "partial":
-                att.cost = self._failed_cost("partial", att, int(att.generated * done))
-            else:
-                att.cost = self._failed_cost(self.bill_timeout, att, att.generated)
-            if not self.keep_running:
-                # The provider stops at the disconnect: only that much was generated.
-                att.generated = int(att.generated * done)
-                self._free_slot(att, now)
-        elif not self.keep_running:
+        if self.keep_running:
+            # The provider runs it to its end, now or (still queued) later, and bills what it
+            # runs: every token it generates ("partial"), or the whole answer ("full").
+            att.cost = self._failed_cost(self.bill_timeout, att, att.generated)
+        elif att.start == att.start:  # started (not NaN): the provider stops at the disconnect
+            att.generated = self._generated_by(att, now)
+            att.cost = self._failed_cost(self.bill_timeout, att, att.generated)
+            self._free_slot(att, now)
+        else:  # still queued: the provider drops it unserved, and bills nothing
             self.queue.remove(att)
             self.queue_acc += now
-        elif self.bill_timeout == "full":
-            # Still queued, and it will be served and billed in full after the client left.
-            req = att.request
-            att.cost = self.cost(req.input_tokens, req.cached_tokens, req.output_tokens)
+            att.generated = 0
         att.client.on_response(att)
+
+    @staticmethod
+    def _generated_by(att: Attempt, now: float) -> int:
+        """Output tokens generated by ``now`` of an attempt in service: none before the first
+        token, then at an even pace to its end (time to first token generates nothing)."""
+        first = att.start + att.first_token
+        if now <= first:
+            return 0
+        span = att.start + att.service - first
+        if span <= 0.0 or now >= first + span:
+            return att.generated
+        # The nudge keeps a whole count whole: 2 s of a 10 s answer of 50 tokens is 10 tokens,
+        # not 9.999... floored to 9, when the times carry rounding error.
+        return int(att.generated * (now - first) / span + 1e-9)
 
     def _failed_cost(self, rule: str, att: Attempt, generated: int) -> float:
         req = att.request

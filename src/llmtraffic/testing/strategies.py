@@ -159,6 +159,7 @@ def incidents(draw: st.DrawFn, duration: float) -> list[dict[str, Any]]:
 @st.composite
 def providers(draw: st.DrawFn, duration: float) -> dict[str, Any]:
     """A provider with small capacity, rate limits, failures, incidents and billing rules."""
+    keeps = draw(st.booleans())
     out: dict[str, Any] = {
         "model": draw(st.sampled_from(["m-small", "m-large"])),
         "prices": {"input": draw(floats(0.0, 10.0)), "output": draw(floats(0.0, 30.0))},
@@ -175,9 +176,13 @@ def providers(draw: st.DrawFn, duration: float) -> dict[str, Any]:
             "midstream_rate": draw(st.one_of(st.just(0.0), floats(0.0, 0.3))),
         },
         "billing": {
-            "timeout": draw(st.sampled_from(["partial", "full", "none"])),
+            # "none" bills nothing for abandoned work, which is valid only when the provider
+            # stops it at the disconnect (docs/billing.md).
+            "timeout": draw(
+                st.sampled_from(["partial", "full", "none"] if not keeps else ["partial", "full"])
+            ),
             "midstream": draw(st.sampled_from(["partial", "full", "none"])),
-            "abandoned_keeps_running": draw(st.booleans()),
+            "abandoned_keeps_running": keeps,
         },
         "incidents": draw(incidents(duration)),
     }
