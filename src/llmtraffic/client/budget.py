@@ -16,6 +16,7 @@ import math
 from collections import deque
 from typing import Protocol
 
+from llmtraffic.client.seconds import take_back
 from llmtraffic.config.policy import Budget, EnvoyBudget, FinagleBudget, TokenBucketBudget
 
 
@@ -120,14 +121,8 @@ class FinagleRetryBudget:
 
     def refund(self, taken_at: float) -> None:
         """Undo the withdrawal, if its second is still in the window."""
-        sec = math.floor(taken_at)
-        for bucket in reversed(self._seconds):
-            if bucket[0] == sec:
-                bucket[2] -= 1.0
-                self._withdrawals -= 1.0
-                return
-            if bucket[0] < sec:
-                return
+        if take_back(self._seconds, taken_at, 2):
+            self._withdrawals -= 1.0
 
     def level(self, now: float) -> float:
         """Balance of the last ttl."""

@@ -14,6 +14,8 @@ import math
 from collections import deque
 from collections.abc import Iterator
 
+from llmtraffic.client.seconds import take_back
+
 
 class AdaptiveThrottle:
     """One client's throttle; time and random draws are passed in."""
@@ -62,14 +64,8 @@ class AdaptiveThrottle:
         its request ended before it was sent, so the backend will never answer it (counting
         it would throttle the backend's traffic for a refusal that was not the backend's)."""
         self.uncounted += 1
-        sec = math.floor(at)
-        for bucket in reversed(self._seconds):
-            if bucket[0] == sec:
-                bucket[1] -= 1.0
-                self.requests -= 1.0
-                return
-            if bucket[0] < sec:
-                return  # that second has left the window: nothing counted there any more
+        if take_back(self._seconds, at, 1):
+            self.requests -= 1.0
 
     def record(self, now: float, accepted: bool) -> None:
         """The backend's answer to an attempt that was sent."""
