@@ -150,7 +150,6 @@ class Endpoint:
             self._respond(att, now, SERVER_ERROR, self.error_status, math.nan)
             return
         if self.busy < self.slots:
-            self._draw(att)
             self._start(att, now)
         elif len(self.queue) < self.queue_limit:
             self._draw(att)
@@ -184,7 +183,8 @@ class Endpoint:
     # Service ------------------------------------------------------------------------------------
 
     def _draw(self, att: Attempt) -> None:
-        """The work an admitted attempt will be: its output tokens (all, or up to a mid-stream
+        """The work a queued attempt will be (``_start`` inlines the same for an attempt that
+        goes straight into a slot): its output tokens (all, or up to a mid-stream
         failure) and its service time before any slowdown, with the time to first token."""
         out = att.request.output_tokens
         factor = next(self.svc_factors)
@@ -212,9 +212,29 @@ class Endpoint:
         self.busy_acc -= now
         att.start = now
         slowdown = self.slowdown
-        svc = att.service * slowdown
+        if att.queued_at == att.queued_at:
+            # Drawn when it was queued (``_draw``); a latency spike applies from its start.
+            svc = att.service * slowdown
+            att.first_token *= slowdown
+        else:
+            # Straight into a slot: ``_draw``, inlined on the path most attempts take.
+            out = att.request.output_tokens
+            factor = next(self.svc_factors) * slowdown
+            if self.midstream_rate and next(self.u_midstream) < self.midstream_rate:
+                frac = next(self.u_fail_point)
+                out = int(out * frac)
+                att.status = MIDSTREAM_ERROR
+            else:
+                frac = 1.0
+            att.generated = out
+            per_token = self.svc_per_token
+            if per_token:
+                first = self.svc_fixed * factor
+                att.first_token = first
+                svc = first + per_token * out * factor
+            else:
+                svc = self.svc_fixed * factor * frac
         att.service = svc
-        att.first_token *= slowdown
         if att.abandoned:
             # The client left while this waited in the queue; the provider serves it anyway.
             callbacks = self._release_callbacks
