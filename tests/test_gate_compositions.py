@@ -32,6 +32,7 @@ from llmtraffic.client.throttle import AdaptiveThrottle
 from llmtraffic.engine.entities import REQUEST_OUTCOMES, UNFINISHED
 from llmtraffic.engine.kernel import Kernel
 from llmtraffic.errors import PolicyError
+from tests.conftest import make_scenario
 
 OUTAGE_START, OUTAGE_END, DURATION = 300.0, 420.0, 1200.0
 
@@ -199,28 +200,18 @@ def test_breaker_trial_permits_are_given_back_unit() -> None:
 
 
 def pacing_goodput(policy: dict[str, Any], seed: int = 1) -> np.ndarray:
-    raw = {
-        "run": {"duration": 1200, "seed": seed, "timeseries_bin": 60},
-        "providers": {
-            "p": {
-                "model": "m",
-                "prices": {"input": 1.0, "output": 2.0},
-                "capacity": {"slots": 100, "queue_limit": 100},
-                "service": {"kind": "deterministic", "value": 1.0},
-            }
-        },
-        "features": {
-            "f": {
-                "provider": "p",
-                "arrivals": {"kind": "poisson", "rate": 12.0},
-                "input_tokens": {"kind": "fixed", "value": 100},
-                "output_tokens": {"kind": "fixed", "value": 50},
-                "policy": "pol",
-            }
-        },
-        "policies": {"pol": {"retry": {"kind": "none"}, **policy}},
-    }
-    sim = Simulation(scenario_from_dict(raw))
+    sc = make_scenario(
+        **{
+            "run.duration": 1200,
+            "run.seed": seed,
+            "run.timeseries_bin": 60,
+            "providers.p.capacity": {"slots": 100, "queue_limit": 100},
+            "features.f.arrivals": {"kind": "poisson", "rate": 12.0},
+            "features.f.policy": "pol",
+            "policies": {"pol": {"retry": {"kind": "none"}, **policy}},
+        }
+    )
+    sim = Simulation(sc)
     result = sim.run()
     pacer = sim.clients["f"].pacer
     assert pacer is not None and pacer.reserved == sim.clients["f"].tally.sent

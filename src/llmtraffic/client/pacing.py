@@ -14,6 +14,12 @@ from __future__ import annotations
 WINDOW = 60.0
 
 
+def _costs(input_tokens: int, max_tokens: int) -> tuple[float, float, float, float]:
+    """An attempt's cost under each kind of limit: requests, tokens (input + max_tokens),
+    input, output (max_tokens)."""
+    return (1.0, float(input_tokens + max_tokens), float(input_tokens), float(max_tokens))
+
+
 class ClientPacer:
     """The client's limits: requests, tokens (input + max_tokens), input, output per minute."""
 
@@ -32,7 +38,7 @@ class ClientPacer:
 
     def earliest(self, now: float, input_tokens: int, max_tokens: int) -> float:
         """When an attempt of these tokens could be sent (>= now); reserves nothing."""
-        costs = (1.0, float(input_tokens + max_tokens), float(input_tokens), float(max_tokens))
+        costs = _costs(input_tokens, max_tokens)
         send = now
         full_at = self._full_at
         for i, (per_unit, kind) in enumerate(self._limits):
@@ -42,7 +48,7 @@ class ClientPacer:
 
     def commit(self, send: float, input_tokens: int, max_tokens: int) -> None:
         """Reserve the attempt's share for its send time ``send`` (from ``earliest``)."""
-        costs = (1.0, float(input_tokens + max_tokens), float(input_tokens), float(max_tokens))
+        costs = _costs(input_tokens, max_tokens)
         full_at = self._full_at
         for i, (per_unit, kind) in enumerate(self._limits):
             full_at[i] = max(full_at[i], send) + costs[kind] * per_unit
@@ -52,14 +58,8 @@ class ClientPacer:
         """Give back a reservation whose attempt was never sent (its request ended while it
         waited): the share it held becomes free again (a ``full_at`` in the past only means
         a full bucket)."""
-        costs = (1.0, float(input_tokens + max_tokens), float(input_tokens), float(max_tokens))
+        costs = _costs(input_tokens, max_tokens)
         full_at = self._full_at
         for i, (per_unit, kind) in enumerate(self._limits):
             full_at[i] -= costs[kind] * per_unit
         self.reserved -= 1
-
-    def reserve(self, now: float, input_tokens: int, max_tokens: int) -> float:
-        """Reserve the attempt's share and return when it may be sent (>= now)."""
-        send = self.earliest(now, input_tokens, max_tokens)
-        self.commit(send, input_tokens, max_tokens)
-        return send
