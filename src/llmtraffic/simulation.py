@@ -158,7 +158,7 @@ class Simulation:
         self.clients, self.endpoints = clients, endpoints
         until = duration + run.drain if finite_drain else None
         kernel.run(until=until)
-        end = float(kernel.env.now)
+        end = kernel.now
         for c in clients.values():
             if c.live:
                 for req in list(c.live.values()):
@@ -200,7 +200,7 @@ class Simulation:
         state = {"k": 1}
 
         def tick(ev: Call) -> None:
-            now = kernel.env._now
+            now = kernel.now
             k = state["k"]
             b = k - 1
             recorder.sample(now, b)

@@ -74,7 +74,6 @@ class Client:
         self.chain = tuple(chain)
         self.endpoint = chain[0]  # the primary: baseline prices, records
         self.kernel = kernel
-        self.env = kernel.env
         self.recorder = recorder
         self.max_tokens = feature.max_tokens
         self.timeout = policy.timeout
@@ -154,7 +153,7 @@ class Client:
         self.tally.requests += 1
         if self.live is not None:
             self.live[req.id] = req
-        now = self.env._now
+        now = self.kernel.now
         if self._direct:
             self._submit(req, now)
             return
@@ -232,7 +231,7 @@ class Client:
 
     def on_response(self, att: Attempt) -> None:
         """The client sees the outcome of ``att`` now."""
-        now = self.env._now
+        now = self.kernel.now
         req = att.request
         status = att.status
         cost = att.cost
@@ -376,7 +375,7 @@ class Client:
             self.kernel.schedule(req, at - now, self._on_paced)
 
     def _on_paced(self, req: Request) -> None:
-        now = self.env._now
+        now = self.kernel.now
         if self.tally.sent - self.tally.attempts >= self.concurrency:
             self._queue_locally(req, now)
         else:
@@ -407,13 +406,13 @@ class Client:
         req: Request = ev._value
         del self._queued_deadlines[req.id]
         self.local_queue.remove(req)
-        self.finish(req, DEADLINE, self.env._now)
+        self.finish(req, DEADLINE, self.kernel.now)
 
     def _on_retry(self, req: Request) -> None:
-        self.send(req, self.env._now)
+        self.send(req, self.kernel.now)
 
     def _on_deadline(self, req: Request) -> None:
-        self.finish(req, DEADLINE, self.env._now)
+        self.finish(req, DEADLINE, self.kernel.now)
 
     def release_held(self, req: Request) -> None:
         """Give back what the gates gave ``req`` for an attempt that will never go out."""

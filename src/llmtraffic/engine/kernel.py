@@ -5,15 +5,22 @@ the engine's per-request path is hot; so the engine schedules light events that 
 ``Environment.step`` runs: objects with ``callbacks``, ``_ok`` and ``_value``, the protocol
 SimPy's events follow. The environment is still a normal ``simpy.Environment``: ordinary
 SimPy processes can run in it beside the engine's callbacks, in one time order.
+
+The kernel is the only module that touches SimPy's internals (its queue, id counter and clock).
+It runs the event loop itself, doing what ``Environment.step`` does, so that it can keep the
+current time in a plain attribute, ``Kernel.now``, which the hot path reads as cheaply as it
+would read SimPy's private ``_now``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from heapq import heappush
+from heapq import heappop, heappush
 from typing import Any
 
 import simpy
+from simpy.core import StopSimulation
+from simpy.events import URGENT
 
 Callback = Callable[["Call"], None]
 
@@ -36,29 +43,29 @@ class Call:
 
 
 class Kernel:
-    """Owns the SimPy environment and schedules callbacks on it."""
+    """Owns the SimPy environment, schedules callbacks on it and runs its event loop.
 
-    __slots__ = ("eid", "env", "queue")
+    ``now`` is the current simulated time in seconds, kept by ``run``: run the environment
+    through ``Kernel.run``, never through ``env.run``, or ``now`` falls behind.
+    """
+
+    __slots__ = ("eid", "env", "now", "queue")
 
     def __init__(self) -> None:
         self.env = simpy.Environment()
+        self.now = 0.0
         # What ``Environment.schedule`` does, without its call overhead: push onto SimPy's
         # own queue with SimPy's own id counter, so SimPy's ordering rules hold unchanged.
         # Hot paths push ``(time, NORMAL, next(eid), event)`` onto ``queue`` themselves.
         self.queue: list[Any] = self.env._queue
         self.eid = self.env._eid
 
-    @property
-    def now(self) -> float:
-        """Current simulated time in seconds."""
-        return float(self.env.now)
-
     def call_in(self, delay: float, fn: Callback, payload: Any = None) -> Call:
         """Run ``fn(event)`` after ``delay`` seconds; ``event._value`` is ``payload``."""
         if not delay >= 0.0:  # also refuses NaN; SimPy's own Timeout refuses negative delays
             raise ValueError(f"negative or NaN delay {delay!r}: time cannot move backwards")
         ev = Call(fn, payload)
-        heappush(self.queue, (self.env._now + delay, NORMAL, next(self.eid), ev))
+        heappush(self.queue, (self.now + delay, NORMAL, next(self.eid), ev))
         return ev
 
     def schedule(self, event: Any, delay: float, fn: Callable[[Any], None]) -> None:
@@ -67,7 +74,7 @@ class Kernel:
         if not delay >= 0.0:
             raise ValueError(f"negative or NaN delay {delay!r}: time cannot move backwards")
         event.callbacks = [fn]
-        heappush(self.queue, (self.env._now + delay, NORMAL, next(self.eid), event))
+        heappush(self.queue, (self.now + delay, NORMAL, next(self.eid), event))
 
     @staticmethod
     def cancel(ev: Call) -> None:
@@ -82,5 +89,32 @@ class Kernel:
         return int(next(self.eid))
 
     def run(self, until: float | None = None) -> None:
-        """Process events until the queue is empty or ``until`` is reached."""
-        self.env.run(until=until)
+        """Process events until the queue is empty or ``until`` is reached (then ``now`` is
+        ``until``), in SimPy's order and with its rules: what ``Environment.run`` and
+        ``Environment.step`` do, inlined, plus keeping ``now``."""
+        env = self.env
+        queue = self.queue
+        if until is not None:
+            if not until > self.now:
+                raise ValueError(f"until ({until}) must be later than the current time {self.now}")
+            # As SimPy does: an urgent event at ``until`` that stops the loop.
+            stop = simpy.Event(env)
+            stop._ok = True
+            stop._value = None
+            stop.callbacks.append(StopSimulation.callback)
+            heappush(queue, (float(until), URGENT, next(self.eid), stop))
+        try:
+            while queue:
+                now, _, _, event = heappop(queue)
+                env._now = now  # SimPy processes beside the engine read env.now
+                self.now = now
+                callbacks, event.callbacks = event.callbacks, None
+                for callback in callbacks:
+                    callback(event)
+                if not event._ok and not hasattr(event, "_defused"):
+                    # A failed SimPy event nobody handled: crash as SimPy does.
+                    exc = type(event._value)(*event._value.args)
+                    exc.__cause__ = event._value
+                    raise exc
+        except StopSimulation:
+            return

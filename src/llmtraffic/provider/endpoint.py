@@ -47,7 +47,6 @@ class Endpoint:
         self.name = name
         self.model = cfg.model
         self.kernel = kernel
-        self.env = kernel.env
         prices = cfg.prices
         self.price_input = prices.input * PER_MILLION
         cached = prices.cached_input if prices.cached_input is not None else prices.input
@@ -272,7 +271,7 @@ class Endpoint:
 
     def _on_finish(self, att: Attempt) -> None:
         """The provider finished an attempt the client is still waiting for."""
-        now = self.env._now
+        now = self.kernel.now
         # _free_slot, inlined: this is the path every successful attempt takes.
         self.busy -= 1
         self.busy_acc += now
@@ -294,12 +293,12 @@ class Endpoint:
 
     def _on_release(self, att: Attempt) -> None:
         """An abandoned attempt ends at the provider and frees its slot."""
-        self._free_slot(att, self.env._now)
+        self._free_slot(att, self.kernel.now)
 
     def _on_timeout(self, ev: Call) -> None:
         """The client gives up on an attempt (per-attempt timeout or request deadline)."""
         att: Attempt = ev._value
-        now = self.env._now
+        now = self.kernel.now
         att.timer = None
         att.abandoned = True
         att.status = TIMEOUT
