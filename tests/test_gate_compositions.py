@@ -236,6 +236,28 @@ def test_pacing_keeps_goodput_at_its_limit_under_sustained_overload(
     assert np.all(np.abs(steady - 10.0) <= 0.3), steady
 
 
+def test_a_client_paced_at_its_tiers_tpm_sends_what_the_tier_admits() -> None:
+    """Input 1,000 and max_tokens 1,000 under a 60,000 TPM tier admit 60 requests a minute
+    (the provider counts max(input, max_tokens)). A client pacer at the same TPM must send those
+    60 (counting input + max_tokens it sent 30) and draw no 429."""
+    common: dict[str, Any] = {
+        "run.duration": 600,
+        "run.timeseries_bin": 60,
+        "providers.p.rate_limit": {"tpm": 60_000},
+        "features.f.arrivals": {"kind": "poisson", "rate": 2.0},
+        "features.f.input_tokens": {"kind": "fixed", "value": 1000},
+        "features.f.max_tokens": 1000,
+        "features.f.policy": "pol",
+    }
+    paced = make_scenario(
+        **common, policies={"pol": {"retry": {"kind": "none"}, "rate_limit": {"tpm": 60_000}}}
+    )
+    result = Simulation(paced).run()
+    assert result.summary["attempt_statuses"].get("rate_limited", 0) == 0
+    ok_per_minute = np.asarray(result.df("timeseries")["ok"], dtype=float)
+    assert np.all(np.abs(ok_per_minute[2:9] - 60.0) <= 2.0), ok_per_minute
+
+
 def test_pacer_releases_reservations_unit() -> None:
     """earliest() reserves nothing; commit() and release() balance (hand-computed GCRA)."""
     pacer = ClientPacer(rpm=60, tpm=None, itpm=None, otpm=None)  # 1 s per request

@@ -15,13 +15,17 @@ WINDOW = 60.0
 
 
 def _costs(input_tokens: int, max_tokens: int) -> tuple[float, float, float, float]:
-    """An attempt's cost under each kind of limit: requests, tokens (input + max_tokens),
-    input, output (max_tokens)."""
-    return (1.0, float(input_tokens + max_tokens), float(input_tokens), float(max_tokens))
+    """An attempt's cost under each kind of limit: requests; tokens, max(input, max_tokens), the
+    rule of the provider's ``tpm`` (OpenAI's, provider/ratelimit.py), so that a client paced at
+    its tier's TPM sends what the tier admits, not half of it; input; output (max_tokens: the
+    client cannot know before sending what will be generated)."""
+    tokens = input_tokens if input_tokens > max_tokens else max_tokens
+    return (1.0, float(tokens), float(input_tokens), float(max_tokens))
 
 
 class ClientPacer:
-    """The client's limits: requests, tokens (input + max_tokens), input, output per minute."""
+    """The client's limits per minute: requests, tokens (max(input, max_tokens)), input tokens,
+    output tokens (max_tokens)."""
 
     def __init__(
         self, rpm: float | None, tpm: float | None, itpm: float | None, otpm: float | None
