@@ -511,7 +511,7 @@ def test_overlapping_incidents_are_reported_at_the_incidents_path() -> None:
             "5s",
         ),
         ("policies.x.retryable=['timeout']", ("policies", "x", "retryable"), ["timeout"]),
-        ("name=my run", ("name",), "my run"),
+        ("name=my-run.v2", ("name",), "my-run.v2"),
     ],
 )
 def test_set_items_are_toml_literals_or_plain_strings(

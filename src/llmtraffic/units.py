@@ -29,6 +29,23 @@ _NUMBER = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?|\.[0-9]+(?:[eE][+-]?
 _DURATION_RE = re.compile(rf"^\s*({_NUMBER})\s*([a-z]+)\s*$")
 _RATE_RE = re.compile(rf"^\s*({_NUMBER})\s*/\s*([a-z]+)\s*$")
 
+
+def show_number(value: object) -> str:
+    """A number as a message shows it: ``nan``, ``inf``, ``-inf``, ``1e+30``, ``0.5``, ``3``.
+
+    numpy scalars read like Python numbers (never ``np.float64(nan)``); anything else is
+    shown by ``repr``.
+    """
+    item = getattr(value, "item", None)
+    if callable(item) and type(value).__module__ == "numpy":
+        value = item()
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return repr(value)
+
+
 DURATION_HELP = "a number of seconds or a string like '250ms', '30s', '5m', '2h', '1d'"
 RATE_HELP = "a number per second or a string like '20/s', '1200/min', '5000000/day'"
 
@@ -54,7 +71,7 @@ def parse_duration(value: object) -> float:
     if math.isnan(seconds):
         raise ValueError(f"a duration cannot be NaN; use {DURATION_HELP}")
     if seconds < 0:
-        raise ValueError(f"a duration must be >= 0, got {value!r}")
+        raise ValueError(f"a duration must be >= 0, got {show_number(value)}")
     return seconds
 
 
@@ -75,10 +92,10 @@ def parse_rate(value: object, allow_zero: bool = False) -> float:
     else:
         raise ValueError(f"expected a rate ({RATE_HELP}), got {value!r}")
     if not math.isfinite(rate):
-        raise ValueError(f"a rate must be finite, got {value!r}")
+        raise ValueError(f"a rate must be finite, got {show_number(value)}; {RATE_HELP}")
     if rate < 0 or (rate == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"a rate must be {bound}, got {value!r}")
+        raise ValueError(f"a rate must be {bound}, got {show_number(value)}")
     return rate
 
 

@@ -17,6 +17,7 @@ from llmtraffic.config.scenario import Scenario
 from llmtraffic.config.schema_path import child, item_type, models_of
 from llmtraffic.config.span import resolve_duration
 from llmtraffic.errors import ConfigError
+from llmtraffic.units import show_number
 
 
 def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Scenario:
@@ -30,7 +31,10 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Scenario:
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
-    """Parse a TOML file, raising ``ConfigError`` for an unreadable or malformed file."""
+    """Parse a TOML file, raising ``ConfigError`` for an unreadable or malformed file.
+
+    A UTF-8 byte-order mark (which some Windows editors write) is skipped.
+    """
     p = Path(path)
     try:
         text = p.read_bytes()
@@ -39,7 +43,7 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError([f"cannot read {p}: {exc.strerror}"]) from None
     try:
-        return tomllib.loads(text.decode("utf-8"))
+        return tomllib.loads(text.decode("utf-8-sig"))
     except UnicodeDecodeError:
         raise ConfigError(["the file is not UTF-8 text"], source=str(p)) from None
     except tomllib.TOMLDecodeError as exc:
@@ -61,7 +65,12 @@ def scenario_from_dict(
         scenario = Scenario.model_validate(raw, context=context)
     except ValidationError as exc:
         raise ConfigError(format_errors(exc, raw, Scenario), source=source) from None
-    return resolve_duration(scenario)
+    try:
+        return resolve_duration(scenario)
+    except ConfigError as exc:
+        if exc.source is not None:
+            raise
+        raise ConfigError(exc.problems, source=source) from None
 
 
 def _price_models(
@@ -137,12 +146,23 @@ def set_dotted(raw: dict[str, Any], path: str, value: Any) -> None:
 
 
 def format_errors(exc: ValidationError, raw: Any, root: type[BaseModel]) -> list[str]:
-    """One readable line per pydantic error, with union tags dropped from the path."""
+    """One readable line per pydantic error, with union tags dropped from the path.
+
+    Non-finite items of one list (a profile of 24 NaNs) share one line.
+    """
     lines: list[str] = []
+    non_finite: dict[str, list[str]] = {}  # list path -> "[i] (got nan)" of its bad items
     for err in exc.errors(include_url=False):
         path, node = _clean_path(err["loc"], raw)
         where = _join(path)
         kind = err["type"]
+        if kind == "finite_number" and path and path[-1].isdigit():
+            parent = _join(path[:-1])
+            if parent not in non_finite:
+                non_finite[parent] = []
+                lines.append(f"\0{parent}")  # placeholder: the line is written below
+            non_finite[parent].append(f"[{path[-1]}] ({show_number(err.get('input'))})")
+            continue
         got = err.get("input")
         ctx = err.get("ctx") or {}
         msg: str
@@ -176,16 +196,28 @@ def format_errors(exc: ValidationError, raw: Any, root: type[BaseModel]) -> list
                 "less_than_equal": "<=",
             }[kind]
             bound = next(iter(ctx.values()), "?")
-            msg = f"{where}: must be {op} {bound}, got {got!r}"
+            msg = f"{where}: must be {op} {show_number(bound)}, got {show_number(got)}"
+        elif kind == "finite_number":
+            msg = (
+                f"{where}: must be a finite number, got {show_number(got)}; NaN and infinity "
+                "are not allowed here: give a number"
+            )
         elif kind.endswith("_type") or kind.endswith("_parsing"):
             expected = _TYPE_NAMES.get(kind.split("_")[0], kind.split("_")[0])
-            msg = f"{where}: expected {expected}, got {got!r} ({type(got).__name__})"
+            msg = f"{where}: expected {expected}, got {show_number(got)} ({type(got).__name__})"
         elif kind == "literal_error":
-            msg = f"{where}: expected {ctx.get('expected')}, got {got!r}"
+            msg = f"{where}: expected {ctx.get('expected')}, got {show_number(got)}"
         else:
-            msg = f"{where}: {err['msg']}, got {got!r}"
+            msg = f"{where}: {err['msg']}, got {show_number(got)}"
         del node
         lines.extend(msg.splitlines())
+    for parent, items in non_finite.items():
+        shown = ", ".join(items[:3]) + (f" and {len(items) - 3} more" if len(items) > 3 else "")
+        line = (
+            f"{parent}: every item must be a finite number; not finite: {shown}. NaN and "
+            "infinity are not allowed here: give numbers"
+        )
+        lines[lines.index(f"\0{parent}")] = line
     return _dedupe(lines)
 
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
 from llmtraffic import presets
-from llmtraffic.config.base import Duration, FiniteDuration, Model, PositiveDuration
+from llmtraffic.config.base import FiniteDuration, FiniteDurationOrZero, HttpErrorStatus, Model
 
 
 class Prices(Model):
@@ -55,7 +55,7 @@ class RateLimit(Model):
         description="whether cached input (prompt-cache reads) counts against itpm "
         "(Anthropic: not for Claude 4.x)",
     )
-    retry_after_resolution: Duration = Field(
+    retry_after_resolution: FiniteDurationOrZero = Field(
         1.0, description="retry_after is rounded up to a multiple of this (headers use seconds)"
     )
 
@@ -98,14 +98,16 @@ class Capacity(Model):
         "unbounded",
         description="attempts that may wait for a slot; beyond it they get overload errors",
     )
-    overload_status: int = Field(529, description="HTTP status of a shed attempt (503 or 529)")
+    overload_status: HttpErrorStatus = Field(
+        529, description="HTTP status of a shed attempt (503 or 529)"
+    )
 
 
 class TokenService(Model):
     """Service time = ttft + output_tokens / decode_tps, times mean-one lognormal noise."""
 
     kind: Literal["tokens"] = "tokens"
-    ttft: Duration = Field(0.5, description="time to first token")
+    ttft: FiniteDurationOrZero = Field(0.5, description="time to first token")
     decode_tps: float = Field(60.0, gt=0, description="output tokens per second while decoding")
     noise_sigma: float = Field(
         0.25, ge=0, description="sigma of the multiplicative lognormal noise (0 for none)"
@@ -116,22 +118,22 @@ class ExponentialService(Model):
     """Exponential service time (the provider then reduces to M/M/c)."""
 
     kind: Literal["exponential"] = "exponential"
-    mean: PositiveDuration
+    mean: FiniteDuration
 
 
 class DeterministicService(Model):
     """Every attempt takes the same time."""
 
     kind: Literal["deterministic"] = "deterministic"
-    value: Duration
+    value: FiniteDurationOrZero
 
 
 class LognormalService(Model):
     """Lognormal service time given its median and 99th percentile."""
 
     kind: Literal["lognormal"] = "lognormal"
-    median: Duration
-    p99: Duration
+    median: FiniteDurationOrZero
+    p99: FiniteDurationOrZero
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -144,8 +146,8 @@ class UniformService(Model):
     """Service time uniform on [low, high]."""
 
     kind: Literal["uniform"] = "uniform"
-    low: Duration
-    high: Duration
+    low: FiniteDurationOrZero
+    high: FiniteDurationOrZero
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -166,8 +168,10 @@ class Failures(Model):
     error_rate: float = Field(
         0.0, ge=0, le=1, description="probability of a fast server error (before generation)"
     )
-    error_status: int = Field(500, description="HTTP status of those errors")
-    error_latency: Duration = Field(0.05, description="how long a fast error takes to come back")
+    error_status: HttpErrorStatus = Field(500, description="HTTP status of those errors")
+    error_latency: FiniteDurationOrZero = Field(
+        0.05, description="how long a fast error takes to come back"
+    )
     midstream_rate: float = Field(
         0.0, ge=0, le=1, description="probability that generation fails part-way through"
     )
@@ -210,7 +214,9 @@ class Billing(Model):
 
 
 class _Window(Model):
-    start: Duration = Field(description="time since the start of the run")
+    start: FiniteDurationOrZero = Field(
+        description="time since the start of the run; before the end of the arrivals"
+    )
     duration: FiniteDuration
 
 
@@ -218,7 +224,7 @@ class Outage(_Window):
     """Every attempt fails fast with ``status`` (not billed)."""
 
     kind: Literal["outage"] = "outage"
-    status: int = 503
+    status: HttpErrorStatus = 503
 
 
 class Brownout(_Window):
@@ -228,7 +234,7 @@ class Brownout(_Window):
     kind: Literal["brownout"] = "brownout"
     error_rate: float = Field(0.0, ge=0, le=1)
     midstream_rate: float = Field(0.0, ge=0, le=1)
-    status: int = 500
+    status: HttpErrorStatus = 500
 
     @model_validator(mode="after")
     def _check_rates(self) -> Self:

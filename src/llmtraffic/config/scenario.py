@@ -10,10 +10,20 @@ from typing import Any, Literal, Self
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from llmtraffic.config import policy_presets
-from llmtraffic.config.base import ArrivalSpan, Duration, FiniteDuration, Model
+from llmtraffic.config.base import (
+    ArrivalSpan,
+    Duration,
+    FiniteDuration,
+    FiniteDurationOrZero,
+    Model,
+    Slug,
+)
 from llmtraffic.config.policy import Policy, policy_from_preset
 from llmtraffic.config.provider import Provider
 from llmtraffic.config.workload import Feature
+
+MAX_SEED = 2**63 - 1
+"""Largest root seed: what a TOML integer and the int64 columns of the result tables hold."""
 
 
 class Recovery(Model):
@@ -22,8 +32,10 @@ class Recovery(Model):
     tolerance: float = Field(
         0.02, ge=0, le=1, description="recovered when within this of the pre-incident success rate"
     )
-    window: Duration = Field(60.0, description="rolling window of the success rate")
-    baseline: Duration = Field(300.0, description="pre-incident span that sets the level")
+    window: FiniteDurationOrZero = Field(60.0, description="rolling window of the success rate")
+    baseline: FiniteDurationOrZero = Field(
+        300.0, description="pre-incident span that sets the level"
+    )
     horizon: FiniteDuration = Field(
         600.0,
         description="how long after an incident ends the system has to recover before it is "
@@ -42,11 +54,11 @@ class RunSettings(Model):
         description="span during which requests arrive; 'trace' (the default, allowed when "
         "every feature replays a trace without loop): until the end of the traces",
     )
-    seed: int = Field(0, ge=0, description="root seed of every random stream")
+    seed: int = Field(0, description="root seed of every random stream, 0 to 2**63 - 1")
     drain: Duration = Field(
         float("inf"),
         description="after the arrivals stop, how long requests may take to finish; the rest "
-        "are recorded as 'unfinished'",
+        "are recorded as 'unfinished' (\"inf\", the default: until every request ends)",
     )
     timeseries_bin: FiniteDuration = Field(10.0, description="width of a time-series bin")
     records: Literal["all", "timeseries", "summary"] = Field(
@@ -54,6 +66,16 @@ class RunSettings(Model):
     )
     start_hour: float = Field(0.0, ge=0, lt=24, description="hour of day at t=0 (diurnal load)")
     recovery: Recovery = Recovery()
+
+    @field_validator("seed")
+    @classmethod
+    def _seed_range(cls, seed: int) -> int:
+        if not 0 <= seed <= MAX_SEED:
+            raise ValueError(
+                f"must be a whole number from 0 to 2**63 - 1 ({MAX_SEED}), got {seed}; "
+                "seeds are stored as 64-bit integers"
+            )
+        return seed
 
     @property
     def seconds(self) -> float:
@@ -71,7 +93,11 @@ class Scenario(Model):
     """One simulated system: traffic, providers and client policies. Build with ``load_config``
     from TOML or directly in Python."""
 
-    name: str = Field("scenario", description="name used for the results folder")
+    name: Slug = Field(
+        "scenario",
+        description="name of the results folder under runs/: letters, digits, '-', '_' and "
+        "'.' (not first)",
+    )
     run: RunSettings
     providers: dict[str, Provider]
     features: dict[str, Feature]
@@ -148,6 +174,8 @@ class Scenario(Model):
                     f"defined: {_names(self.policies)}; presets: "
                     f"{_names(policy_presets.POLICIES)}"
                 )
+        if isinstance(duration, float):
+            problems.extend(late_incidents(self, duration))
         for pname, policy in self.policies.items():
             if policy.fallback is None:
                 continue
@@ -173,6 +201,24 @@ class Scenario(Model):
         if self.policies:
             return next(iter(self.policies.values()))
         return Policy()
+
+
+def late_incidents(scenario: Scenario, duration: float, span: str = "run.duration") -> list[str]:
+    """One problem line per incident that starts at or after the end of the arrivals
+    (``duration`` seconds, named ``span`` in the message): it could never affect a request,
+    so it is a mistake (a start in minutes written as seconds, a run shortened after the
+    schedule was written)."""
+    problems = []
+    for pname, provider in scenario.providers.items():
+        for i, inc in enumerate(provider.incidents):
+            if inc.start >= duration:
+                problems.append(
+                    f"providers.{pname}.incidents[{i}].start: {inc.start:g} s is at or after "
+                    f"the end of the arrivals ({span} = {duration:g} s), so the "
+                    f"{inc.kind} would never hit a request; start it before {duration:g} s "
+                    "or lengthen run.duration"
+                )
+    return problems
 
 
 def _names(d: Mapping[str, object]) -> str:

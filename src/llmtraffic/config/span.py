@@ -7,8 +7,9 @@ per-day projections all see the same number of seconds.
 
 from __future__ import annotations
 
-from llmtraffic.config.scenario import Scenario
+from llmtraffic.config.scenario import Scenario, late_incidents
 from llmtraffic.config.trace import Trace
+from llmtraffic.errors import ConfigError
 
 
 def trace_span(cfg: Trace, feature: str) -> float:
@@ -28,7 +29,11 @@ def trace_span(cfg: Trace, feature: str) -> float:
 
 def resolve_duration(scenario: Scenario) -> Scenario:
     """``scenario`` with ``run.duration = "trace"`` replaced by the longest of its features'
-    trace spans (``trace_span``); unchanged when the duration is given in seconds."""
+    trace spans (``trace_span``); unchanged when the duration is given in seconds.
+
+    Raises ``ConfigError`` when an incident starts at or after the resolved span (the
+    scenario's own check cannot tell before the traces are read).
+    """
     if scenario.run.duration != "trace":
         return scenario
     spans = []
@@ -36,5 +41,9 @@ def resolve_duration(scenario: Scenario) -> Scenario:
         # Scenario's cross-check refuses "trace" unless every feature replays one, once.
         assert feature.trace is not None
         spans.append(trace_span(feature.trace, name))
-    run = scenario.run.model_copy(update={"duration": max(spans)})
+    duration = max(spans)
+    late = late_incidents(scenario, duration, span='run.duration = "trace", the traces\' span')
+    if late:
+        raise ConfigError(late)
+    run = scenario.run.model_copy(update={"duration": duration})
     return scenario.model_copy(update={"run": run})

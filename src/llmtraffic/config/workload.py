@@ -3,12 +3,41 @@
 from __future__ import annotations
 
 import itertools
-from typing import Annotated, Literal, Self
+from typing import Annotated, Literal, Self, TypeVar
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
-from llmtraffic.config.base import Duration, Model, Rate, RateOrZero
+from llmtraffic.config.base import FiniteDuration, Model, Rate, RateOrZero
 from llmtraffic.config.trace import Trace
+from llmtraffic.units import show_number
+
+MAX_TOKENS = 10_000_000
+"""Most tokens one request's prompt or output may hold: the largest context window offered
+(10M, Llama 4 Scout). A bound keeps token counts, their sums and costs far from int64
+overflow; draws of a distribution's tail above it are capped at it (``workload.tokens``)."""
+
+MAX_LOG_SIGMA = 16.0
+"""Largest lognormal sigma of token counts: ln(MAX_TOKENS) is about 16, so a wider spread
+puts nearly every draw at 1 token or at the cap, which describes no real workload."""
+
+
+_N = TypeVar("_N", int, float)
+
+
+def _token_bound(value: _N) -> _N:
+    if value > MAX_TOKENS:
+        raise ValueError(
+            f"must be <= {MAX_TOKENS:,} tokens (the largest context window), got "
+            f"{show_number(value)}; give a token count per request"
+        )
+    return value
+
+
+TokenCount = Annotated[int, Field(ge=0), AfterValidator(_token_bound)]
+"""A whole number of tokens, 0 to ``MAX_TOKENS``."""
+
+TokenSize = Annotated[float, Field(gt=0), AfterValidator(_token_bound)]
+"""A (possibly fractional) token count of a distribution, > 0 and at most ``MAX_TOKENS``."""
 
 
 class PoissonArrivals(Model):
@@ -55,7 +84,7 @@ class BurstyArrivals(Model):
     rates: list[RateOrZero] = Field(
         description="arrival rate in each state, per second (0 allowed: an off state)"
     )
-    mean_durations: list[Duration] = Field(description="mean time spent in each state")
+    mean_durations: list[FiniteDuration] = Field(description="mean time spent in each state (> 0)")
 
     @model_validator(mode="after")
     def _check_states(self) -> Self:
@@ -66,8 +95,6 @@ class BurstyArrivals(Model):
                 f"'rates' has {len(self.rates)} states but 'mean_durations' has "
                 f"{len(self.mean_durations)}; give one mean duration per state"
             )
-        if any(d <= 0 for d in self.mean_durations):
-            raise ValueError("every mean duration must be > 0")
         if max(self.rates) <= 0:
             raise ValueError("at least one state needs a rate > 0")
         return self
@@ -130,15 +157,15 @@ class FixedTokens(Model):
     """Every request has the same number of tokens."""
 
     kind: Literal["fixed"] = "fixed"
-    value: int = Field(ge=0)
+    value: TokenCount
 
 
 class UniformTokens(Model):
     """Token counts uniform on the integers ``low..high`` (both included)."""
 
     kind: Literal["uniform"] = "uniform"
-    low: int = Field(ge=0)
-    high: int = Field(ge=0)
+    low: TokenCount
+    high: TokenCount
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -151,10 +178,12 @@ class LognormalTokens(Model):
     """Lognormal token counts, given (median, p99) or (mean, sigma); rounded, at least 1."""
 
     kind: Literal["lognormal"] = "lognormal"
-    median: float | None = Field(None, gt=0)
-    p99: float | None = Field(None, gt=0)
-    mean: float | None = Field(None, gt=0)
-    sigma: float | None = Field(None, gt=0, description="standard deviation of log(tokens)")
+    median: TokenSize | None = None
+    p99: TokenSize | None = None
+    mean: TokenSize | None = None
+    sigma: float | None = Field(
+        None, gt=0, le=MAX_LOG_SIGMA, description="standard deviation of log(tokens)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -193,6 +222,11 @@ class EmpiricalTokens(Model):
     def _check(self) -> Self:
         if any(q < 0 for q in self.quantiles):
             raise ValueError("quantiles must be >= 0")
+        if max(self.quantiles) > MAX_TOKENS:
+            raise ValueError(
+                f"quantiles must be <= {MAX_TOKENS:,} tokens (the largest context window), "
+                f"got {show_number(max(self.quantiles))}"
+            )
         if any(b < a for a, b in itertools.pairwise(self.quantiles)):
             raise ValueError("quantiles must be in increasing order")
         return self
@@ -234,7 +268,9 @@ class Feature(Model):
     cached_fraction: float = Field(
         0.0, ge=0.0, le=1.0, description="share of input tokens billed at the cached-input price"
     )
-    max_tokens: int = Field(1024, gt=0, description="max_tokens sent with each attempt")
+    max_tokens: TokenCount = Field(
+        1024, gt=0, description="max_tokens sent with each attempt (1 to 10,000,000)"
+    )
     value_per_success: float | None = Field(
         None, ge=0.0, description="business value of one successful request, USD (for ROI)"
     )

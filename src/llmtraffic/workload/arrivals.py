@@ -124,6 +124,9 @@ def diurnal_rate(
     """The diurnal rate function of time since the start of the run, and its maximum."""
     if profile is not None:
         weights = np.asarray(profile, dtype=float)
+        # Scaled by the largest first: the mean of 24 weights near the float maximum would
+        # overflow to inf and turn every weight into 0.
+        weights = weights / weights.max()
         weights = weights / weights.mean()
 
         def hourly(t: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ from statistics import NormalDist
 import numpy as np
 
 from llmtraffic.config.workload import (
+    MAX_TOKENS,
     EmpiricalTokens,
     FixedTokens,
     LognormalTokens,
@@ -41,7 +42,11 @@ def token_sampler(cfg: TokenDist, rng: np.random.Generator) -> TokenSampler:
         return lambda n: rng.integers(low, high + 1, n, dtype=np.int64)
     if isinstance(cfg, LognormalTokens):
         mu, sigma = lognormal_params(cfg)
-        return lambda n: np.maximum(1, np.rint(rng.lognormal(mu, sigma, n))).astype(np.int64)
+        # The tail is capped at MAX_TOKENS (no context window holds more), which also keeps a
+        # far draw from overflowing int64 (an inf cast to int64 turns negative).
+        return lambda n: np.clip(np.rint(rng.lognormal(mu, sigma, n)), 1, MAX_TOKENS).astype(
+            np.int64
+        )
     if isinstance(cfg, EmpiricalTokens):
         return empirical_sampler(cfg.quantiles, rng)
     raise TypeError(f"unknown token config {cfg!r}")
