@@ -1,8 +1,11 @@
-"""Running a scenario into a results folder, atomically.
+"""Running a scenario into a results folder, atomically, under a lock.
 
 The run is written into a hidden ``.<name>.partial-<pid>`` folder beside the target and renamed
 into place only when complete (``results.folders.atomic_folder``), so an interrupted or crashed
-run never leaves a folder that looks finished. A finished folder holds:
+run never leaves a folder that looks finished; a lock (``results.folders.FolderLock``) refuses
+a second writer of the same folder while the first is running. ``force`` replaces an existing
+folder only when it is a results folder (``results.folders.results_kind``). A finished folder
+holds:
 
 - ``config.json``: the resolved scenario (every default filled in), and ``config.toml``, the
   file it came from, when there was one;
@@ -24,7 +27,14 @@ from typing import Any
 from llmtraffic.config.scenario import Scenario
 from llmtraffic.config.span import resolve_duration
 from llmtraffic.errors import OutputError
-from llmtraffic.results.folders import atomic_folder
+from llmtraffic.results.folders import (
+    FolderLock,
+    atomic_folder,
+    check_target,
+    check_writable,
+    describe,
+    results_kind,
+)
 from llmtraffic.results.jsonio import write_json
 from llmtraffic.results.sink import ParquetSink
 from llmtraffic.simulation import ProgressFn, RunResult, Simulation
@@ -84,29 +94,53 @@ def run_to_folder(
             update={"run": scenario.run.model_copy(update={"seed": int(seed)})}
         )
     final = Path(folder) if folder is not None else default_folder(scenario)
-    if final.exists() and not final.is_dir():
-        raise OutputError(f"{final} exists and is not a folder; choose another --out")
-    if final.exists() and not force:
-        raise OutputError(
-            f"results folder {final} already exists; pass --force to replace it, or choose "
-            "another --out"
-        )
+    check_target(final)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot create the folder {final.parent}: {exc.strerror}") from None
+    check_writable(final.parent)
     started = dt.datetime.now(dt.UTC)
-    with atomic_folder(final) as partial:
-        write_json(partial / "config.json", scenario.model_dump(mode="python"))
-        if config_text is not None:
-            (partial / "config.toml").write_text(config_text, encoding="utf-8")
-        sink = ParquetSink(partial, TABLES_BY_RECORDS[scenario.run.records])
-        result = Simulation(scenario, sink=sink, progress=progress).run()
-        write_json(partial / "summary.json", result.summary)
-        meta = manifest(scenario, result, started)
-        meta["overrides"] = list(overrides or [])
-        write_json(partial / "manifest.json", meta)
+    # Checked under the lock: a run that finished a moment ago is seen as existing.
+    with FolderLock(final):
+        check_replaceable(final, force)
+        with atomic_folder(final) as partial:
+            write_json(partial / "config.json", scenario.model_dump(mode="python"))
+            if config_text is not None:
+                (partial / "config.toml").write_text(config_text, encoding="utf-8")
+            sink = ParquetSink(partial, TABLES_BY_RECORDS[scenario.run.records])
+            result = Simulation(scenario, sink=sink, progress=progress).run()
+            write_json(partial / "summary.json", result.summary)
+            meta = manifest(scenario, result, started)
+            meta["overrides"] = list(overrides or [])
+            write_json(partial / "manifest.json", meta)
     return final, result
+
+
+def check_replaceable(final: Path, force: bool) -> None:
+    """Refuse an existing ``final`` unless it is a results folder and ``force`` is given. An
+    empty folder is taken as it is (nothing in it can be lost)."""
+    if not final.exists() and not final.is_symlink():
+        return
+    if final.is_symlink() or not final.is_dir():
+        raise OutputError(
+            f"{final} exists and is not a folder; --force only replaces results folders; "
+            "choose another --out"
+        )
+    kind = results_kind(final)
+    if kind is None and not any(final.iterdir()):
+        return
+    if kind is None:
+        raise OutputError(
+            f"{final} exists and is not a llmtraffic results folder (it holds "
+            f"{describe(final)}); --force only replaces results folders (a run's or an "
+            "experiment's, which have a manifest.json); choose another --out"
+        )
+    if not force:
+        what = "an experiment's results folder" if kind == "experiment" else "results folder"
+        raise OutputError(
+            f"{what} {final} already exists; pass --force to replace it, or choose another --out"
+        )
 
 
 def manifest(scenario: Scenario, result: RunResult, started: dt.datetime) -> dict[str, Any]:

@@ -8,16 +8,25 @@ Dask worker runs into a temporary folder and sends the files back, so a cluster 
 shared file system (with ``records = "all"`` that can be a lot of data: prefer
 ``"timeseries"`` for big sweeps on a cluster).
 
-A run that raises is reported with its traceback and the others go on.
+A run that raises is reported with its traceback and the others go on. The folder is locked
+while the experiment runs (a second writer is refused); an interruption (Ctrl-C, SIGTERM)
+stops the workers, keeps the finished runs and marks the manifest "interrupted"; local
+workers die with the command even when it is killed outright.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import importlib
 import multiprocessing
 import os
+import re
+import signal
+import socket
+import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -27,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from llmtraffic.config.loader import scenario_from_dict
+from llmtraffic.errors import LLMTrafficError
 from llmtraffic.experiment.spec import ExperimentSpec, Run, toml_literal
 from llmtraffic.experiment.store import ExperimentStore, experiment_manifest
 from llmtraffic.runner import run_to_folder
@@ -57,7 +67,24 @@ class TaskResult:
 
 
 def execute_task(task: Task, ship_files: bool = False) -> TaskResult:
-    """Run one task (in a worker). Never raises for a failed run: the traceback comes back."""
+    """Run one task (in a worker). Never raises for a failed run: the traceback comes back.
+
+    Interrupted in a local worker process (SIGTERM, Ctrl-C), the run's half-written folder is
+    removed as the interruption unwinds, and the worker process exits.
+    """
+    global _RUNNING
+    _RUNNING = True
+    try:
+        return _execute(task, ship_files)
+    except KeyboardInterrupt:
+        if _IN_WORKER:
+            os._exit(1)
+        raise
+    finally:
+        _RUNNING = False
+
+
+def _execute(task: Task, ship_files: bool) -> TaskResult:
     t0 = time.perf_counter()
     try:
         scenario = scenario_from_dict(task.raw, base_dir=task.base_dir)
@@ -133,18 +160,54 @@ def run_experiment(
     """
     from llmtraffic.experiment.store import default_folder
 
+    if dask is not None:
+        check_dask_address(dask)
     store = ExperimentStore(Path(folder) if folder is not None else default_folder(spec))
+    with store.lock():
+        return _run_locked(spec, store, workers, dask, force, progress)
+
+
+def _run_locked(
+    spec: ExperimentSpec,
+    store: ExperimentStore,
+    workers: int | None,
+    dask: str | None,
+    force: bool,
+    progress: ProgressHook | None,
+) -> Outcome:
+    """``run_experiment``'s work, once this process holds the folder's lock."""
     store.prepare(spec, force=force)
     store.adopt(spec)
     runs = spec.runs()
     todo = [r for r in runs if not store.is_done(r)]
-    n_workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
+    # No more workers than runs to do: each one costs a process and its memory.
+    n_workers = worker_count(workers, len(todo))
     executor = (
         f"dask {dask}"
         if dask
         else ("this process" if n_workers == 1 else f"{n_workers} local processes")
     )
     outcome = Outcome(store.folder, total=len(runs), skipped=len(runs) - len(todo), done=0)
+    # Connected before the manifest says "running": an unreachable scheduler is bad input.
+    session = DaskSession(dask, n_workers) if dask is not None and todo else None
+    try:
+        return _run_tasks(spec, store, todo, outcome, executor, n_workers, session, progress)
+    finally:
+        if session is not None:
+            session.close()
+
+
+def _run_tasks(
+    spec: ExperimentSpec,
+    store: ExperimentStore,
+    todo: list[Run],
+    outcome: Outcome,
+    executor: str,
+    n_workers: int,
+    session: DaskSession | None,
+    progress: ProgressHook | None,
+) -> Outcome:
+    """Run ``todo`` and keep the manifest and the tables up to date (also when interrupted)."""
     started = dt.datetime.now(dt.UTC)
     t0 = time.perf_counter()
     by_key = {_key(r): r for r in todo}
@@ -160,11 +223,11 @@ def run_experiment(
     store.write_manifest(experiment_manifest(spec, started, 0.0, "running", counts(), executor))
     if progress is not None:
         progress(outcome.skipped, outcome.total, 0)
-    ship = dask is not None
+    ship = session is not None
     tasks = [make_task(spec, store, r, ship) for r in todo]
     try:
-        if dask is not None:
-            results = _dask_results(tasks, dask, n_workers)
+        if session is not None:
+            results = session.results(tasks)
         elif n_workers == 1 or len(tasks) <= 1:
             results = (execute_task(t) for t in tasks)
         else:
@@ -215,9 +278,17 @@ def _mp_context() -> multiprocessing.context.BaseContext:
 
 
 def _pool_results(tasks: list[Task], workers: int) -> Iterator[TaskResult]:
-    """Results from a pool of local processes, as they finish."""
+    """Results from a pool of local processes, as they finish.
+
+    Interrupted (Ctrl-C, SIGTERM), the pool does not wait for its runs to end: queued runs are
+    cancelled and the workers are asked to stop (SIGTERM: each removes its half-written folder
+    and exits), then joined.
+    """
     with ProcessPoolExecutor(
-        max_workers=min(workers, len(tasks)), mp_context=_mp_context()
+        max_workers=min(workers, len(tasks)),
+        mp_context=_mp_context(),
+        initializer=_worker_init,
+        initargs=(os.getpid(),),
     ) as pool:
         futures: dict[Future[TaskResult], Task] = {pool.submit(execute_task, t): t for t in tasks}
         try:
@@ -226,7 +297,68 @@ def _pool_results(tasks: list[Task], workers: int) -> Iterator[TaskResult]:
         except BaseException:
             for fut in futures:
                 fut.cancel()
+            # ProcessPoolExecutor has no public way to stop its workers before Python 3.14.
+            processes: dict[int, Any] = getattr(pool, "_processes", None) or {}
+            for proc in list(processes.values()):
+                with contextlib.suppress(OSError, ValueError, AttributeError):
+                    proc.terminate()
             raise
+
+
+_IN_WORKER = False
+"""True in a local worker process (set by ``_worker_init``)."""
+
+_RUNNING = False
+"""True while ``execute_task`` runs (a stop signal then unwinds the run before exiting)."""
+
+WATCHDOG_INTERVAL = 0.5
+"""Seconds between a worker's checks that the command that started it is still alive."""
+
+
+def _worker_init(parent_pid: int) -> None:
+    """Make a local worker die with the command that started it.
+
+    The workers are children of the forkserver, not of the command, so the command's death
+    alone would leave them running their queued runs for minutes. Three guards: SIGTERM stops
+    the worker like Ctrl-C (its half-written folder is removed) and ends the process; on
+    Linux, the kernel sends SIGTERM when the worker's parent (the forkserver, which exits with
+    the command) dies; and a watchdog thread checks every ``WATCHDOG_INTERVAL`` s that the
+    command's pid is alive, on every platform.
+    """
+    global _IN_WORKER
+    _IN_WORKER = True
+    signal.signal(signal.SIGTERM, _stop_worker)
+    signal.signal(signal.SIGINT, _stop_worker)
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            import ctypes
+
+            pr_set_pdeathsig = 1
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    threading.Thread(
+        target=_watch_parent, args=(parent_pid,), name="llmtraffic-watchdog", daemon=True
+    ).start()
+
+
+def _stop_worker(signum: int, frame: object) -> None:
+    """SIGTERM or SIGINT in a worker: unwind the run in progress (``execute_task`` then exits
+    the process), or exit at once when idle."""
+    if _RUNNING:
+        raise KeyboardInterrupt(f"signal {signum}")
+    os._exit(1)
+
+
+def _watch_parent(parent_pid: int) -> None:
+    """Stop this worker once the command is gone: SIGTERM first (clean: the run's partial
+    folder is removed), then a hard exit if the main thread does not stop within 5 s."""
+    from llmtraffic.results.folders import pid_alive
+
+    while pid_alive(parent_pid):
+        time.sleep(WATCHDOG_INTERVAL)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5.0)
+    os._exit(1)
 
 
 def _result_of(fut: Future[TaskResult], task: Task) -> TaskResult:
@@ -237,40 +369,114 @@ def _result_of(fut: Future[TaskResult], task: Task) -> TaskResult:
         return TaskResult(task.key, error=traceback.format_exc())
 
 
-def _dask_results(tasks: list[Task], address: str, workers: int) -> Iterator[TaskResult]:
-    """Results from a Dask cluster (``"local"``: a LocalCluster started for this run)."""
-    try:
-        # Imported as a plain module object: distributed's own annotations are partial.
-        distributed: Any = importlib.import_module("distributed")
-    except ImportError:  # pragma: no cover - depends on the installed extras
-        from llmtraffic.errors import LLMTrafficError
+def worker_count(requested: int | None, runs: int) -> int:
+    """Worker processes for ``runs`` runs: as requested (default: the CPU count), never more
+    than the runs, at least one."""
+    wanted = requested if requested is not None else (os.cpu_count() or 1)
+    return max(1, min(wanted, runs))
 
-        raise LLMTrafficError(
-            "--dask needs the 'distributed' package: pip install 'llmtraffic[dask]'"
-        ) from None
-    cluster = None
+
+DASK_CONNECT_TIMEOUT = 10.0
+"""Seconds to wait for a Dask scheduler before giving up with a clear error."""
+
+_DASK_ADDRESS = re.compile(
+    r"(?:(?P<scheme>[a-z][a-z0-9+.-]*)://)?(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+)"
+    r"(?::(?P<port>\d{1,5}))?"
+)
+_DASK_SCHEMES = ("tcp", "tls", "ucx", "ws", "wss", "inproc")
+
+
+def check_dask_address(address: str) -> None:
+    """Refuse what cannot be a Dask scheduler address (``local``, or ``[scheme://]host[:port]``)
+    before anything runs."""
     if address == "local":
-        cluster = distributed.LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+        return
+    m = _DASK_ADDRESS.fullmatch(address)
+    scheme = m["scheme"] if m else None
+    if m is None or (scheme is not None and scheme not in _DASK_SCHEMES):
+        raise LLMTrafficError(
+            f"--dask {address!r}: not a scheduler address; give tcp://HOST:PORT (for example "
+            "tcp://10.0.0.5:8786), or 'local' to start a cluster on this machine"
         )
-        client = distributed.Client(cluster)
-    else:
-        client = distributed.Client(address)
-    try:
+    if m["port"] is not None and not 0 < int(m["port"]) < 65536:
+        raise LLMTrafficError(f"--dask {address!r}: the port must be 1 to 65535")
+
+
+class DaskSession:
+    """A Dask client for one experiment run: a LocalCluster started for it (``"local"``), or a
+    connection to a scheduler, given up after ``DASK_CONNECT_TIMEOUT`` seconds."""
+
+    def __init__(self, address: str, workers: int) -> None:
+        try:
+            # Imported as a plain module object: distributed's own annotations are partial.
+            self.distributed: Any = importlib.import_module("distributed")
+        except ImportError:  # pragma: no cover - depends on the installed extras
+            raise LLMTrafficError(
+                "--dask needs the 'distributed' package: pip install 'llmtraffic[dask]'"
+            ) from None
+        self.cluster: Any = None
+        if address == "local":
+            self.cluster = self.distributed.LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+            )
+            self.client: Any = self.distributed.Client(self.cluster)
+            return
+        _refused_fast(address)
+        try:
+            self.client = self.distributed.Client(address, timeout=DASK_CONNECT_TIMEOUT)
+        except OSError as exc:
+            raise LLMTrafficError(
+                f"--dask {address}: no Dask scheduler answered within "
+                f"{DASK_CONNECT_TIMEOUT:g} s ({exc}); check the address and that the "
+                "scheduler is running, or leave --dask out to run on local processes"
+            ) from None
+
+    def results(self, tasks: list[Task]) -> Iterator[TaskResult]:
+        """Results of ``tasks`` as they finish (a run's files come back with it)."""
         futures = [
-            client.submit(
+            self.client.submit(
                 execute_task, t, True, key=f"llmtraffic-{t.key}-{os.getpid()}", pure=False
             )
             for t in tasks
         ]
         by_future = dict(zip(futures, tasks, strict=True))
-        for fut in distributed.as_completed(futures):
-            task = by_future[fut]
-            try:
-                yield fut.result()
-            except Exception:
-                yield TaskResult(task.key, error=traceback.format_exc())
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        try:
+            for fut in self.distributed.as_completed(futures):
+                task = by_future[fut]
+                try:
+                    yield fut.result()
+                except Exception:
+                    yield TaskResult(task.key, error=traceback.format_exc())
+        except BaseException:
+            self.client.cancel(futures)
+            raise
+
+    def close(self) -> None:
+        """Close the client, and the cluster when it was started here."""
+        with contextlib.suppress(Exception):
+            self.client.close()
+        if self.cluster is not None:
+            with contextlib.suppress(Exception):
+                self.cluster.close()
+
+
+def _refused_fast(address: str) -> None:
+    """A TCP scheduler address whose port refuses connections fails at once, rather than after
+    Dask's whole connection timeout (Dask retries refused connections until it expires)."""
+    m = _DASK_ADDRESS.fullmatch(address)
+    if m is None or m["scheme"] not in (None, "tcp") or m["port"] is None:
+        return
+    host = m["host"].strip("[]")
+    try:
+        with socket.create_connection((host, int(m["port"])), timeout=DASK_CONNECT_TIMEOUT):
+            return
+    except ConnectionRefusedError:
+        reason = "connection refused"
+    except TimeoutError:
+        reason = f"no answer within {DASK_CONNECT_TIMEOUT:g} s"
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+    raise LLMTrafficError(
+        f"--dask {address}: cannot reach a Dask scheduler ({reason}); check the address and "
+        "that the scheduler is running, or leave --dask out to run on local processes"
+    )

@@ -21,6 +21,7 @@ import contextlib
 import datetime as dt
 import os
 import platform
+import re
 import shutil
 import socket
 from collections.abc import Mapping
@@ -32,7 +33,16 @@ from typing import TYPE_CHECKING, Any
 from llmtraffic.errors import LLMTrafficError, OutputError
 from llmtraffic.experiment.analysis import fill_counts, flatten_summary, point_stats
 from llmtraffic.experiment.spec import ExperimentSpec, Run
-from llmtraffic.results.folders import atomic_folder
+from llmtraffic.results.folders import (
+    FolderLock,
+    FolderLockedError,
+    atomic_folder,
+    check_target,
+    check_writable,
+    describe,
+    remove_stale_partials,
+    results_kind,
+)
 from llmtraffic.results.jsonio import read_json, write_json
 from llmtraffic.results.load import RunData, load
 from llmtraffic.runner import git_revision
@@ -75,35 +85,81 @@ class ExperimentStore:
         """Where the traceback of a failed run is written."""
         return self.folder / "runs" / point_id / f"rep-{replication}.error.txt"
 
+    def lock(self) -> FolderLock:
+        """The lock a writer of this folder holds (``.<name>.lock`` beside it); creates the
+        parent folder, which the lock file lives in."""
+        check_target(self.folder)
+        try:
+            self.folder.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(
+                f"cannot create the folder {self.folder.parent}: {exc.strerror}"
+            ) from None
+        check_writable(self.folder.parent)
+        return FolderLock(self.folder)
+
     def prepare(self, spec: ExperimentSpec, *, force: bool) -> None:
         """Create the folder (or check that an existing one is an experiment's), and write the
-        spec. ``force`` deletes earlier runs and tables first."""
+        spec. ``force`` deletes earlier runs and tables first, and replaces a single run's
+        results folder; any other folder is refused. Call it holding ``lock()``."""
         f = self.folder
-        if f.exists() and not f.is_dir():
-            raise OutputError(f"{f} exists and is not a folder; choose another --out")
-        if f.exists() and any(f.iterdir()) and not is_experiment_folder(f):
+        if f.is_symlink() or (f.exists() and not f.is_dir()):
             raise OutputError(
-                f"{f} exists and is not an experiment's results folder; choose another --out"
+                f"{f} exists and is not a folder; --force only replaces results folders; "
+                "choose another --out"
             )
+        kind = results_kind(f) if f.exists() else None
+        if kind is None and f.exists() and any(f.iterdir()):
+            raise OutputError(
+                f"{f} exists and is not a llmtraffic results folder (it holds {describe(f)}); "
+                "--force only replaces results folders (a run's or an experiment's, which "
+                "have a manifest.json); choose another --out"
+            )
+        if kind == "run":
+            if not force:
+                raise OutputError(
+                    f"{f} is a single run's results folder; pass --force to replace it with "
+                    "this experiment, or choose another --out"
+                )
+            shutil.rmtree(f)
         try:
             f.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputError(f"cannot create the folder {f}: {exc.strerror}") from None
+        check_writable(f)
         if force:
             shutil.rmtree(f / "runs", ignore_errors=True)
             for name in EXPERIMENT_FILES:
                 (f / name).unlink(missing_ok=True)
         self._remove_partials()
+        # Every run not done is run again and writes a fresh traceback if it fails again; one
+        # left from an earlier invocation would outlive a run that has since finished.
+        for stale in (f / "runs").glob("*/rep-*.error.txt"):
+            stale.unlink(missing_ok=True)
         if spec.text is not None:
             _write_text(f / "experiment.toml", spec.text)
         write_json(f / "experiment.json", spec.to_json())
 
     def _remove_partials(self) -> None:
-        """Hidden half-written run folders left by a process that was killed."""
+        """Hidden half-written run folders left by processes that were killed (those of live
+        processes, such as another sweep's workers, are left alone)."""
         root = self.folder / "runs"
-        if root.is_dir():
-            for partial in root.glob("*/.rep-*.partial-*"):
-                shutil.rmtree(partial, ignore_errors=True)
+        if not root.is_dir():
+            return
+        finals = {
+            hidden.parent / re.sub(r"\.(partial|old)-\d+$", "", hidden.name[1:])
+            for pattern in ("*/.rep-*.partial-*", "*/.rep-*.old-*")
+            for hidden in root.glob(pattern)
+        }
+        for final in finals:
+            remove_stale_partials(final)
+        # A killed worker's lock file: taking the lock (the kernel freed it) removes it.
+        for lock_file in root.glob("*/.rep-*.lock"):
+            with (
+                contextlib.suppress(FolderLockedError),
+                FolderLock(lock_file.parent / lock_file.name[1:].removesuffix(".lock")),
+            ):
+                pass
 
     def is_done(self, run: Run) -> bool:
         """True when the run's folder is complete and made from the spec's config and seed."""
