@@ -66,3 +66,24 @@ class FixedDecision:
 
     def decide(self, state: RetryState, uniforms: Iterator[float]) -> Decision:
         return Decision(self.wait)
+
+
+class TouchesOnImportOrBuild:
+    """Stands for code a config must not run unasked: building it creates the file ``path``
+    in the working folder (the corpus checks that ``validate`` never does)."""
+
+    def __init__(self, path: str = "pwned") -> None:
+        from pathlib import Path
+
+        Path(path).touch()
+
+    def decide(self, state: RetryState, uniforms: Iterator[float]) -> Decision:
+        return Decision(None, EXHAUSTED)
+
+
+def touches_and_returns_nothing() -> None:
+    """A zero-argument function defined here that is not a tenacity factory: it creates
+    ``pwned``; the adapter calls it only when the module is allowed, and refuses its result."""
+    from pathlib import Path
+
+    Path("pwned").touch()

@@ -303,18 +303,40 @@ def test_tenacity_from_a_config_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("retry", "message"),
     [
+        ('{ kind = "custom", class = "nocolon" }', "module.path:Name"),
+        ('{ kind = "custom", class = "a b:C" }', "module.path:Name"),
+        ('{ kind = "custom", class = "os:" }', "module.path:Name"),
+        ('{ kind = "custom" }', "class"),
+        ('{ kind = "custom", class = "m:C", params = { "not ok" = 1 } }', "params.not ok"),
+        ('{ kind = "tenacity", retrying = "m" }', "module.path:Name"),
+    ],
+)
+def test_validation_checks_the_form_of_a_plugin(tmp_path: Path, retry: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(plugin_config(tmp_path, retry))
+    text = str(info.value)
+    assert "policies.mine.retry" in text, text
+    assert message in text, text
+
+
+@pytest.mark.parametrize(
+    ("retry", "message"),
+    [
         ('{ kind = "custom", class = "no_such_module_xyz:P" }', "cannot import module"),
         ('{ kind = "custom", class = "tests.policy_plugins:Missing" }', "has no attribute"),
         ('{ kind = "custom", class = "tests.policy_plugins:NoDecide" }', "protocol"),
         ('{ kind = "custom", class = "tests.policy_plugins:FixedThenGiveUp" }', "params"),
-        ('{ kind = "custom", class = "nocolon" }', "module.path:Name"),
-        ('{ kind = "custom" }', "class"),
+        ('{ kind = "custom", class = "tests.policy_plugins:jittered_retrying" }', "not a class"),
         ('{ kind = "tenacity", retrying = "tests.policy_plugins:NoDecide" }', "tenacity.Retrying"),
     ],
 )
-def test_bad_plugin_configs_say_what_is_wrong(tmp_path: Path, retry: str, message: str) -> None:
+def test_bad_plugins_are_reported_when_a_run_is_built(
+    tmp_path: Path, retry: str, message: str
+) -> None:
+    """Validation imports nothing; building the run imports the plugin and names the field."""
+    scenario = load_config(plugin_config(tmp_path, retry))
     with pytest.raises(ConfigError) as info:
-        load_config(plugin_config(tmp_path, retry))
+        Simulation(scenario)
     text = str(info.value)
     assert "policies.mine.retry" in text, text
     assert message in text, text

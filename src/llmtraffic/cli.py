@@ -16,6 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from llmtraffic.client.plugins import FLAG, allowed_plugins, check_plugins
 from llmtraffic.config.loader import load_config
 from llmtraffic.errors import LLMTrafficError
 from llmtraffic.report_table import print_summary
@@ -62,6 +63,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     if is_experiment_file(args.config):
         return cmd_run_experiment(args, console)
     scenario = load_config(args.config, args.set)
+    check_plugins([scenario], source=args.config)  # before any folder is touched
     text = Path(args.config).read_text(encoding="utf-8")
     update, bar = _progress_bar(console, not args.quiet and console.is_terminal)
     try:
@@ -372,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--force", action="store_true", help="replace an existing --out folder")
     p_run.add_argument("--quiet", "-q", action="store_true", help="no progress bar or tables")
     overrides(p_run)
+    add_plugin_option(p_run)
     experiment_commands.add_run_options(p_run)
     p_run.set_defaults(func=cmd_run)
 
@@ -387,7 +390,48 @@ def build_parser() -> argparse.ArgumentParser:
     from llmtraffic.checks.command import add_check_parser
 
     add_check_parser(sub)
+    p_check = sub.choices["check"]
+    add_plugin_option(p_check)
+    p_check.set_defaults(func=_plugins_checked_first(p_check.get_default("func")))
     return parser
+
+
+def add_plugin_option(p: argparse.ArgumentParser) -> None:
+    """``--allow-plugin MODULE``: the modules whose plugins a config may import and run."""
+    p.add_argument(
+        FLAG,
+        dest="allow_plugin",
+        action="append",
+        default=[],
+        type=_module_name,
+        metavar="MODULE",
+        help="let the config's custom or tenacity retry policies import and run code from "
+        "MODULE (and its submodules); repeatable. Without it a config that names a plugin is "
+        "refused: a plugin is code (docs/policies.md)",
+    )
+
+
+def _module_name(text: str) -> str:
+    if not all(p.isidentifier() for p in text.split(".")):
+        raise argparse.ArgumentTypeError(
+            f"expected a module name such as mypackage.policies, got {text!r}"
+        )
+    return text
+
+
+def _plugins_checked_first(
+    command: Callable[[argparse.Namespace, Console], int],
+) -> Callable[[argparse.Namespace, Console], int]:
+    """``command`` (``check``), after refusing the experiment's plugins that --allow-plugin
+    does not name: its runs may go to worker processes, which import whatever they are sent."""
+    from llmtraffic.experiment.spec import read_experiment
+
+    def checked(args: argparse.Namespace, console: Console) -> int:
+        spec = read_experiment(args.config, args.set)
+        check_plugins((p.scenario for p in spec.points), source=args.config)
+        return command(args, console)
+
+    return checked
 
 
 def _non_negative_int(text: str) -> int:
@@ -407,7 +451,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console()
     err = Console(stderr=True)
     try:
-        code: int = args.func(args, console)
+        # A config runs plugins only from the modules the user names (never by itself).
+        with allowed_plugins(getattr(args, "allow_plugin", None) or ()):
+            code: int = args.func(args, console)
         return code
     except LLMTrafficError as exc:
         err.print("[red]error:[/red]", end=" ")

@@ -17,6 +17,7 @@ from typing import Any
 import pyarrow as pa
 
 from llmtraffic.client.client import Client
+from llmtraffic.client.plugins import check_plugins
 from llmtraffic.config.scenario import Scenario
 from llmtraffic.config.span import resolve_duration
 from llmtraffic.engine.entities import UNFINISHED
@@ -88,6 +89,10 @@ class Simulation:
     ) -> None:
         # A scenario built in Python may still say run.duration = "trace".
         self.scenario = scenario = resolve_duration(scenario)
+        # Plugins are imported only when allowed (the Python API allows every module; the CLI
+        # only those named by --allow-plugin): checked and loaded before the run starts, so a
+        # refusal or a bad reference names its config field.
+        check_plugins([scenario])
         self.seed = scenario.run.seed if seed is None else int(seed)
         self._memory = sink is None
         self.sink: RecordSink = MemorySink() if sink is None else sink

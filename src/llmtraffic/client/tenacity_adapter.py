@@ -12,6 +12,7 @@ module at a generator fed from the simulation's seeded stream, so runs stay repr
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -116,20 +117,56 @@ def import_tenacity() -> Any:
     return tenacity
 
 
+RETRYING_RULE = (
+    "a tenacity.Retrying object, or a function defined in that module that takes no "
+    "arguments and returns one"
+)
+"""What a config's ``retrying`` may name (``load_retrying`` calls nothing else)."""
+
+
 def load_retrying(path: str) -> Any:
-    """The ``tenacity.Retrying`` named by ``path``, or returned by the factory it names."""
+    """The ``tenacity.Retrying`` named by ``path``, or returned by the factory it names.
+
+    The rule: ``path`` names an instance of ``tenacity.BaseRetrying`` (used as it is), or a
+    plain Python function (``def``) whose ``__module__`` is the module named, that takes no
+    arguments; it is called once and must return a ``tenacity.BaseRetrying``. Anything else
+    (a class, a builtin such as ``os:getpid``, a function imported from another module, an
+    object with ``__call__``) is refused without being called.
+    """
     from llmtraffic.client.plugins import load_object
 
     tenacity = import_tenacity()
     obj = load_object(path)
-    if not isinstance(obj, tenacity.BaseRetrying) and callable(obj):
-        obj = obj()
-    if not isinstance(obj, tenacity.BaseRetrying):
+    if isinstance(obj, tenacity.BaseRetrying):
+        return obj
+    module = path.partition(":")[0]
+    if not inspect.isfunction(obj) or obj.__module__ != module:
+        if inspect.isfunction(obj):
+            what = f"a function from the module {obj.__module__!r}"
+        elif inspect.isbuiltin(obj):
+            what = "a builtin function"
+        elif inspect.isclass(obj):
+            what = "a class"
+        else:
+            what = f"a {type(obj).__name__}"
+        raise ValueError(f"{path} must name {RETRYING_RULE}; it is {what}, and was not called")
+    required = [
+        p
+        for p in inspect.signature(obj).parameters.values()
+        if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
+    if required:
         raise ValueError(
-            f"{path} is not a tenacity.Retrying (nor a function returning one): got "
-            f"{type(obj).__name__}"
+            f"{path} must name {RETRYING_RULE}; it needs arguments "
+            f"({', '.join(p.name for p in required)}), and was not called"
         )
-    return obj
+    made = obj()
+    if not isinstance(made, tenacity.BaseRetrying):
+        raise ValueError(
+            f"{path}() returned a {type(made).__name__}, not a tenacity.Retrying; it must "
+            f"name {RETRYING_RULE}"
+        )
+    return made
 
 
 IDLE_MEMORY = 100_000

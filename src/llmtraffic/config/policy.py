@@ -11,10 +11,26 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    field_validator,
+    model_validator,
+)
 
+from llmtraffic.client.plugins import check_params, check_reference
 from llmtraffic.config import policy_presets
-from llmtraffic.config.base import Duration, Model, PositiveDuration
+from llmtraffic.config.base import (
+    Duration,
+    FiniteDuration,
+    FiniteDurationOrZero,
+    Model,
+    PositiveDuration,
+)
 
 FailureKind = Literal["rate_limited", "server_error", "overloaded", "timeout", "midstream_error"]
 """Failed attempt statuses, as they appear in the ``status`` column of the attempts table."""
@@ -34,12 +50,12 @@ class _Retry(Model):
         True, description="wait what a 429's retry_after says instead of the computed wait"
     )
     retry_after_max: Duration = Field(
-        60.0, description="largest retry_after honoured (the SDKs cap it)"
+        60.0, description='largest retry_after honoured (the SDKs cap it; "inf": any)'
     )
     retry_after_beyond_max: Literal["backoff", "give_up"] = Field(
         "backoff", description="on a larger retry_after: fall back to the computed wait, or stop"
     )
-    retry_after_jitter: Duration = Field(
+    retry_after_jitter: FiniteDurationOrZero = Field(
         0.0,
         description="an honoured retry_after is lengthened by U(0, this) (LiteLLM adds 0.75 s)",
     )
@@ -62,7 +78,7 @@ class FixedRetry(_Retry):
     """Wait a fixed ``delay`` before each retry."""
 
     kind: Literal["fixed"] = "fixed"
-    delay: Duration = 1.0
+    delay: FiniteDurationOrZero = 1.0
 
 
 class ExponentialRetry(_Retry):
@@ -77,14 +93,14 @@ class ExponentialRetry(_Retry):
     """
 
     kind: Literal["exponential"] = "exponential"
-    base: PositiveDuration = 0.5
+    base: FiniteDuration = 0.5
     multiplier: float = Field(2.0, ge=1.0)
-    cap: Duration = 60.0
+    cap: FiniteDurationOrZero = 60.0
     jitter: Literal["none", "full", "equal", "decorrelated", "proportional", "additive"] = "full"
     jitter_fraction: float = Field(
         0.25, ge=0, le=1, description="share of the wait jitter may take off (proportional)"
     )
-    jitter_added: Duration = Field(
+    jitter_added: FiniteDurationOrZero = Field(
         0.75, description="upper end of the U(0, x) added to the wait (additive; LiteLLM's JITTER)"
     )
 
@@ -101,15 +117,19 @@ class RandomExponentialRetry(_Retry):
 
     kind: Literal["random_exponential"] = "random_exponential"
     multiplier: float = Field(1.0, gt=0)
-    min: Duration = 0.0
-    max: Duration = 60.0
+    min: FiniteDurationOrZero = 0.0
+    max: FiniteDurationOrZero = 60.0
     exp_base: float = Field(2.0, gt=1.0)
 
 
 class CustomRetry(Model):
     """Your own policy class, named by import path (``"mypackage.policies:MyPolicy"``) and
     built with ``params``; it must have ``decide(state, uniforms) -> Decision`` (see
-    docs/policies.md, "Your own policy")."""
+    docs/policies.md, "Your own policy").
+
+    Validation checks the form of ``class`` and the TOML types of ``params`` only: it never
+    imports the module. A run imports it when the module is allowed (``client.plugins``).
+    """
 
     model_config = ConfigDict(populate_by_name=True)
 
@@ -118,31 +138,32 @@ class CustomRetry(Model):
     class_: str = Field(alias="class", description="module.path:ClassName")
     params: dict[str, Any] = Field(default_factory=dict, description="keyword arguments")
 
-    @model_validator(mode="after")
-    def _usable(self) -> Self:
-        # Imported here: the plugin loader imports this module.
-        from llmtraffic.client.plugins import check_custom
+    @field_validator("class_")
+    @classmethod
+    def _reference(cls, value: str) -> str:
+        return check_reference(value)
 
-        check_custom(self)
-        return self
+    @field_validator("params")
+    @classmethod
+    def _params(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return check_params(value)
 
 
 class TenacityRetry(Model):
     """tenacity's own ``wait``, ``stop`` and ``retry`` strategies, run in simulated time.
 
-    ``retrying`` names (by import path) a ``tenacity.Retrying`` object or a function that
-    returns one: the exact configuration your application uses.
+    ``retrying`` names (by import path) a ``tenacity.Retrying`` object or a function defined
+    in that module that takes no arguments and returns one: the exact configuration your
+    application uses. Validation checks the form only; nothing is imported or called.
     """
 
     kind: Literal["tenacity"] = "tenacity"
     retrying: str = Field(description="module.path:name of a tenacity.Retrying or a factory")
 
-    @model_validator(mode="after")
-    def _usable(self) -> Self:
-        from llmtraffic.client.tenacity_adapter import load_retrying
-
-        load_retrying(self.retrying)
-        return self
+    @field_validator("retrying")
+    @classmethod
+    def _reference(cls, value: str) -> str:
+        return check_reference(value)
 
 
 Retry = Annotated[
@@ -174,8 +195,10 @@ class Breaker(Model):
         None, gt=0, description="also opens at this many failures in the window (LiteLLM)"
     )
     slow_call_rate_threshold: float = Field(1.0, gt=0, le=1)
-    slow_call_duration: Duration = Field(60.0, description="a call at least this slow is slow")
-    open_duration: Duration = Field(60.0, description="time open before half-open")
+    slow_call_duration: Duration = Field(
+        60.0, description='a call at least this slow is slow ("inf": no call is slow)'
+    )
+    open_duration: FiniteDurationOrZero = Field(60.0, description="time open before half-open")
     half_open_calls: int = Field(
         10, ge=0, description="trial calls when half-open; 0 closes after open_duration"
     )
@@ -210,7 +233,7 @@ class FinagleBudget(Model):
     kind: Literal["finagle"] = "finagle"
     percent: float = Field(0.2, ge=0, le=1)
     min_per_second: float = Field(10.0, ge=0)
-    ttl: PositiveDuration = 10.0
+    ttl: FiniteDuration = 10.0
 
 
 class EnvoyBudget(Model):
@@ -236,13 +259,36 @@ Budget = Annotated[
     BeforeValidator(_budget_preset),
 ]
 
+_BUDGET_KINDS = ("token_bucket", "finagle", "envoy")
+
+
+def _budget_paths(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """Errors in a budget name the path the user wrote: pydantic puts the union tag in an
+    error's location (``budget.token_bucket.ratio``), and the loader drops it only when the
+    table says that ``kind`` (a budget without one, or a preset name, is a token bucket or
+    the preset's kind, chosen by ``_budget_preset``)."""
+    try:
+        return handler(value)
+    except ValidationError as exc:
+        written = value.get("kind") if isinstance(value, dict) else None
+        errors: list[Any] = []
+        for err in exc.errors(include_url=False):
+            loc = err["loc"]
+            if loc and loc[0] in _BUDGET_KINDS and loc[0] != written:
+                loc = loc[1:]
+            item: dict[str, Any] = {"type": err["type"], "loc": loc, "input": err["input"]}
+            if "ctx" in err:
+                item["ctx"] = err["ctx"]
+            errors.append(item)
+        raise ValidationError.from_exception_data(exc.title, errors) from None
+
 
 class Throttle(Model):
     """Adaptive client-side throttling (Google SRE book): an attempt is refused locally with
     probability max(0, (requests - k * accepts) / (requests + 1)) over the last ``window``."""
 
     k: float = Field(2.0, gt=0, description="the multiplier K (2 in the SRE book)")
-    window: PositiveDuration = Field(120.0, description="span of the request and accept counts")
+    window: FiniteDuration = Field(120.0, description="span of the request and accept counts")
     rejections: list[FailureKind] = Field(
         ["rate_limited", "overloaded", "server_error", "timeout"],
         description="statuses that mean the backend did not accept the attempt",
@@ -253,7 +299,9 @@ class ClientRateLimit(Model):
     """Client-side pacing: attempts wait locally until these limits admit them."""
 
     rpm: float | None = Field(None, gt=0)
-    tpm: float | None = Field(None, gt=0, description="input + max_tokens per minute")
+    tpm: float | None = Field(
+        None, gt=0, description="max(input, max_tokens) per minute, as the provider's tpm"
+    )
     itpm: float | None = Field(None, gt=0)
     otpm: float | None = Field(None, gt=0)
     max_wait: PositiveDuration = Field(
@@ -326,7 +374,7 @@ class Policy(Model):
     )
     retry: Retry = NoRetry(kind="none")
     breaker: Annotated[Breaker | None, BeforeValidator(_breaker_preset)] = None
-    budget: Budget | None = None
+    budget: Annotated[Budget | None, WrapValidator(_budget_paths)] = None
     throttle: Throttle | None = None
     rate_limit: ClientRateLimit | None = None
     concurrency: Concurrency | None = None

@@ -52,12 +52,15 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 
 def cmd_run_experiment(args: argparse.Namespace, console: Console) -> int:
     """Run every run of an experiment that is not done yet; print the points table."""
+    from llmtraffic.client.plugins import check_plugins
     from llmtraffic.experiment.execute import run_experiment
     from llmtraffic.experiment.spec import read_experiment
     from llmtraffic.experiment.store import load_experiment
     from llmtraffic.experiment.tables import print_points
 
     spec = read_experiment(args.config, args.set, seed=args.seed)
+    # Every point's plugins, before any run: worker processes import whatever they are sent.
+    check_plugins((p.scenario for p in spec.points), source=args.config)
     bar = None
     hook = None
     if not args.quiet and console.is_terminal:
@@ -131,6 +134,7 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     experiment (same replication = same traffic), or between two results folders."""
     from llmtraffic.experiment.analysis import (
         KEY_METRICS,
+        metric_columns,
         paired_differences,
         paired_runs,
     )
@@ -142,7 +146,7 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
         a, b = (Path(f) for f in args.folders)
         if is_experiment_folder(a) and is_experiment_folder(b):
             left, right = load_experiment(a).summary, load_experiment(b).summary
-            _check_metrics(metrics, left)
+            _check_metrics(metrics, metric_columns(left))
             try:
                 diffs = paired_runs(left, right, metrics)
             except ValueError as exc:
@@ -165,7 +169,7 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     info = data.axis_info(axis)
     base = args.base if args.base is not None else info["labels"][0]
     summary = data.summary
-    _check_metrics(metrics, summary)
+    _check_metrics(metrics, metric_columns(summary, data.axes))
     try:
         diffs = paired_differences(summary, axis, base, metrics, data.axes)
     except KeyError as exc:
@@ -179,14 +183,25 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
-def _check_metrics(metrics: list[str], summary: Any) -> None:
-    missing = [m for m in metrics if m not in summary.columns]
-    if missing:
-        raise LLMTrafficError(
-            f"no metric {', '.join(missing)} in the summary table; its columns include "
-            + ", ".join(c for c in summary.columns[:12])
-            + ", ..."
-        )
+def _check_metrics(metrics: list[str], columns: Any) -> None:
+    """Refuse a ``--metric`` that is not a column, listing the run-level metrics (and the
+    close matches) rather than printing a row of NaN."""
+    import difflib
+
+    from llmtraffic.experiment.analysis import NOT_METRICS
+
+    have = [str(c) for c in columns]
+    missing = [m for m in metrics if m not in have]
+    if not missing:
+        return
+    close = difflib.get_close_matches(missing[0], have, n=3)
+    top = [c for c in have if "." not in c and c not in NOT_METRICS]
+    raise LLMTrafficError(
+        f"--metric {', '.join(missing)}: no such metric"
+        + (f" (did you mean {', '.join(close)}?)" if close else "")
+        + f"; metrics: {', '.join(top)}; per feature feature.<name>.<metric>, per incident "
+        "incident.<i>.<metric> (docs/metrics.md)"
+    )
 
 
 def _compare_runs(console: Console, a: Path, b: Path, metrics: list[str]) -> None:
@@ -200,6 +215,8 @@ def _compare_runs(console: Console, a: Path, b: Path, metrics: list[str]) -> Non
 
     ra, rb = load(a), load(b)
     fa, fb = flatten_summary(ra.summary), flatten_summary(rb.summary)
+    names = [k for k in fa if k in fb and isinstance(fa[k], int | float)]
+    _check_metrics(metrics, names)
     t = Table(
         title=f"{b} vs {a} (single runs: no interval; seeds {ra.summary['seed']} and "
         f"{rb.summary['seed']})",
@@ -226,11 +243,13 @@ def cmd_plot(args: argparse.Namespace, console: Console) -> int:
     experiment folder (comparison with confidence bands, and one run's plots)."""
     from llmtraffic.experiment.store import is_experiment_folder, load_experiment
     from llmtraffic.plots.experiment import save_experiment_plots
-    from llmtraffic.plots.run import save_run_plots
+    from llmtraffic.plots.run import plot_folder, save_run_plots
     from llmtraffic.results.load import load
 
     folder = Path(args.folder)
     out = args.out if args.out is not None else folder / "plots"
+    if args.out is not None and out.exists() and not out.is_dir():
+        plot_folder(out, "--out")  # refused before the slow part: it names the flag
     if is_experiment_folder(folder):
         paths = save_experiment_plots(
             load_experiment(folder),
