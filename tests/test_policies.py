@@ -359,6 +359,78 @@ def test_bad_policy_configs(tmp_path: Path, extra: str, message: str) -> None:
     assert message in str(info.value), str(info.value)
 
 
+INF, NAN = math.inf, math.nan
+
+
+@pytest.mark.parametrize(
+    ("fields", "path"),
+    [
+        ({"retry": {"kind": "exponential", "base": INF, "cap": INF}}, "retry.base"),
+        ({"retry": {"kind": "exponential", "cap": INF}}, "retry.cap"),
+        ({"retry": {"kind": "exponential", "multiplier": INF}}, "retry.multiplier"),
+        ({"retry": {"kind": "exponential", "jitter_added": INF}}, "retry.jitter_added"),
+        ({"retry": {"kind": "exponential", "retry_after_jitter": INF}}, "retry.retry_after_jitter"),
+        ({"retry": {"kind": "fixed", "delay": INF}}, "retry.delay"),
+        ({"retry": {"kind": "random_exponential", "min": INF}}, "retry.min"),
+        ({"retry": {"kind": "random_exponential", "max": INF}}, "retry.max"),
+        ({"retry": {"kind": "random_exponential", "exp_base": INF}}, "retry.exp_base"),
+        ({"retry": {"kind": "exponential", "retry_after_max": NAN}}, "retry.retry_after_max"),
+        ({"breaker": {"open_duration": INF}}, "breaker.open_duration"),
+        ({"breaker": {"failure_rate_threshold": NAN}}, "breaker.failure_rate_threshold"),
+        ({"budget": {"ratio": NAN}}, "budget.ratio"),
+        ({"budget": {"max_tokens": INF}}, "budget.max_tokens"),
+        ({"budget": {"kind": "finagle", "ttl": INF}}, "budget.ttl"),
+        ({"budget": {"kind": "finagle", "min_per_second": INF}}, "budget.min_per_second"),
+        ({"throttle": {"k": INF}}, "throttle.k"),
+        ({"throttle": {"window": INF}}, "throttle.window"),
+        ({"rate_limit": {"rpm": INF}}, "rate_limit.rpm"),
+        ({"timeout": NAN}, "timeout"),
+    ],
+)
+def test_policy_numbers_are_finite_unless_inf_means_never(
+    fields: dict[str, Any], path: str
+) -> None:
+    """On f8966f2 every one of these but the NaNs validated (an infinite wait or window)."""
+    with pytest.raises(ConfigError) as info:
+        make_scenario(policies={"pol": fields})
+    text = str(info.value)
+    assert f"policies.pol.{path}:" in text, text
+    assert any(word in text.lower() for word in ("nan", "inf", "finite")), text
+    assert "np.float64" not in text
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"timeout": INF},
+        {"deadline": INF},
+        {"retry": {"kind": "exponential", "retry_after_max": INF}},
+        {"breaker": {"slow_call_duration": INF}},
+        {"rate_limit": {"rpm": 60, "max_wait": INF}},
+    ],
+)
+def test_inf_where_it_means_never_or_any(fields: dict[str, Any]) -> None:
+    make_scenario(policies={"pol": fields})
+
+
+@pytest.mark.parametrize(
+    ("budget", "path"),
+    [
+        ({"ratio": 20}, "policies.pol.budget.ratio:"),
+        ({"kind": "token_bucket", "ratio": 20}, "policies.pol.budget.ratio:"),
+        ({"kind": "finagle", "percent": 2}, "policies.pol.budget.percent:"),
+        ({"ratio": 0.1, "typo": 1}, "policies.pol.budget.typo:"),
+    ],
+)
+def test_budget_errors_name_the_path_written(budget: dict[str, Any], path: str) -> None:
+    """f8966f2 said policies.pol.budget.token_bucket.ratio for { ratio = ... }: a path the
+    user never wrote (the union tag the default kind picked)."""
+    with pytest.raises(ConfigError) as info:
+        make_scenario(policies={"pol": {"budget": budget}})
+    assert path in str(info.value)
+    assert "token_bucket." not in str(info.value)
+
+
 # Mechanisms in runs ------------------------------------------------------------------------------
 
 
