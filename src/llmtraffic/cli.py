@@ -1,11 +1,14 @@
 """The ``llmtraffic`` command line: run, validate (and more, as subcommands are added).
 
-Exit codes: 0 success, 1 the run failed, 2 bad input (config, arguments, files).
+Exit codes: 0 success, 1 the run failed or was interrupted (Ctrl-C or SIGTERM: both stop
+cleanly), 2 bad input (config, arguments, files, a results folder in use or not ours, a run
+too large without --allow-large).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 import traceback
@@ -16,6 +19,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from llmtraffic import limits
 from llmtraffic.client.plugins import FLAG, allowed_plugins, check_plugins
 from llmtraffic.config.loader import load_config
 from llmtraffic.errors import LLMTrafficError
@@ -27,7 +31,10 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 def _progress_bar(
     console: Console, enabled: bool
 ) -> tuple[Callable[[float], None], Progress | None]:
-    """A progress callback that shows a bar only once a run has taken longer than a moment."""
+    """A progress callback that shows a bar only once a run has taken longer than a moment.
+
+    The bar goes to ``console`` (the CLI passes stderr, so that it shows on a terminal even
+    when the output is redirected)."""
     if not enabled:
         return (lambda f: None), None
     bar = Progress(
@@ -64,8 +71,10 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         return cmd_run_experiment(args, console)
     scenario = load_config(args.config, args.set)
     check_plugins([scenario], source=args.config)  # before any folder is touched
+    limits.check(scenario, allow_large=args.allow_large, source=args.config)
     text = Path(args.config).read_text(encoding="utf-8")
-    update, bar = _progress_bar(console, not args.quiet and console.is_terminal)
+    err = Console(stderr=True)
+    update, bar = _progress_bar(err, not args.quiet and err.is_terminal)
     try:
         folder, result = run_to_folder(
             scenario,
@@ -92,6 +101,7 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
     if is_experiment_file(args.config):
         return cmd_validate_experiment(args, console)
     scenario = load_config(args.config, args.set)
+    size = limits.check(scenario, allow_large=args.allow_large, source=args.config)
     console.print(
         f"{args.config}: valid ({len(scenario.features)} features, "
         f"{len(scenario.providers)} providers, {len(scenario.policies)} policies, "
@@ -100,6 +110,7 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
         highlight=False,
         soft_wrap=True,
     )
+    console.print(f"size: {size.describe()}", markup=False, highlight=False, soft_wrap=True)
     return EXIT_OK
 
 
@@ -370,10 +381,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_run.add_argument("config", help="scenario TOML file")
     p_run.add_argument("--out", type=Path, help="results folder (default runs/<name>-<time>)")
-    p_run.add_argument("--seed", type=_non_negative_int, help="override run.seed")
-    p_run.add_argument("--force", action="store_true", help="replace an existing --out folder")
+    p_run.add_argument("--seed", type=_seed, help="override run.seed (0 to 2**63 - 1)", metavar="N")
+    p_run.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing --out folder, when it is a results folder (never another)",
+    )
     p_run.add_argument("--quiet", "-q", action="store_true", help="no progress bar or tables")
     overrides(p_run)
+    _allow_large(p_run)
     add_plugin_option(p_run)
     experiment_commands.add_run_options(p_run)
     p_run.set_defaults(func=cmd_run)
@@ -383,6 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_val.add_argument("config", help="scenario TOML file")
     overrides(p_val)
+    _allow_large(p_val)
     p_val.set_defaults(func=cmd_validate)
     _add_fit_parser(sub)
     _add_presets_parser(sub)
@@ -434,6 +451,28 @@ def _plugins_checked_first(
     return checked
 
 
+def _allow_large(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--allow-large",
+        action="store_true",
+        help="run (or accept) a config whose estimated size exceeds the limits: more than "
+        "2 GB of memory or an hour of CPU time per run, more than 100,000 runs or a day of CPU "
+        "time per experiment (see 'validate' for the estimate)",
+    )
+
+
+def _seed(text: str) -> int:
+    from llmtraffic.config.scenario import MAX_SEED
+
+    value = _non_negative_int(text)
+    if value > MAX_SEED:
+        raise argparse.ArgumentTypeError(
+            f"must be at most 2**63 - 1 ({MAX_SEED}), got {value}: seeds are stored as 64-bit "
+            "integers"
+        )
+    return value
+
+
 def _non_negative_int(text: str) -> int:
     try:
         value = int(text)
@@ -450,6 +489,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     console = Console()
     err = Console(stderr=True)
+    previous = _stop_on_sigterm()
     try:
         # A config runs plugins only from the modules the user names (never by itself).
         with allowed_plugins(getattr(args, "allow_plugin", None) or ()):
@@ -466,6 +506,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         err.print("[red]the run failed:[/red]")
         err.print(traceback.format_exc(), markup=False, highlight=False, soft_wrap=True)
         return EXIT_FAILED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_on_sigterm() -> Any:
+    """Make SIGTERM stop the command as Ctrl-C does (a clean stop: half-written folders
+    removed, an experiment's finished runs kept and its manifest marked interrupted). Returns
+    the previous handler, or None when signals cannot be set here (not the main thread)."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        return signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:
+        return None
 
 
 if __name__ == "__main__":  # pragma: no cover

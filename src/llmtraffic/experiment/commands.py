@@ -53,17 +53,33 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 def cmd_run_experiment(args: argparse.Namespace, console: Console) -> int:
     """Run every run of an experiment that is not done yet; print the points table."""
     from llmtraffic.client.plugins import check_plugins
-    from llmtraffic.experiment.execute import run_experiment
+    from llmtraffic.experiment.execute import DASK_CONNECT_TIMEOUT, run_experiment
     from llmtraffic.experiment.spec import read_experiment
-    from llmtraffic.experiment.store import load_experiment
+    from llmtraffic.experiment.store import default_folder, load_experiment
     from llmtraffic.experiment.tables import print_points
+    from llmtraffic.limits import check_experiment
 
-    spec = read_experiment(args.config, args.set, seed=args.seed)
+    spec = read_experiment(args.config, args.set, seed=args.seed, allow_large=args.allow_large)
     # Every point's plugins, before any run: worker processes import whatever they are sent.
     check_plugins((p.scenario for p in spec.points), source=args.config)
+    check_experiment(
+        ((p.id, p.scenario) for p in spec.points),
+        spec.replications,
+        allow_large=args.allow_large,
+        source=args.config,
+    )
+    # Progress and notes go to stderr: shown on a terminal even when the tables are redirected.
+    err = Console(stderr=True)
+    if args.dask is not None and args.dask != "local":
+        err.print(
+            f"connecting to the Dask scheduler at {args.dask} (giving up after "
+            f"{DASK_CONNECT_TIMEOUT:g} s)",
+            markup=False,
+            highlight=False,
+        )
     bar = None
     hook = None
-    if not args.quiet and console.is_terminal:
+    if not args.quiet and err.is_terminal:
         bar = Progress(
             TextColumn("runs"),
             BarColumn(),
@@ -72,7 +88,7 @@ def cmd_run_experiment(args: argparse.Namespace, console: Console) -> int:
             TimeElapsedColumn(),
             TextColumn("eta"),
             TimeRemainingColumn(),
-            console=console,
+            console=err,
             transient=True,
         )
         task = bar.add_task("runs", total=len(spec.runs()), failed="")
@@ -85,6 +101,18 @@ def cmd_run_experiment(args: argparse.Namespace, console: Console) -> int:
         outcome = run_experiment(
             spec, args.out, workers=args.workers, dask=args.dask, force=args.force, progress=hook
         )
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.stop()  # before the message (stopping twice is harmless)
+        folder = args.out if args.out is not None else default_folder(spec)
+        err.print(
+            f"interrupted; the finished runs are kept in {folder} (its manifest says "
+            "interrupted): run the same command again to resume",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        return EXIT_FAILED
     finally:
         if bar is not None:
             bar.stop()
@@ -114,8 +142,15 @@ def cmd_run_experiment(args: argparse.Namespace, console: Console) -> int:
 def cmd_validate_experiment(args: argparse.Namespace, console: Console) -> int:
     """Check an experiment file: the base scenario and every grid point."""
     from llmtraffic.experiment.spec import read_experiment
+    from llmtraffic.limits import check_experiment
 
-    spec = read_experiment(args.config, args.set)
+    spec = read_experiment(args.config, args.set, allow_large=args.allow_large)
+    size = check_experiment(
+        ((p.id, p.scenario) for p in spec.points),
+        spec.replications,
+        allow_large=args.allow_large,
+        source=args.config,
+    )
     axes = "; ".join(f"{a.name}: {len(a.values)} values" for a in spec.axes) or "no sweep"
     console.print(
         f"{args.config}: valid experiment {spec.name!r} ({axes}; {len(spec.points)} points x "
@@ -126,6 +161,7 @@ def cmd_validate_experiment(args: argparse.Namespace, console: Console) -> int:
         highlight=False,
         soft_wrap=True,
     )
+    console.print(f"size: {size.describe()}", markup=False, highlight=False, soft_wrap=True)
     return EXIT_OK
 
 

@@ -37,9 +37,10 @@ from llmtraffic.config.loader import (
     scenario_from_dict,
     set_dotted,
 )
-from llmtraffic.config.scenario import Scenario
+from llmtraffic.config.scenario import MAX_SEED, Scenario
 from llmtraffic.config.schema_path import child, container, item_type, models_of
 from llmtraffic.errors import ConfigError
+from llmtraffic.limits import check_runs
 from llmtraffic.results.metrics import RUN_KEYS, tally_metric_keys
 from llmtraffic.simulation import config_hash
 
@@ -79,8 +80,12 @@ class ExperimentSettings(Model):
             return None
         if not seeds:
             raise ValueError("give at least one seed, or leave seeds out")
-        if any(s < 0 for s in seeds):
-            raise ValueError(f"seeds must be >= 0, got {seeds}")
+        bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
+        if bad:
+            raise ValueError(
+                f"seeds must be whole numbers from 0 to 2**63 - 1 ({MAX_SEED}), got {bad[0]}; "
+                "seeds are stored as 64-bit integers"
+            )
         if len(set(seeds)) != len(seeds):
             raise ValueError(f"seeds must differ (each is one replication), got {seeds}")
         return seeds
@@ -203,12 +208,17 @@ def is_experiment(raw: Mapping[str, Any]) -> bool:
 
 
 def read_experiment(
-    path: str | Path, overrides: Iterable[str] = (), seed: int | None = None
+    path: str | Path,
+    overrides: Iterable[str] = (),
+    seed: int | None = None,
+    *,
+    allow_large: bool = False,
 ) -> ExperimentSpec:
     """Read an experiment (or plain scenario) file, apply ``--set`` overrides, and resolve it.
 
     ``seed`` replaces the scenario's ``run.seed`` (the default seeds are ``seed + r``).
-    Relative paths in the file are taken from its folder.
+    Relative paths in the file are taken from its folder. More than ``limits.MAX_RUNS`` runs
+    are refused (``limits.SizeError``) before the grid is built, unless ``allow_large``.
     """
     p = Path(path)
     raw = read_toml(p)
@@ -221,6 +231,7 @@ def read_experiment(
         text=p.read_text(encoding="utf-8"),
         overrides=overrides,
         seed=seed,
+        allow_large=allow_large,
     )
 
 
@@ -232,8 +243,13 @@ def experiment_from_dict(
     text: str | None = None,
     overrides: Sequence[str] = (),
     seed: int | None = None,
+    allow_large: bool = False,
 ) -> ExperimentSpec:
-    """Validate a parsed experiment file into an ``ExperimentSpec`` (every grid point too)."""
+    """Validate a parsed experiment file into an ``ExperimentSpec`` (every grid point too).
+
+    The number of runs is checked against ``limits.MAX_RUNS`` first (unless ``allow_large``),
+    and every replication's seed against the seed range, before any point is built.
+    """
     base_path = Path(base_dir) if base_dir is not None else Path.cwd()
     scenario_raw, extra = split_experiment(raw)
     if seed is not None:
@@ -263,8 +279,22 @@ def experiment_from_dict(
         )
     if seed is not None and settings.seeds is not None:
         problems.append("--seed: the experiment lists its seeds (experiment.seeds); drop one")
+    n_seeds = len(settings.seeds) if settings.seeds is not None else settings.replications
+    if settings.seeds is None and base.run.seed + n_seeds - 1 > MAX_SEED:
+        problems.append(
+            f"run.seed: {base.run.seed} + {n_seeds - 1} (the last replication's seed) is beyond "
+            f"2**63 - 1 ({MAX_SEED}), the largest seed; lower run.seed (or --seed)"
+        )
     if problems:
         raise ConfigError(problems, source=source)
+    # Before the grid is built: a million points take minutes to validate.
+    n_points = math.prod(len(values) for _, values in axes_raw)
+    why = (
+        f"{n_points} grid points x {n_seeds} replications"
+        if axes_raw
+        else f"{n_seeds} replications"
+    )
+    check_runs(n_points * n_seeds, allow_large=allow_large, source=source, fields=why)
     axes = _make_axes(axes_raw, settings.labels)
     points = _make_points(axes, scenario_raw, source, base_path)
     seeds = (
