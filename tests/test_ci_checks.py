@@ -285,6 +285,8 @@ def test_within_a_baseline() -> None:
         ({"metric": "m", "op": ">="}, "needs a value"),
         ({"metric": "m", "op": "within"}, "needs a tolerance"),
         ({"metric": "m", "op": "within", "tolerance": "five"}, "malformed tolerance"),
+        ({"metric": "m", "op": ">=", "value": math.nan}, "check[0].value: must be a finite"),
+        ({"metric": "m", "op": "<=", "value": math.inf}, "check[0].value: must be a finite"),
         ({"op": ">=", "value": 1}, "check[0].metric: missing"),
         ({"metric": "m", "op": ">=", "value": 1, "wher": {}}, "check[0].wher: unknown key"),
     ],
@@ -293,6 +295,53 @@ def test_bad_checks_are_reported(entry: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_checks([entry])
     assert message in str(info.value), str(info.value)
+
+
+WITHIN = """
+name = "drift"
+
+[experiment]
+replications = 2
+
+[run]
+duration = 30
+seed = 1
+
+[providers.p]
+model = "test/model"
+prices = { input = 1.0, output = 2.0 }
+
+[features.f]
+provider = "p"
+policy = "x"
+arrivals = { kind = "poisson", rate = 2.0 }
+input_tokens = { kind = "fixed", value = 100 }
+output_tokens = { kind = "fixed", value = 50 }
+
+[policies.x]
+timeout = "10s"
+
+[[check]]
+metric = "success_rate"
+op = "within"
+tolerance = "5%"
+"""
+
+
+def test_within_needs_a_baseline_before_anything_runs(tmp_path: Path) -> None:
+    """Without --baseline a 'within' check can only fail: bad input (exit 2), refused before
+    the runs; while saving the first baseline it is left out and counted."""
+    path = tmp_path / "drift.toml"
+    path.write_text(WITHIN, encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"check\[0\].*pass --baseline FILE"):
+        run_checks(path, out=tmp_path / "out", workers=1)
+    assert not (tmp_path / "out").exists()
+    base = tmp_path / "base.json"
+    first = run_checks(path, out=tmp_path / "out", workers=1, save_baseline_to=base)
+    assert first.results == [] and first.skipped == 1 and first.passed
+    assert "1 'within' checks not judged" in first.summary_line()
+    again = run_checks(path, out=tmp_path / "out", workers=1, baseline=base)
+    assert [r.kind for r in again.results] == ["within"] and again.passed
 
 
 def test_unknown_metric_axis_or_value_after_the_run() -> None:

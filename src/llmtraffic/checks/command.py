@@ -26,6 +26,8 @@ class CheckReport:
     folder: Path
     results: list[CheckResult]
     failed_runs: int = 0
+    skipped: int = 0
+    """'within' checks not judged: the run saves the first baseline and has none to compare."""
 
     @property
     def failures(self) -> list[CheckResult]:
@@ -43,6 +45,8 @@ class CheckReport:
         text = f"{n} checks: {n - bad} passed, {bad} failed"
         if self.failed_runs:
             text += f"; {self.failed_runs} runs failed"
+        if self.skipped:
+            text += f"; {self.skipped} 'within' checks not judged (no --baseline yet)"
         return f"{text} (results: {self.folder})"
 
 
@@ -75,14 +79,26 @@ def run_checks(
         )
     if tolerance is not None and baseline is None:
         raise ConfigError(["--tolerance needs --baseline FILE"])
+    within = [i for i, c in enumerate(checks) if c.op == "within"]
+    if within and baseline is None and save_baseline_to is None:
+        raise ConfigError(
+            [
+                f"check[{i}] ({checks[i].label!r}): op = 'within' compares with a baseline; "
+                "pass --baseline FILE (saved earlier with --save-baseline FILE), or bound it "
+                "with <, <=, > or >= and a value"
+                for i in within
+            ],
+            source=spec.source,
+        )
     precheck(checks, spec)
     ref = load_baseline(Path(baseline)) if baseline is not None else None
     outcome = run_experiment(spec, out, workers=workers, dask=dask, force=force)
     data = load_experiment(outcome.folder)
     summary = data.summary
     axes = data.axes
+    judged = [c for c in checks if ref is not None or c.op != "within"]
     results = evaluate(
-        checks,
+        judged,
         summary,
         axes,
         baseline=ref,
@@ -91,7 +107,13 @@ def run_checks(
     )
     if save_baseline_to is not None:
         save_baseline(summary, axes, spec.name, Path(save_baseline_to))
-    return CheckReport(spec.name, outcome.folder, results, failed_runs=len(outcome.failed))
+    return CheckReport(
+        spec.name,
+        outcome.folder,
+        results,
+        failed_runs=len(outcome.failed),
+        skipped=len(checks) - len(judged),
+    )
 
 
 def precheck(checks: Sequence[Check], spec: ExperimentSpec) -> None:

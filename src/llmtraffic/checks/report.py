@@ -98,8 +98,13 @@ def load_baseline(path: Path) -> Baseline:
         raise LLMTrafficError(
             f"baseline {path} not found (write one with --save-baseline)"
         ) from None
-    except ValueError as exc:
-        raise LLMTrafficError(f"baseline {path} is not valid JSON: {exc}") from None
+    except ValueError:
+        raise LLMTrafficError(
+            f"baseline {path} is not valid JSON (truncated or corrupted); save it again with "
+            "llmtraffic check FILE --save-baseline FILE"
+        ) from None
+    except OSError as exc:
+        raise LLMTrafficError(f"cannot read the baseline {path}: {exc.strerror}") from None
     if not isinstance(data, dict) or data.get("kind") != "llmtraffic-baseline":
         raise LLMTrafficError(
             f"{path} is not an llmtraffic baseline (write one with llmtraffic check "

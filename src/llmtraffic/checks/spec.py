@@ -75,6 +75,15 @@ class Check(Model):
     def _tolerance(cls, value: object) -> object:
         return None if value is None else parse_tolerance(value)
 
+    @field_validator("value")
+    @classmethod
+    def _finite(cls, value: float | None) -> float | None:
+        # A NaN bound fails every comparison and an infinite one passes every one: neither
+        # checks anything.
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"must be a finite number, got {value}")
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> Check:
         if self.op == "within":

@@ -14,7 +14,7 @@ from matplotlib.ticker import FuncFormatter
 from llmtraffic.errors import LLMTrafficError
 from llmtraffic.experiment.store import ExperimentData
 from llmtraffic.plots.labels import MetricLabel, metric_label
-from llmtraffic.plots.run import save_run_plots
+from llmtraffic.plots.run import check_tables, plot_folder, save_figure, save_run_plots
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -262,12 +262,13 @@ def save_experiment_plots(
 ) -> list[Path]:
     """Write comparison.png and the per-run plots of one run (``point``, ``replication``;
     None for none) as ``<point-id>-rep-<r>-timeline.png`` and so on."""
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "comparison.png"
-    comparison(data, metrics, x).savefig(path, dpi=100)
-    paths = [path]
-    if point is not None:
-        run = data.run(point, replication)
+    run = data.run(point, replication) if point is not None else None
+    if run is not None:
+        check_tables(run)
+    figure = comparison(data, metrics, x)
+    plot_folder(out)
+    paths = [save_figure(figure, out / "comparison.png")]
+    if run is not None:
         prefix = f"{run.folder.parent.name}-rep-{replication}-"
         paths += save_run_plots(run, out, prefix=prefix)
     return paths

@@ -7,17 +7,19 @@ import base64
 import html
 import io
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
 
+from llmtraffic.errors import LLMTrafficError, OutputError
 from llmtraffic.experiment.store import ExperimentData, is_experiment_folder, load_experiment
 from llmtraffic.experiment.tables import POINT_METRICS, SHORT_NAMES, fmt_count, fmt_value
 from llmtraffic.plots.experiment import comparison
 from llmtraffic.plots.labels import metric_label
-from llmtraffic.plots.run import cost_breakdown, latency_cdf, timeline
+from llmtraffic.plots.run import check_tables, cost_breakdown, latency_cdf, timeline
 from llmtraffic.results.load import RunData, load
 
 STYLE = """
@@ -60,22 +62,59 @@ def write_report(
     replication: int = 0,
     metrics: Sequence[str] | None = None,
 ) -> Path:
-    """Write ``report.html`` (or ``out``) for a run or an experiment folder; return its path."""
+    """Write ``report.html`` (or ``out``) for a run or an experiment folder; return its path.
+
+    ``point`` and ``replication`` pick the experiment's run shown in full; one the experiment
+    does not have is refused (``LLMTrafficError`` listing those it has) before anything is
+    written. ``out`` must be a file path (``OutputError`` otherwise).
+    """
+    path = out if out is not None else folder / "report.html"
+    check_report_path(path)
     if is_experiment_folder(folder):
-        body = experiment_body(load_experiment(folder), point, replication, metrics)
-        title = f"Experiment {load_experiment(folder).name}"
+        data = load_experiment(folder)
+        check_run_choice(data, point, replication)
+        body = experiment_body(data, point, replication, metrics)
+        title = f"Experiment {data.name}"
     else:
         run = load(folder)
+        check_tables(run)
         body = run_body(run)
         title = f"Run {run.summary.get('scenario', folder.name)}"
-    path = out if out is not None else folder / "report.html"
     page = (
         f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{_e(title)}</title>"
         f"<style>{STYLE}</style></head><body>\n<h1>{_e(title)}</h1>\n{body}\n</body></html>\n"
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(page, encoding="utf-8")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Through a temporary name, so that a failed write leaves no half page.
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(page, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise OutputError(f"cannot write the report {path}: {exc.strerror}") from None
     return path
+
+
+def check_report_path(path: Path) -> None:
+    """Refuse an ``out`` that is a folder: the report is one HTML file."""
+    if path.is_dir():
+        raise OutputError(
+            f"{path} is a folder, but the report is one HTML file; give a file path such as "
+            f"{path / 'report.html'} (or leave --out out for FOLDER/report.html)"
+        )
+
+
+def check_run_choice(data: ExperimentData, point: str | int, replication: int) -> None:
+    """Refuse a ``--point`` or ``--rep`` the experiment does not have, listing those it has."""
+    try:
+        data._point_id(point)  # the lookup data.run uses
+    except LLMTrafficError as exc:
+        raise LLMTrafficError(f"--point {point}: {exc}") from None
+    reps = int(data.spec.get("replications", 1))
+    if not 0 <= replication < reps:
+        raise LLMTrafficError(
+            f"--rep {replication}: {data.folder} has replications 0 to {reps - 1}"
+        )
 
 
 def _e(text: Any) -> str:

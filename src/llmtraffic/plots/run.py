@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from llmtraffic.errors import LLMTrafficError
+from llmtraffic.errors import LLMTrafficError, OutputError
 from llmtraffic.plots.labels import status_label
 from llmtraffic.results.load import RunData
 
@@ -293,19 +293,57 @@ def latency_cdf(run: RunData) -> Figure | None:
     return fig
 
 
+PLOTTED_TABLES = ("timeseries", "requests", "attempts")
+"""The tables the run plots read, when the run kept them."""
+
+
+def check_tables(run: RunData) -> None:
+    """Refuse, before any plotting, a run folder that lost tables its run wrote, naming every
+    missing one (a run that did not keep a table just gets fewer plots)."""
+    missing = run.missing_tables([t for t in PLOTTED_TABLES if t in run.kept_tables])
+    if missing:
+        raise LLMTrafficError(run.missing_tables_message(missing))
+
+
+def plot_folder(out: Path, what: str = "the plots folder") -> Path:
+    """Create the folder PNGs go into; ``OutputError`` when ``out`` is a file or cannot be
+    created (``what`` names it in the message, e.g. the ``--out`` flag)."""
+    if out.exists() and not out.is_dir():
+        raise OutputError(
+            f"{what} {out} is a file, but plots are written into a folder (one PNG per plot); "
+            "give a folder path, or leave --out out for FOLDER/plots"
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(
+            f"cannot create {what} {out}: {exc.strerror}; give a folder you can write"
+        ) from None
+    return out
+
+
+def save_figure(fig: Figure, path: Path) -> Path:
+    """Write one figure as PNG; ``OutputError`` naming the file when it cannot be written."""
+    try:
+        fig.savefig(path, dpi=100)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror}") from None
+    return path
+
+
 def save_run_plots(run: RunData, out: Path, prefix: str = "") -> list[Path]:
     """Write timeline.png, costs.png and (when requests were kept) latency_cdf.png."""
-    out.mkdir(parents=True, exist_ok=True)
+    check_tables(run)
+    # Every figure is drawn before anything is written: a table that cannot be read leaves
+    # no folder of partial plots behind.
     figures: dict[str, Figure | None] = {
-        "timeline": timeline(run) if "timeseries" in run.manifest.get("tables", []) else None,
+        "timeline": timeline(run) if "timeseries" in run.kept_tables else None,
         "costs": cost_breakdown(run),
         "latency_cdf": latency_cdf(run),
     }
-    paths = []
-    for name, fig in figures.items():
-        if fig is None:
-            continue
-        path = out / f"{prefix}{name}.png"
-        fig.savefig(path, dpi=100)
-        paths.append(path)
-    return paths
+    plot_folder(out)
+    return [
+        save_figure(fig, out / f"{prefix}{name}.png")
+        for name, fig in figures.items()
+        if fig is not None
+    ]

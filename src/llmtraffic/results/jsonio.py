@@ -9,6 +9,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+from llmtraffic.errors import LLMTrafficError
+
+
+class ResultFileError(LLMTrafficError, ValueError):
+    """A results file (JSON or Parquet) exists but cannot be read: truncated, corrupted or not
+    written by llmtraffic. A ``ValueError`` too, so that code that skips unreadable runs (the
+    resume of an experiment) keeps treating it as "not done"."""
+
 
 def json_safe(obj: Any) -> Any:
     """A copy of ``obj`` with NaN as None and +-infinity as "inf" / "-inf"."""
@@ -35,5 +43,25 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
-    """Read a JSON file written by ``write_json``."""
-    return json.loads(path.read_text(encoding="utf-8"))
+    """Read a JSON file written by ``write_json``.
+
+    A missing file raises ``FileNotFoundError`` (callers say what the file is for); a file that
+    is not JSON (truncated by a full disk, a copy cut short, a hand edit) raises
+    ``ResultFileError`` naming it and the place where it stops making sense.
+    """
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ResultFileError(
+            f"{path} is not a JSON file written by llmtraffic (byte {exc.start} is not UTF-8): "
+            f"{RERUN_HINT}"
+        ) from None
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno}, column {exc.colno}"
+        raise ResultFileError(
+            f"{path} is not valid JSON, truncated or corrupted ({exc.msg}: {where}); {RERUN_HINT}"
+        ) from None
+
+
+RERUN_HINT = "restore it from a copy, or run the config again to write the results anew"
+"""What to do about a results file that is missing or unreadable."""
