@@ -25,7 +25,7 @@ from llmtraffic.cli import main
 CORPUS = Path(__file__).parent / "bad_inputs"
 BASE = tomllib.loads((CORPUS / "base.toml").read_text(encoding="utf-8"))
 HANG_SECONDS = 30
-KEYS = {"about", "args", "exit", "phrases", "files", "config", "absent", "kept", "bytes"}
+KEYS = {"about", "args", "exit", "phrases", "hidden", "files", "config", "absent", "kept", "bytes"}
 
 
 def cases() -> list[Path]:
@@ -122,6 +122,8 @@ def test_bad_input(
     assert code == case["exit"], f"{path.name}: exit {code}, expected {case['exit']}\n{out.err}"
     for phrase in case.get("phrases", []):
         assert flat(phrase) in text, f"{path.name}: {phrase!r} not in the message:\n{out.err}"
+    for secret in case.get("hidden", []):
+        assert flat(secret) not in text, f"{path.name}: {secret!r} must not be shown:\n{out.err}"
     for name in case.get("absent", []):
         assert not (folder / name).exists(), f"{path.name}: {name} exists afterwards"
     for name in case.get("kept", []):

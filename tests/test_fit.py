@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llmtraffic import Simulation, load_config, scenario_from_dict
+from llmtraffic import Simulation, TraceError, load_config, scenario_from_dict
 from llmtraffic.cli import main
 from llmtraffic.config.trace import Trace
 from llmtraffic.fit import KS_MAX, fit_trace
@@ -160,3 +160,50 @@ def test_fit_command_reports_bad_input(
     assert "--window: 'from' (10 s) must be before 'to' (5 s)" in capsys.readouterr().err
     assert main(["fit", "missing.csv"]) == 2
     assert "trace file not found" in capsys.readouterr().err
+
+
+def test_fit_errors_name_the_argument_and_flags_as_typed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """fit has no --path flag: the file is the TRACE argument; fields with underscores are
+    named as the flags they are; an unknown --model is refused before the trace is read."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", "missing.csv"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "TRACE: trace file not found" in err and "--path" not in err, err
+    assert main(["fit", "builtin:azure-conv", "--feature-value", "x"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "--feature-value: needs --feature-column" in err, err
+    assert main(["fit", "missing.csv", "--model", "openai/gpt-4o-mimi"]) == 2  # the file first
+    assert main(["fit", "builtin:azure-conv", "--model", "openai/gpt-4o-mimi"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "--model: model 'openai/gpt-4o-mimi' is not a preset" in err, err
+    assert "did you mean 'openai/gpt-4o-mini'" in err and "known models:" in err
+
+
+def test_a_huge_gap_is_refused_without_allocating(tmp_path: Path) -> None:
+    """A stray row 5e9 s after the rest asked for a 37 GiB array of per-second counts; the
+    span is now bounded (MAX_SPAN) and the counts kept only for busy seconds."""
+    cfg = synthetic(tmp_path, np.array([0.0, 1.0, 5e9]), np.array([1, 2, 3]), np.array([1, 1, 1]))
+    with pytest.raises(TraceError, match=r"spans more than 10 years.*--window FROM TO"):
+        fit_trace(cfg)
+    # Just under the bound: a long quiet stretch costs nothing (a year, three requests).
+    year = 366 * 86_400.0
+    cfg = synthetic(tmp_path, np.array([0.0, 1.0, year]), np.array([1, 2, 3]), np.array([1, 1, 1]))
+    arrivals = fit_trace(cfg).arrivals
+    assert arrivals.requests == 3 and arrivals.full_minutes == 527_040
+    assert arrivals.per_minute_max == 2 and arrivals.per_minute_min == 0
+
+
+def test_sparse_counts_give_the_dense_dispersion(tmp_path: Path) -> None:
+    """The per-second index of dispersion from the busy seconds alone equals numpy's on the
+    dense counts (zeros included)."""
+    rng = np.random.default_rng(3)
+    times = np.sort(rng.uniform(0, 500, 2_000) ** 1.3)  # bunched early, sparse late
+    cfg = synthetic(tmp_path, times, np.ones(2_000, int), np.ones(2_000, int))
+    arrivals = fit_trace(cfg).arrivals
+    rel = times - times[0]
+    dense = np.bincount(np.floor(rel).astype(int))[: math.floor(rel[-1])]
+    assert arrivals.dispersion_second == pytest.approx(dense.var() / dense.mean(), rel=1e-12)
+    minutes = dense[: arrivals.full_minutes * 60].reshape(-1, 60).sum(axis=1)
+    assert arrivals.dispersion_minute == pytest.approx(minutes.var() / minutes.mean(), rel=1e-12)

@@ -351,6 +351,83 @@ def test_an_empty_trace_is_an_error(tmp_path: Path, name: str, text: str, what: 
     assert bad(tmp_path, text, name) == f"{tmp_path / name}: {what}"
 
 
+def bad_bytes(tmp_path: Path, data: bytes, name: str = "log.csv", **keys: Any) -> str:
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(TraceError) as info:
+        read(trace(path, **keys))
+    return str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("data", "where"),
+    [
+        (b"t,inp,out\n0,1,2\n1,3\n2,4,5\n", "line 3: 2 fields, but the header has 3"),
+        (b"t,inp,out\n0,1,2\n\n1,3,4,5\n", "line 4: 4 fields, but the header has 3"),
+        (b"t,inp,out\n0,1,2\n1,\xff\xfe,3\n", "line 3: byte 3 (0xff) is not UTF-8 text"),
+        (b"t,inp,out\xe9\n0,1,2\n", "line 1: byte 10 (0xe9) is not UTF-8 text"),
+    ],
+)
+def test_ragged_rows_and_bytes_that_are_not_utf8_name_the_line(
+    tmp_path: Path, data: bytes, where: str
+) -> None:
+    """The line as an editor counts it (blank lines too), without quoting the row."""
+    msg = bad_bytes(tmp_path, data)
+    assert msg.startswith(f"{tmp_path / 'log.csv'}: {where}"), msg
+    assert "3,4,5" not in msg and "1,3" not in msg
+
+
+def test_errors_past_the_first_block_name_the_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(trace_mod, "CSV_BLOCK", 256)
+    rows = [f"{i},1,1\n".encode() for i in range(300)]
+    rows[250] = b"250,1\n"
+    assert "line 252: 2 fields" in bad_bytes(tmp_path, b"t,inp,out\n" + b"".join(rows))
+    rows[250] = b"250,\xff,1\n"
+    assert "line 252: byte 5 (0xff)" in bad_bytes(tmp_path, b"t,inp,out\n" + b"".join(rows))
+    jsonl = b'{"t": 0, "inp": 1, "out": 2}\n{"t": 1, "inp": "\xff", "out": 2}\n'
+    assert "line 2: byte 18 (0xff)" in bad_bytes(tmp_path, jsonl, "log.jsonl")
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        b"root:$6$salt$hashhashhash:19000:0:99999:7:::",
+        b"hunter2",
+        b"-----BEGIN OPENSSH PRIVATE KEY-----",
+        b"API_KEY=sk-secret-value",
+    ],
+)
+@pytest.mark.parametrize("delimiter", [",", ":"])
+def test_a_file_that_is_not_a_trace_is_not_quoted(
+    tmp_path: Path, first: bytes, delimiter: str
+) -> None:
+    """A trace path pointing at another file (a password file, a key) must not print its
+    first line: column names are quoted only from a header of trace columns."""
+    path_, msg = bad_bytes(tmp_path, first + b"\nmore:secret:stuff\n", delimiter=delimiter).split(
+        ": ", 1
+    )
+    assert path_ == str(tmp_path / "log.csv")
+    assert msg.startswith("the first line is not a header of trace columns"), msg
+    assert "content is not shown" in msg
+    for part in first.decode().replace(delimiter, " ").split():
+        if len(part) > 2:
+            assert part not in msg, part
+
+
+def test_numbers_in_messages_read_as_typed(tmp_path: Path) -> None:
+    """NaN and infinity as nan and inf (not numpy's repr); a count too large for any context
+    (1e30 wrapped around to a negative count before) is named as it is."""
+    assert "column 't': nan is not a finite number" in bad(tmp_path, "t,inp,out\n0,1,2\nnan,1,2\n")
+    assert "column 'inp': inf is not a finite number" in bad(tmp_path, "t,inp,out\n0,inf,2\n")
+    msg = bad(tmp_path, "t,inp,out\n0,1,2\n1,1e30,2\n")
+    assert "line 3, column 'inp': 1e+30 tokens is more than 10,000,000" in msg, msg
+    jsonl = '{"t": 0, "inp": 1, "out": 2}\n{"t": NaN, "inp": 1, "out": 2}\n'
+    assert "line 2, column 't': nan is not a finite number" in bad(tmp_path, jsonl, "log.jsonl")
+    assert "np." not in msg
+
+
 def test_a_bad_jsonl_line_is_named(tmp_path: Path) -> None:
     text = '{"t": 0, "inp": 1, "out": 2}\n{"t": 1, "inp": 1\n'
     assert "log.jsonl: line 2: not valid JSON" in bad(tmp_path, text, "log.jsonl")

@@ -117,23 +117,12 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
 def cmd_fit(args: argparse.Namespace, console: Console) -> int:
     """Describe a trace's load (arrivals, token sizes) and fit distributions that reproduce it;
     print them and a scenario TOML (or write it with --snippet)."""
-    from pydantic import ValidationError
-
-    from llmtraffic.config.loader import format_errors
-    from llmtraffic.config.trace import Trace
     from llmtraffic.errors import ConfigError
-    from llmtraffic.fit import fit_trace, print_fit
+    from llmtraffic.fit import check_model, fit_trace, print_fit, trace_from_flags
 
-    raw: dict[str, object] = {"path": args.trace}
-    for key in _TRACE_FLAGS:
-        value = getattr(args, key)
-        if value is not None:
-            raw[key] = value
-    try:
-        cfg = Trace.model_validate(raw, context={"base_dir": Path.cwd()})
-    except ValidationError as exc:
-        problems = [f"--{p.replace('_', '-')}" for p in format_errors(exc, raw, Trace)]
-        raise ConfigError(problems) from None
+    flags = {k: getattr(args, k) for k in _TRACE_FLAGS if getattr(args, k) is not None}
+    cfg = trace_from_flags(args.trace, flags, base_dir=Path.cwd())
+    check_model(args.model)
     fit = fit_trace(cfg, feature=args.feature_value)
     print_fit(console, fit)
     text = fit.scenario(feature=args.name, model=args.model)

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from statistics import NormalDist
 from typing import Any
 
@@ -24,6 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from llmtraffic.config.trace import Trace
+from llmtraffic.errors import ConfigError, TraceError
 from llmtraffic.workload.trace import TraceReader
 
 KS_MAX = 0.05
@@ -34,6 +37,10 @@ DISPERSION_POISSON = 2.0
 
 SAMPLE = 1_000_000
 QUANTILES = 101
+MAX_SPAN = 10 * 366 * 86_400.0
+"""Longest span (seconds, after speedup) ``fit`` reads: ten years. Per-minute counts take 8
+bytes a minute (42 MB at this span); a longer span is nearly always a timestamp in the wrong
+unit or a stray row, and is refused with the advice to cut it with --window."""
 Z99 = NormalDist().inv_cdf(0.99)
 
 
@@ -174,10 +181,46 @@ class TraceFit:
         return "\n".join(lines) + "\n"
 
 
+def trace_from_flags(path: str, flags: Mapping[str, object], base_dir: Path) -> Trace:
+    """The trace config ``llmtraffic fit`` reads: the TRACE argument and the flags given (by
+    their ``Trace`` field names). A ``ConfigError`` names the argument or flag, as typed."""
+    from pydantic import ValidationError
+
+    from llmtraffic.config.loader import format_errors
+
+    raw: dict[str, object] = {"path": path, **flags}
+    try:
+        return Trace.model_validate(raw, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        raise ConfigError([_flag_names(p) for p in format_errors(exc, raw, Trace)]) from None
+
+
+def _flag_names(line: str) -> str:
+    """A config error line with the ``Trace`` field names replaced by the command's own:
+    ``path`` is the TRACE argument, ``feature_column`` the --feature-column flag."""
+    head, sep, rest = line.partition(": ")
+    head = "TRACE" if head == "path" else f"--{head.replace('_', '-')}"
+    for name in sorted(Trace.model_fields, key=len, reverse=True):
+        if name != "path" and "_" in name:
+            rest = rest.replace(name, f"--{name.replace('_', '-')}")
+    return head + sep + rest
+
+
+def check_model(name: str) -> None:
+    """Refuse a ``--model`` that is not a preset (the fitted scenario names it), listing the
+    known ones, before the trace is read."""
+    from llmtraffic import presets
+
+    if presets.find_model(name) is None:
+        raise ConfigError(
+            [f"--model: {presets.unknown_model_message(name)} (llmtraffic presets --kind models)"]
+        )
+
+
 def fit_trace(cfg: Trace, feature: str | None = None, seed: int = 0) -> TraceFit:
     """Read the whole trace (as its config replays it, once) and fit it."""
     reader = TraceReader(cfg, feature)
-    arrivals = _ArrivalStats()
+    arrivals = _ArrivalStats(cfg.path)
     inp = _TokenStats(cfg.input_tokens, seed)
     out = _TokenStats(cfg.output_tokens, seed + 1)
     for t, i, o in reader.cycle():
@@ -198,15 +241,22 @@ def fit_trace(cfg: Trace, feature: str | None = None, seed: int = 0) -> TraceFit
 
 
 class _ArrivalStats:
-    """Streaming counts: gaps (sum, sum of squares) and counts per second since the first."""
+    """Streaming counts: gaps (sum, sum of squares) and the requests of every second since the
+    first that has any. Seconds are counted sparsely, so a long quiet stretch costs nothing;
+    a span past ``MAX_SPAN`` is refused as it is met."""
 
-    def __init__(self) -> None:
+    def __init__(self, label: str) -> None:
+        self.label = label
         self.n = 0
         self.first = math.nan
         self.last = math.nan
         self.gap_sum = 0.0
         self.gap_sq = 0.0
-        self.per_second = np.zeros(0, dtype=np.int64)
+        # Seconds (since the first request) that have requests, and their counts: in pieces,
+        # merged when they grow (a second can appear in two batches).
+        self._keys: list[np.ndarray] = []
+        self._counts: list[np.ndarray] = []
+        self._pending = 0
 
     def add(self, t: np.ndarray) -> None:
         if t.size == 0:
@@ -216,16 +266,37 @@ class _ArrivalStats:
             gaps = np.diff(t)
         else:
             gaps = np.diff(t, prepend=self.last)
+        if float(t[-1]) - self.first > MAX_SPAN:
+            self._too_long(t, gaps)
         self.gap_sum += float(gaps.sum())
         self.gap_sq += float(np.dot(gaps, gaps))
         self.n += t.size
         self.last = float(t[-1])
-        counts = np.bincount(np.floor(t - self.first).astype(np.int64))
-        if counts.size > self.per_second.size:
-            counts[: self.per_second.size] += self.per_second
-            self.per_second = counts
-        else:
-            self.per_second[: counts.size] += counts
+        second, count = np.unique(np.floor(t - self.first).astype(np.int64), return_counts=True)
+        self._keys.append(second)
+        self._counts.append(count)
+        self._pending += second.size
+        if self._pending > 4 * SAMPLE:
+            self._merge()
+
+    def _merge(self) -> tuple[np.ndarray, np.ndarray]:
+        """The busy seconds, ascending, and their counts (one piece from here on)."""
+        if not self._keys:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        keys, inverse = np.unique(np.concatenate(self._keys), return_inverse=True)
+        counts = np.bincount(inverse, weights=np.concatenate(self._counts)).astype(np.int64)
+        self._keys, self._counts, self._pending = [keys], [counts], keys.size
+        return keys, counts
+
+    def _too_long(self, t: np.ndarray, gaps: np.ndarray) -> None:
+        i = int(np.argmax(gaps)) if gaps.size else 0
+        years = MAX_SPAN / 86_400 / 366
+        raise TraceError(
+            f"{self.label}: the trace spans more than {years:g} years: a request at "
+            f"{float(t[-1]) - self.first:.4g} s after the first (the longest gap here is "
+            f"{float(gaps[i]) if gaps.size else 0.0:.4g} s); a timestamp in the wrong unit "
+            "(--time-unit) or a stray row? Fit a part of it with --window FROM TO (seconds)"
+        )
 
     def fit(self) -> ArrivalFit:
         n = self.n
@@ -238,9 +309,13 @@ class _ArrivalStats:
             cv = math.sqrt(var) / mean
         else:
             cv = math.nan
-        seconds = self.per_second[: math.floor(span)]
+        keys, counts = self._merge()
+        full_seconds = math.floor(span)
         minutes_n = math.floor(span / 60.0)
-        minutes = self.per_second[: minutes_n * 60].reshape(minutes_n, 60).sum(axis=1)
+        in_minutes = keys < minutes_n * 60
+        minutes = np.bincount(
+            keys[in_minutes] // 60, weights=counts[in_minutes], minlength=minutes_n
+        ).astype(np.int64)
         fit = ArrivalFit(
             requests=n,
             span=span,
@@ -251,9 +326,20 @@ class _ArrivalStats:
             per_minute_mean=float(minutes.mean()) if minutes_n else math.nan,
             per_minute_max=float(minutes.max()) if minutes_n else math.nan,
             dispersion_minute=_dispersion(minutes),
-            dispersion_second=_dispersion(seconds),
+            dispersion_second=_sparse_dispersion(counts[keys < full_seconds], full_seconds),
         )
         return ArrivalFit(**{**fit.__dict__, "config": _arrival_config(fit, minutes)})
+
+
+def _sparse_dispersion(counts: np.ndarray, bins: int) -> float:
+    """Variance / mean of ``bins`` counts of which ``counts`` are the non-zero ones (the same
+    as ``_dispersion`` of the dense array, without building it)."""
+    total = float(counts.sum())
+    if bins < 2 or total == 0:
+        return math.nan
+    mean = total / bins
+    var = float(np.dot(counts.astype(np.float64), counts)) / bins - mean * mean
+    return max(0.0, var) / mean
 
 
 def _dispersion(counts: np.ndarray) -> float:

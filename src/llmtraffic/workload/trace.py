@@ -20,12 +20,13 @@ import difflib
 import gzip
 import json
 import math
+import re
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, Any, TextIO, cast
 
 import numpy as np
 import pyarrow as pa
@@ -34,12 +35,18 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
 from llmtraffic.config.trace import BUILTIN_PREFIX, BUILTIN_TRACES, Trace
+from llmtraffic.config.workload import MAX_TOKENS
 from llmtraffic.errors import TraceError, TraceWarning
 
 CSV_BLOCK = 1 << 20
 BATCH_ROWS = 65_536
 
 _DIVISORS = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
+_COLUMN_NAME = re.compile(r"[^\W\d][\w .()\[\]-]{0,63}")
+"""What a column name in a CSV header looks like. A first line that is not made of such names
+is not quoted in errors: a trace path that points at another file (a password file, a key)
+must not print its first line."""
+_UTF8_HELP = "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8 FILE > NEW)"
 _DATETIME_HELP = (
     "expected an ISO 8601 date-time such as 2023-11-16 18:15:46.680 or 2023-11-16T18:15:46Z"
 )
@@ -277,7 +284,16 @@ class TraceReader:
         }
         for c, _ in self.filters:
             roles.setdefault(c, "filter")
-        for name in self._needed():
+        needed = self._needed()
+        if self.format == "csv" and not _is_header(present, needed):
+            raise TraceError(
+                f"{self.label}: the first line is not a header of trace columns (split at "
+                f"{self.cfg.delimiter!r}; the file's content is not shown): a CSV trace starts "
+                "with a line naming its columns, such as timestamp,input_tokens,output_tokens. "
+                "Is it the right file? Another separator is set with the trace table's "
+                "delimiter key (llmtraffic fit: --delimiter)"
+            )
+        for name in needed:
             if name not in present:
                 lower = {p.lower(): p for p in present}
                 close = difflib.get_close_matches(name.lower(), list(lower), n=1, cutoff=0.6)
@@ -310,7 +326,7 @@ class TraceReader:
                 ),
             )
         except (pa.ArrowInvalid, OSError) as exc:
-            raise TraceError(f"{self.label}: cannot read it as CSV: {exc}") from None
+            raise self._csv_error(exc) from None
         line = 2
         while True:
             try:
@@ -318,17 +334,29 @@ class TraceReader:
             except StopIteration:
                 return
             except pa.ArrowInvalid as exc:
-                raise TraceError(
-                    f"{self.label}: cannot read it as CSV after line {line - 1}: {exc}"
-                ) from None
+                raise self._csv_error(exc, after=line - 1) from None
             yield _Batch({c: rb.column(c) for c in needed}, line)
             line += rb.num_rows
+
+    def _csv_error(self, exc: Exception, after: int | None = None) -> TraceError:
+        """Arrow refused the CSV: find the line (ragged rows, bytes that are not UTF-8) by
+        reading the file again in Python; Arrow's own message quotes the row, so it is shown
+        only in part, when the line cannot be found."""
+        problem = _csv_problem(self.path, self.cfg.delimiter)
+        if problem is not None:
+            return TraceError(f"{self.label}: {problem}")
+        where = f" after line {after}" if after is not None else ""
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        text = re.sub(r"(got \d+)\s*:.*$", r"\1", text)  # drop the quoted row
+        return TraceError(f"{self.label}: cannot read it as CSV{where}: {text}")
 
     def _csv_header(self) -> list[str]:
         try:
             with _open_text(self.path) as f:
                 first = f.readline()
-        except (OSError, UnicodeDecodeError, EOFError) as exc:
+        except UnicodeDecodeError:
+            raise TraceError(f"{self.label}: {_utf8_problem(self.path)}") from None
+        except (OSError, EOFError) as exc:
             raise TraceError(f"{self.label}: cannot read the file: {exc}") from None
         if not first.strip():
             raise TraceError(f"{self.label}: the file is empty (no header line)")
@@ -382,7 +410,9 @@ class TraceReader:
                         yield _Batch({c: _json_array(v) for c, v in values.items()}, 0, lines)
                         values = {c: [] for c in needed}
                         lines = []
-        except (OSError, UnicodeDecodeError, EOFError) as exc:
+        except UnicodeDecodeError:
+            raise TraceError(f"{self.label}: {_utf8_problem(self.path)}") from None
+        except (OSError, EOFError) as exc:
             raise TraceError(f"{self.label}: cannot read the file: {exc}") from None
         if not checked:
             raise TraceError(f"{self.label}: the file is empty (no JSON lines)")
@@ -486,7 +516,7 @@ class TraceReader:
             bad = ~np.isfinite(values)
             if bad.any():
                 i = int(np.argmax(bad))
-                raise self._error(batch, i, col, f"{values[i]!r} is not a finite number")
+                raise self._error(batch, i, col, f"{_number(values[i])} is not a finite number")
         elif values.dtype != np.int64:
             values = values.astype(np.int64)
         return values
@@ -515,6 +545,17 @@ class TraceReader:
         out = []
         for col in (self.cfg.input_tokens, self.cfg.output_tokens):
             values = self._numbers(batch, _plain(batch.columns[col]), col, "a token count")
+            # Checked before the cast to int64: 1e30 would wrap around to a negative count.
+            big = values > MAX_TOKENS
+            if big.any():
+                i = int(np.argmax(big))
+                raise self._error(
+                    batch,
+                    i,
+                    col,
+                    f"{_number(values[i])} tokens is more than {MAX_TOKENS:,} (the largest "
+                    "context window); is it the right column?",
+                )
             if values.dtype.kind == "f":
                 frac = values != np.floor(values)
                 if frac.any():
@@ -592,6 +633,92 @@ def _format_of(path: Path, fmt: str, label: str) -> str:
         f"{label}: cannot tell the format from the extension {ext or '(none)'!r}; set "
         'format = "csv", "parquet" or "jsonl" in the trace table'
     )
+
+
+def _is_header(names: Sequence[str], needed: Sequence[str]) -> bool:
+    """Whether a CSV file's first line, split into ``names``, reads as a header of trace
+    columns: it names a needed column, or it has several fields that all look like names."""
+    if any(n in names for n in needed):
+        return True
+    return len(names) >= 2 and all(_COLUMN_NAME.fullmatch(n.strip()) for n in names)
+
+
+def _number(value: Any) -> str:
+    """A number as a person writes it: ``nan``, ``inf``, ``1e+30``, ``12`` (not numpy's repr)."""
+    x = float(value)
+    if math.isnan(x):
+        return "nan"
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    return f"{x:g}"
+
+
+def _open_binary(path: Path) -> IO[bytes]:
+    name = path.name.lower()
+    if name.endswith(".gz"):
+        return cast(IO[bytes], gzip.open(path, "rb"))
+    if name.endswith(".bz2"):
+        return cast(IO[bytes], bz2.open(path, "rb"))
+    return open(path, "rb")
+
+
+class _NotUtf8Error(Exception):
+    """A line of the file is not UTF-8 (raised inside the line reader of ``_csv_problem``)."""
+
+    def __init__(self, line: int, column: int, byte: int) -> None:
+        super().__init__(line, column, byte)
+        self.text = f"line {line}: byte {column} (0x{byte:02x}) is not UTF-8 text; {_UTF8_HELP}"
+
+
+def _lines(f: IO[bytes]) -> Iterator[str]:
+    """The file's lines as text, numbered from 1; ``_NotUtf8Error`` at the first that is not."""
+    for number, raw in enumerate(f, start=1):
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _NotUtf8Error(number, exc.start + 1, raw[exc.start]) from None
+
+
+def _utf8_problem(path: Path) -> str:
+    """Where the file stops being UTF-8: 'line N: byte C (0x..) is not UTF-8 text; ...'."""
+    try:
+        with _open_binary(path) as f:
+            for _ in _lines(f):
+                pass
+    except _NotUtf8Error as bad:
+        return bad.text
+    except (OSError, EOFError) as exc:
+        return f"cannot read the file: {exc}"
+    return f"the file is not UTF-8 text; {_UTF8_HELP}"  # pragma: no cover - decoder disagreed
+
+
+def _csv_problem(path: Path, delimiter: str) -> str | None:
+    """The first line of a CSV file that Arrow cannot read: bytes that are not UTF-8, or a
+    row with another number of fields than the header (a ragged row). Lines are counted as an
+    editor counts them, blank ones included; None when no such line is found."""
+    width: int | None = None
+    try:
+        with _open_binary(path) as f:
+            reader = csv.reader(_lines(f), delimiter=delimiter)
+            try:
+                for row in reader:
+                    if not row:
+                        continue  # a blank line: Arrow skips it too
+                    if width is None:
+                        width = len(row)
+                    elif len(row) != width:
+                        return (
+                            f"line {reader.line_num}: {len(row)} fields, but the header has "
+                            f"{width} (a missing or extra {delimiter!r}, or a quote left open); "
+                            "fix or remove that row"
+                        )
+            except csv.Error as exc:
+                return f"line {reader.line_num}: {exc}"
+    except _NotUtf8Error as bad:
+        return bad.text
+    except (OSError, EOFError):
+        return None
+    return None
 
 
 def _open_text(path: Path) -> TextIO:
