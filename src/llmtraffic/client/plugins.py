@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from llmtraffic.errors import ConfigError
 
@@ -37,6 +37,10 @@ Allowance = frozenset[str] | None
 """The modules a run may import plugins from; None: every module (the Python API)."""
 
 _ALLOWED: ContextVar[Allowance] = ContextVar("llmtraffic_allowed_plugins", default=None)
+
+Current = Literal["current"]
+CURRENT: Current = "current"
+"""As an ``allowance`` argument: whatever ``allowed_plugins`` set here (the default)."""
 
 
 @contextmanager
@@ -156,7 +160,7 @@ def refusal(ref: PluginRef) -> str:
 
 def check_plugins(
     scenarios: Iterable[Scenario],
-    allowance: Allowance | str = "current",
+    allowance: Allowance | Current = CURRENT,
     load: bool = True,
     source: str | None = None,
 ) -> None:
@@ -166,7 +170,7 @@ def check_plugins(
     that a bad reference is reported before any run starts. ``allowance`` defaults to the
     current one (``allowed_plugins``); ``source`` names the config file in messages."""
     scenarios = list(scenarios)  # walked twice
-    allow = current_allowance() if isinstance(allowance, str) else allowance
+    allow = current_allowance() if allowance == CURRENT else allowance
     problems: list[str] = []
     seen: set[PluginRef] = set()
     for scenario in scenarios:
@@ -215,12 +219,12 @@ def _load_problems(scenario: Scenario) -> list[str]:
     return problems
 
 
-def load_object(path: str, allowance: Allowance | str = "current") -> Any:
+def load_object(path: str, allowance: Allowance | Current = CURRENT) -> Any:
     """The object at ``module.path:attribute``, imported only when its module is allowed;
     ``ValueError`` saying what did not resolve, ``ConfigError`` when it is not allowed."""
     check_reference(path)
     module_name, _, attr = path.partition(":")
-    allow = current_allowance() if isinstance(allowance, str) else allowance
+    allow = current_allowance() if allowance == CURRENT else allowance
     if not is_allowed(module_name, allow):
         raise PluginNotAllowedError(
             [
