@@ -1,7 +1,8 @@
 """Run tenacity's own ``wait``, ``stop`` and ``retry`` strategy objects in simulated time.
 
-A team that retries with tenacity names its ``tenacity.Retrying`` (or a function returning
-one) in the config; after each failed attempt the adapter builds a ``tenacity.RetryCallState``
+A team that retries with tenacity names its ``tenacity.Retrying`` (or a function of the same
+module that takes no arguments and returns one: ``load_retrying`` calls nothing else) in the
+config; after each failed attempt the adapter builds a ``tenacity.RetryCallState``
 holding simulated times and the failure as an exception, and asks the three strategies in
 tenacity's own order (``BaseRetrying._post_retry_check_actions``, tenacity 9.2.1): retry?,
 then how long to wait (stored as ``upcoming_sleep``), then stop? (``stop_before_delay`` reads
