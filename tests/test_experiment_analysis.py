@@ -159,3 +159,86 @@ def test_paired_runs_of_two_experiments() -> None:
     assert out.iloc[0]["pairs"] == 3
     with pytest.raises(ValueError, match="no runs pair up"):
         paired_runs(left, right.assign(seed=right["seed"] + 100), ["cost"])
+
+
+def flags(values: dict[str, list[float]]) -> pd.DataFrame:
+    """A summary table of one axis (policy) with a per-run flag and a cost per replication."""
+    rows = [
+        {"point_id": p, "policy": p, "replication": r, "seed": r, "cost": 1.0 + r, **{m: v}}
+        for p, vals in values.items()
+        for r, v in enumerate(vals)
+        for m in ("incident.0.metastable",)
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_a_flag_gets_the_exact_binomial_interval_not_a_t_interval() -> None:
+    """[1, 1, 1]: a t interval has no width (1 to 1); Clopper-Pearson's lower end is
+    (alpha/2)^(1/n) = 0.025^(1/3). [1, 1, 0]: the t interval is -0.77 to 2.10; the exact one
+    stays in [0, 1]. An undetermined run (NaN) is left out of n."""
+    stats = point_stats(flags({"a": [1, 1, 1], "b": [1, 1, 0], "c": [1, math.nan, 0]}), ["policy"])
+    by = stats[stats["metric"] == "incident.0.metastable"].set_index("point_id")
+    assert by.loc["a", "mean"] == 1.0 and by.loc["a", "ci_high"] == pytest.approx(1.0)
+    assert by.loc["a", "ci_low"] == pytest.approx(0.025 ** (1 / 3), rel=1e-9)
+    assert 0.0 < by.loc["b", "ci_low"] < 2 / 3 < by.loc["b", "ci_high"] < 1.0
+    assert by.loc["c", "n"] == 2 and by.loc["c", "mean"] == 0.5
+    cost = stats[(stats["metric"] == "cost") & (stats["point_id"] == "a")].iloc[0]
+    assert cost["ci_low"] < cost["mean"] < cost["ci_high"]  # other metrics keep the t interval
+
+
+def test_a_flag_difference_uses_the_two_exact_intervals() -> None:
+    """0 of 3 vs 3 of 3: the difference of shares is 1; each side's exact interval at 97.5%
+    (so both hold together at 95%) is [0, 1 - 0.0125^(1/3)] and [0.0125^(1/3), 1], so the
+    difference's interval is [2 * 0.0125^(1/3) - 1, 1]. A t interval on the differences
+    [1, 1, 1] would be [1, 1]."""
+    summary = flags({"plain": [0, 0, 0], "naive": [1, 1, 1]})
+    column = "incident.0.metastable"
+    row = paired_differences(summary, "policy", "plain", [column], ["policy"]).iloc[0]
+    edge = 0.0125 ** (1 / 3)
+    assert (row["diff"], row["pairs"]) == (1.0, 3)
+    assert row["ci_low"] == pytest.approx(2 * edge - 1, rel=1e-9)
+    assert row["ci_high"] == pytest.approx(1.0)
+    left, right = summary[summary["policy"] == "plain"], summary[summary["policy"] == "naive"]
+    runs = paired_runs(left, right, [column]).iloc[0]
+    assert runs["ci_low"] == pytest.approx(2 * edge - 1, rel=1e-9)
+    # Pairs where either run is undetermined are left out.
+    summary = flags({"plain": [0, math.nan, 0], "naive": [1, 1, math.nan]})
+    row = paired_differences(summary, "policy", "plain", [column], ["policy"]).iloc[0]
+    assert row["pairs"] == 1 and row["diff"] == 1.0
+
+
+def test_undetermined_verdicts_are_shown_as_such() -> None:
+    from rich.console import Console
+
+    from llmtraffic.experiment.tables import differences_table, fmt_count, points_table
+    from llmtraffic.report_table import incidents_table
+
+    assert fmt_count(0.5, 2, 3) == "1 of 2, 1 undetermined"
+    assert fmt_count(math.nan, 0, 3) == "3 undetermined"
+    assert fmt_count(math.nan, 0) == "-"
+    summary = flags({"plain": [math.nan, math.nan], "naive": [1, math.nan]})
+    summary["requests"] = 10
+    console = Console(width=200, record=True)
+    console.print(points_table(point_stats(summary, ["policy"]), ["policy"], 2))
+    column = "incident.0.metastable"
+    diffs = paired_differences(summary, "policy", "plain", [column], ["policy"])
+    console.print(differences_table(diffs, [], "t"))
+    incident = {
+        "provider": "p",
+        "kind": "outage",
+        "start": 10.0,
+        "end": 20.0,
+        "success_rate_before": 1.0,
+        "success_rate_during": 0.5,
+        "attempt_amplification_during": 2.0,
+        "extra_cost": 0.1,
+        "recovery_time": None,
+        "metastable": None,
+        "metastable_reason": "the arrivals stop 5 s after the end",
+    }
+    console.print(incidents_table({"incidents": [incident]}))
+    text = " ".join(console.export_text().split())
+    assert "2 undetermined" in text and "1 of 1, 1 undetermined" in text
+    assert "metastable undetermined" in text  # the differences table's base cell
+    assert "undetermined (1)" in text and "1. incident 1: the arrivals stop 5 s" in text
+    assert "too short to tell" in text

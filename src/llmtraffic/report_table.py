@@ -106,8 +106,11 @@ def incidents_table(s: dict[str, Any]) -> Table:
         "metastable",
     ):
         t.add_column(col, no_wrap=True)
-    for inc in s["incidents"]:
+    notes: list[str] = []
+    for i, inc in enumerate(s["incidents"]):
         meta = inc["metastable"]
+        if meta is None:
+            notes.append(f"{len(notes) + 1}. incident {i + 1}: {inc.get('metastable_reason', '?')}")
         t.add_row(
             inc["provider"],
             inc["kind"],
@@ -117,9 +120,21 @@ def incidents_table(s: dict[str, Any]) -> Table:
             _num(inc["attempt_amplification_during"], ".2f"),
             money(inc["extra_cost"]),
             seconds(inc["recovery_time"]),
-            "-" if meta is None else ("[red]yes[/red]" if meta else "no"),
+            verdict(meta, len(notes)),
         )
+    if notes:
+        # The reason is a sentence: a footnote keeps the table one line per incident.
+        t.caption = "undetermined: " + "; ".join(notes)
+        t.caption_justify = "left"
     return t
+
+
+def verdict(metastable: bool | None, note: int = 0) -> str:
+    """A metastable verdict for a table: yes (in red), no, or undetermined with the number of
+    its footnote (the run is too short to tell; the note gives ``metastable_reason``)."""
+    if metastable is None:
+        return f"undetermined ({note})" if note else "undetermined"
+    return "[red]yes[/red]" if metastable else "no"
 
 
 def print_summary(console: Console, s: dict[str, Any]) -> None:

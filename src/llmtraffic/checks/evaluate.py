@@ -38,8 +38,7 @@ import numpy as np
 
 from llmtraffic.checks.spec import Check
 from llmtraffic.errors import ConfigError
-from llmtraffic.experiment.analysis import _text, mean_ci
-from llmtraffic.results.metrics import BINARY_KEYS
+from llmtraffic.experiment.analysis import _text, binomial_ci, is_binary, mean_ci
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -253,28 +252,6 @@ def _judge(
     if not result.passed:
         result.note = result.note or f"off by {abs(mean - bound):.4g}"
     return result
-
-
-def is_binary(column: str) -> bool:
-    """Whether a summary column is a per-run 0/1 flag (judged as a count of runs)."""
-    return column.rsplit(".", 1)[-1] in BINARY_KEYS
-
-
-def binomial_ci(
-    values: Sequence[float] | np.ndarray, confidence: float = 0.95
-) -> tuple[float, float, float, int]:
-    """Share of the finite 0/1 values that are 1, with its exact (Clopper-Pearson) interval:
-    (share, low, high, n). With one value there is an interval too (1 of 1: 0.025 to 1)."""
-    x = np.asarray(values, dtype=float)
-    x = x[np.isfinite(x)]
-    n = int(x.size)
-    if n == 0:
-        return math.nan, math.nan, math.nan, 0
-    from scipy import stats  # imported on use: it is slow to import
-
-    k = int(np.count_nonzero(x == 1.0))
-    ci = stats.binomtest(k, n).proportion_ci(confidence_level=confidence, method="exact")
-    return k / n, float(ci.low), float(ci.high), n
 
 
 def _count_rule(op: str, bound: float) -> Callable[[int, int], bool] | None:

@@ -4,6 +4,12 @@ grid point, and paired differences between the values of an axis.
 Replications of different points share seeds (common random numbers), so a comparison pairs
 the runs with the same replication index: the difference of each pair removes the traffic's
 own variance, and the interval is a t interval on those differences.
+
+A per-run 0/1 flag (``metastable``: ``BINARY_KEYS``) is a count of runs, not a quantity with a
+spread: its mean is the share of runs that raised it, with the exact (Clopper-Pearson)
+binomial interval, never a t interval (on [1, 1, 0] a t interval reads -0.77 to 2.10). The
+difference of two shares gets the conservative interval from the two sides' exact intervals
+(``paired_diff_ci``). ``llmtraffic check`` judges flags with the same intervals.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from llmtraffic.results.metrics import BINARY_KEYS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -125,11 +133,63 @@ def mean_ci(
     return mean, mean - half, mean + half, n
 
 
+def is_binary(column: str) -> bool:
+    """Whether a summary column is a per-run 0/1 flag (``metastable``, per incident too)."""
+    return column.rsplit(".", 1)[-1] in BINARY_KEYS
+
+
+def binomial_ci(
+    values: Sequence[float] | np.ndarray, confidence: float = 0.95
+) -> tuple[float, float, float, int]:
+    """Share of the finite 0/1 values that are 1, with its exact (Clopper-Pearson) interval:
+    (share, low, high, n). With one value there is an interval too (1 of 1: 0.025 to 1)."""
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    n = int(x.size)
+    if n == 0:
+        return math.nan, math.nan, math.nan, 0
+    from scipy import stats  # imported on use: it is slow to import
+
+    k = int(np.count_nonzero(x == 1.0))
+    ci = stats.binomtest(k, n).proportion_ci(confidence_level=confidence, method="exact")
+    return k / n, float(ci.low), float(ci.high), n
+
+
+def metric_ci(
+    column: str, values: Sequence[float] | np.ndarray, confidence: float = 0.95
+) -> tuple[float, float, float, int]:
+    """(mean, low, high, n) of a metric over runs: the binomial interval of a flag's share,
+    the t interval of anything else."""
+    return binomial_ci(values, confidence) if is_binary(column) else mean_ci(values, confidence)
+
+
+def paired_diff_ci(
+    column: str, a: np.ndarray, b: np.ndarray, confidence: float = 0.95
+) -> tuple[float, float, float, int]:
+    """(mean, low, high, n) of ``b - a`` over paired runs.
+
+    A t interval on the pairs' differences; for a 0/1 flag, the difference of the two shares
+    (pairs where both are defined) with the interval ``[low_b - high_a, high_b - low_a]`` of
+    the two exact intervals at ``1 - (1 - confidence) / 2`` each, so that both hold together
+    with at least ``confidence`` (Bonferroni): conservative, within [-1, 1], and never the t
+    interval a few 0/1 differences would give (on [1, 0, 0] vs [0, 0, 0]: -0.77 to 1.43).
+    """
+    if not is_binary(column):
+        return mean_ci(b - a, confidence)
+    both = np.isfinite(a) & np.isfinite(b)
+    each = 1 - (1 - confidence) / 2
+    share_a, low_a, high_a, n = binomial_ci(a[both], each)
+    share_b, low_b, high_b, _ = binomial_ci(b[both], each)
+    if n == 0:
+        return math.nan, math.nan, math.nan, 0
+    return share_b - share_a, low_b - high_a, high_b - low_a, n
+
+
 def point_stats(
     summary: pd.DataFrame, axes: Sequence[str], confidence: float = 0.95
 ) -> pd.DataFrame:
     """Per point and metric: the axis values, mean, ci_low, ci_high and n (long format: one
-    row per point and metric)."""
+    row per point and metric); a flag's interval is binomial (``metric_ci``)."""
     import pandas as pd
 
     metrics = metric_columns(summary, axes)
@@ -137,7 +197,8 @@ def point_stats(
     for point_id, group in summary.groupby("point_id", sort=False):
         head = {"point_id": point_id, **{a: group[a].iloc[0] for a in axes}}
         for metric in metrics:
-            mean, low, high, n = mean_ci(group[metric].to_numpy(dtype=float), confidence)
+            values = group[metric].to_numpy(dtype=float)
+            mean, low, high, n = metric_ci(metric, values, confidence)
             rows.append(
                 {**head, "metric": metric, "mean": mean, "ci_low": low, "ci_high": high, "n": n}
             )
@@ -182,16 +243,15 @@ def paired_differences(
             for metric in metrics:
                 a = left.loc[common, metric].to_numpy(dtype=float)
                 b = right.loc[common, metric].to_numpy(dtype=float)
-                diff = b - a
-                mean, low, high, n = mean_ci(diff, confidence)
-                base_mean = float(np.nanmean(a)) if a.size else math.nan
+                mean, low, high, n = paired_diff_ci(metric, a, b, confidence)
+                base_mean = _nanmean(a)
                 rows.append(
                     {
                         **labels,
                         "value": value,
                         "metric": metric,
                         "base_mean": base_mean,
-                        "value_mean": float(np.nanmean(b)) if b.size else math.nan,
+                        "value_mean": _nanmean(b),
                         "diff": mean,
                         "ci_low": low,
                         "ci_high": high,
@@ -240,14 +300,14 @@ def paired_runs(
                 continue
             a = g[f"{metric}_a"].to_numpy(dtype=float)
             b = g[f"{metric}_b"].to_numpy(dtype=float)
-            mean, low, high, n = mean_ci(b - a, confidence)
-            base_mean = float(np.nanmean(a))
+            mean, low, high, n = paired_diff_ci(metric, a, b, confidence)
+            base_mean = _nanmean(a)
             rows.append(
                 {
                     **head,
                     "metric": metric,
                     "base_mean": base_mean,
-                    "value_mean": float(np.nanmean(b)),
+                    "value_mean": _nanmean(b),
                     "diff": mean,
                     "ci_low": low,
                     "ci_high": high,
@@ -256,6 +316,12 @@ def paired_runs(
                 }
             )
     return pd.DataFrame(rows)
+
+
+def _nanmean(x: np.ndarray) -> float:
+    """Mean of the finite values; NaN (without numpy's warning) when there are none."""
+    finite = x[np.isfinite(x)]
+    return float(finite.mean()) if finite.size else math.nan
 
 
 def _text(value: Any) -> str:

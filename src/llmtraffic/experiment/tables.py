@@ -80,11 +80,22 @@ def fmt_half(metric: str, half: float, mean: float = 0.0) -> str:
     return " ±" + fmt_value(metric, half)
 
 
-def fmt_count(share: float, n: int) -> str:
-    """A share of runs as a count (``2 of 3``): an interval on a few yes/no runs says little."""
+def fmt_count(share: float, n: int, runs: int | None = None) -> str:
+    """A share of runs as a count (``2 of 3``): an interval on a few yes/no runs says little.
+    ``runs``, when given, is how many runs the point has: those without a verdict are counted
+    as undetermined (``1 of 2, 1 undetermined``; ``3 undetermined``) rather than hidden."""
+    undetermined = max(0, runs - n) if runs is not None else 0
     if n == 0 or not math.isfinite(share):
-        return "-"
-    return f"{round(share * n)} of {n}"
+        return f"{undetermined} undetermined" if undetermined else "-"
+    text = f"{round(share * n)} of {n}"
+    return f"{text}, {undetermined} undetermined" if undetermined else text
+
+
+UNDETERMINED_NOTE = (
+    "undetermined: the run is too short to tell whether the incident's effect outlived it "
+    "(each run's metastable_reason says why)"
+)
+"""The footnote of a table that shows an undetermined metastable verdict."""
 
 
 def points_table(
@@ -111,13 +122,17 @@ def points_table(
         t.add_column(SHORT_NAMES.get(m, m), justify="right", no_wrap=True)
     if not axes:
         t.add_column("point")
+    undetermined = False
     for point_id, g in points.groupby("point_id", sort=False):
         by = g.set_index("metric")
+        runs = int(by.loc["requests", "n"]) if "requests" in by.index else None
         cells = [str(_plain(g[a].iloc[0])) for a in axes] or [str(point_id)]
         for m in metrics:
             mean = float(by.loc[m, "mean"])
             if m.endswith(".metastable"):
-                cells.append(fmt_count(mean, int(by.loc[m, "n"])))
+                text = fmt_count(mean, int(by.loc[m, "n"]), runs)
+                undetermined |= "undetermined" in text
+                cells.append(text)
                 continue
             half = (float(by.loc[m, "ci_high"]) - float(by.loc[m, "ci_low"])) / 2
             sep = "\n" if stacked else ""
@@ -128,6 +143,9 @@ def points_table(
             t.add_row(*cells)
         else:
             t.add_row(*cells[1:], cells[0])
+    if undetermined:
+        t.caption = UNDETERMINED_NOTE + "; see summary.csv"
+        t.caption_justify = "left"
     return t
 
 
@@ -166,24 +184,40 @@ def differences_table(diffs: pd.DataFrame, others: Sequence[str], title: str) ->
     ):
         t.add_column(col, justify=just, no_wrap=True)  # type: ignore[arg-type]
     last = None
+    undetermined = False
     for _, row in diffs.iterrows():
         m = str(row["metric"])
         group = (*(row[a] for a in others), row.get("value"))
         low, high = row["ci_low"], row["ci_high"]
         interval = f" [{_signed(m, low)}, {_signed(m, high)}]" if math.isfinite(low) else ""
         rel = row["relative"]
+        base, value = fmt_value(m, row["base_mean"]), fmt_value(m, row["value_mean"])
+        if m.endswith("metastable"):
+            # A verdict the runs could not give is not a missing number: say so.
+            base, value = (_undetermined(v) for v in (base, value))
+            undetermined |= "undetermined" in (base, value) or int(row["pairs"]) == 0
         t.add_row(
             *[str(_plain(row[a])) if group != last else "" for a in others],
             str(row.get("value", "")) if group != last else "",
             SHORT_NAMES.get(m, m),
-            fmt_value(m, row["base_mean"]),
-            fmt_value(m, row["value_mean"]),
+            base,
+            value,
             _signed(m, row["diff"]) + interval,
             f"{rel * 100:+.1f}%" if math.isfinite(rel) else "-",
             str(int(row["pairs"])),
         )
         last = group
+    if undetermined:
+        t.caption = (
+            UNDETERMINED_NOTE + "; a metastable difference pairs only runs with a verdict, and "
+            "its interval comes from the two exact binomial intervals"
+        )
+        t.caption_justify = "left"
     return t
+
+
+def _undetermined(text: str) -> str:
+    return "undetermined" if text == "-" else text
 
 
 def _signed(metric: str, value: float) -> str:

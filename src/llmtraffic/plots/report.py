@@ -188,6 +188,12 @@ def run_body(run: RunData, heading: str = "h2") -> str:
             ),
         ]
     if s.get("incidents"):
+        notes = [
+            (i + 1, str(inc.get("metastable_reason", "")))
+            for i, inc in enumerate(s["incidents"])
+            if inc["metastable"] is None
+        ]
+        marks = {i: k + 1 for k, (i, _) in enumerate(notes)}
         parts += [
             f"<{heading}>Incidents</{heading}>",
             _table(
@@ -212,13 +218,22 @@ def run_body(run: RunData, heading: str = "h2") -> str:
                         fmt_value("attempt_amplification", _num(i["attempt_amplification_during"])),
                         fmt_value("billed_cost", _num(i["extra_cost"])),
                         fmt_value("latency_p50", _num(i["recovery_time"])),
-                        "-" if i["metastable"] is None else ("yes" if i["metastable"] else "no"),
+                        _verdict(i["metastable"], marks.get(n + 1)),
                     )
-                    for i in s["incidents"]
+                    for n, i in enumerate(s["incidents"])
                 ],
                 left=2,
             ),
         ]
+        if notes:
+            parts.append(
+                "<p class='meta'>"
+                + "<br>".join(
+                    f"({marks[i]}) undetermined after incident {i}: {_e(reason)}"
+                    for i, reason in notes
+                )
+                + "</p>"
+            )
     parts.append(f"<{heading}>Plots</{heading}>")
     if "timeseries" in m.get("tables", []):
         parts.append(_img(timeline(run), "timeline"))
@@ -227,6 +242,34 @@ def run_body(run: RunData, heading: str = "h2") -> str:
     if cdf is not None:
         parts.append(_img(cdf, "latency CDF"))
     return "\n".join(parts)
+
+
+def _undetermined_notes(data: ExperimentData, shown: Sequence[str]) -> list[str]:
+    """Why the metastable verdicts shown are undetermined: each distinct metastable_reason,
+    with the points and how many of their runs give it."""
+    summary = data.summary
+    lines = []
+    for column in shown:
+        if not column.endswith(".metastable") or column not in summary:
+            continue
+        reason_col = column + "_reason"
+        undecided = summary[summary[column].isna()]
+        if undecided.empty or reason_col not in summary:
+            continue
+        for reason, g in undecided.groupby(reason_col, sort=False):
+            where = ", ".join(
+                f"{pid} ({len(runs)} run{'s' if len(runs) != 1 else ''})"
+                for pid, runs in g.groupby("point_id", sort=False)
+            )
+            lines.append(f"{_e(column)} undetermined in {_e(where)}: {_e(reason)}")
+    return ["<p class='meta'>" + "<br>".join(lines) + "</p>"] if lines else []
+
+
+def _verdict(metastable: bool | None, note: int | None) -> str:
+    """yes, no, or "undetermined (k)" pointing at footnote k (the run is too short to tell)."""
+    if metastable is None:
+        return f"undetermined ({note})" if note else "undetermined"
+    return "yes" if metastable else "no"
 
 
 def _num(v: Any) -> float:
@@ -260,10 +303,12 @@ def experiment_body(
         rows = []
         for pid, g in pts.groupby("point_id", sort=False):
             by = g.set_index("metric")
+            runs = int(by.loc["requests", "n"]) if "requests" in by.index else None
             cells = [_e(g[a].iloc[0]) for a in data.axes] or [_e(pid)]
             for x in shown:
                 if x.endswith(".metastable"):
-                    cells.append(_e(fmt_count(float(by.loc[x, "mean"]), int(by.loc[x, "n"]))))
+                    share, n = float(by.loc[x, "mean"]), int(by.loc[x, "n"])
+                    cells.append(_e(fmt_count(share, n, runs)))
                     continue
                 low, high = float(by.loc[x, "ci_low"]), float(by.loc[x, "ci_high"])
                 ci = f"[{fmt_value(x, low)}, {fmt_value(x, high)}]" if math.isfinite(low) else ""
@@ -278,6 +323,9 @@ def experiment_body(
                 left=max(1, len(data.axes)),
                 escaped=True,
             ),
+        ]
+        parts += _undetermined_notes(data, shown)
+        parts += [
             "<h2>Comparison</h2>",
             _img(comparison(data, metrics), "comparison"),
         ]
