@@ -190,7 +190,8 @@ def trace_from_flags(path: str, flags: Mapping[str, object], base_dir: Path) -> 
 
     raw: dict[str, object] = {"path": path, **flags}
     try:
-        return Trace.model_validate(raw, context={"base_dir": base_dir})
+        context = {"base_dir": base_dir, "base_is": "the current folder"}
+        return Trace.model_validate(raw, context=context)
     except ValidationError as exc:
         raise ConfigError([_flag_names(p) for p in format_errors(exc, raw, Trace)]) from None
 

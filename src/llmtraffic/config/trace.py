@@ -110,16 +110,18 @@ class Trace(Model):
                 )
             return path
         p = Path(path).expanduser()
+        context: Any = info.context
+        if not isinstance(context, Mapping):
+            context = {}
         if not p.is_absolute():
-            context: Any = info.context
-            base = context.get("base_dir") if isinstance(context, Mapping) else None
+            base = context.get("base_dir")
             p = (Path(base) if base is not None else Path.cwd()) / p
         p = Path(_normalise(p))
         if not p.is_file():
-            raise ValueError(
-                f"trace file not found: {p} (relative paths are taken from the config file's "
-                "folder)"
-            )
+            # What a relative path is relative to: a config's folder, or for a command line
+            # (llmtraffic fit) the current folder.
+            base_is = context.get("base_is", "the config file's folder")
+            raise ValueError(f"trace file not found: {p} (relative paths are taken from {base_is})")
         return str(p)
 
     @model_validator(mode="after")
