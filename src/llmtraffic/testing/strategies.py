@@ -136,6 +136,8 @@ def incidents(draw: st.DrawFn, duration: float) -> list[dict[str, Any]]:
         t = 0.0
         for _ in range(draw(st.integers(1, 2))):
             start = t + draw(floats(0.0, duration / 2))
+            if start >= duration:
+                break  # an incident must start while requests still arrive (config rule)
             length = draw(floats(0.5, duration / 2))
             inc: dict[str, Any] = {"kind": kind, "start": start, "duration": length}
             t = start + length
