@@ -137,8 +137,10 @@ class LognormalService(Model):
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        if not 0 < self.median < self.p99:
-            raise ValueError("need 0 < median < p99")
+        if self.median <= 0:
+            raise ValueError(f".median: must be > 0, got {self.median:g} s")
+        if self.p99 <= self.median:
+            raise ValueError(f".p99: must be > median ({self.median:g} s), got {self.p99:g} s")
         return self
 
 
@@ -152,7 +154,7 @@ class UniformService(Model):
     @model_validator(mode="after")
     def _check(self) -> Self:
         if self.high < self.low:
-            raise ValueError(f"high ({self.high}) must be >= low ({self.low})")
+            raise ValueError(f".high: must be >= low ({self.low:g} s), got {self.high:g} s")
         return self
 
 

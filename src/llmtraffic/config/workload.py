@@ -67,9 +67,12 @@ class DiurnalArrivals(Model):
     def _check_profile(self) -> Self:
         if self.profile is not None:
             if len(self.profile) != 24:
-                raise ValueError(f"profile must have 24 hourly weights, got {len(self.profile)}")
-            if min(self.profile) < 0 or max(self.profile) <= 0:
-                raise ValueError("profile weights must be >= 0 and not all zero")
+                raise ValueError(f".profile: must have 24 hourly weights, got {len(self.profile)}")
+            for i, weight in enumerate(self.profile):
+                if weight < 0:
+                    raise ValueError(f".profile[{i}]: weights must be >= 0, got {weight:g}")
+            if max(self.profile) <= 0:
+                raise ValueError(".profile: weights must not all be zero")
         return self
 
 
@@ -89,14 +92,14 @@ class BurstyArrivals(Model):
     @model_validator(mode="after")
     def _check_states(self) -> Self:
         if len(self.rates) < 2:
-            raise ValueError("bursty arrivals need at least two states in 'rates'")
+            raise ValueError(".rates: bursty arrivals need at least two states")
         if len(self.rates) != len(self.mean_durations):
             raise ValueError(
-                f"'rates' has {len(self.rates)} states but 'mean_durations' has "
+                f".mean_durations: 'rates' has {len(self.rates)} states but 'mean_durations' has "
                 f"{len(self.mean_durations)}; give one mean duration per state"
             )
         if max(self.rates) <= 0:
-            raise ValueError("at least one state needs a rate > 0")
+            raise ValueError(".rates: at least one state needs a rate > 0")
         return self
 
 
@@ -110,7 +113,7 @@ class RampArrivals(Model):
     @model_validator(mode="after")
     def _check(self) -> Self:
         if self.start_rate == 0 and self.end_rate == 0:
-            raise ValueError("start_rate and end_rate cannot both be 0")
+            raise ValueError(".end_rate: start_rate and end_rate cannot both be 0")
         return self
 
 
@@ -135,10 +138,15 @@ class ExplicitArrivals(Model):
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        if any(t < 0 for t in self.at):
-            raise ValueError("arrival times must be >= 0")
-        if any(b < a for a, b in itertools.pairwise(self.at)):
-            raise ValueError("arrival times must be sorted in increasing order")
+        for i, t in enumerate(self.at):
+            if t < 0:
+                raise ValueError(f".at[{i}]: arrival times must be >= 0, got {t:g}")
+        for i, (a, b) in enumerate(itertools.pairwise(self.at), start=1):
+            if b < a:
+                raise ValueError(
+                    f".at[{i}]: arrival times must be sorted in increasing order; "
+                    f"{b:g} comes after {a:g}"
+                )
         return self
 
 
@@ -170,7 +178,7 @@ class UniformTokens(Model):
     @model_validator(mode="after")
     def _check(self) -> Self:
         if self.high < self.low:
-            raise ValueError(f"high ({self.high}) must be >= low ({self.low})")
+            raise ValueError(f".high: must be >= low ({self.low}), got {self.high}")
         return self
 
 
@@ -195,7 +203,7 @@ class LognormalTokens(Model):
             if self.median is None or self.p99 is None:
                 raise ValueError("lognormal by quantiles needs both 'median' and 'p99'")
             if self.p99 <= self.median:
-                raise ValueError(f"p99 ({self.p99}) must be > median ({self.median})")
+                raise ValueError(f".p99: must be > median ({self.median:g}), got {self.p99:g}")
         elif by_moments:
             if self.mean is None or self.sigma is None:
                 raise ValueError("lognormal by moments needs both 'mean' and 'sigma'")
@@ -220,15 +228,20 @@ class EmpiricalTokens(Model):
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        if any(q < 0 for q in self.quantiles):
-            raise ValueError("quantiles must be >= 0")
-        if max(self.quantiles) > MAX_TOKENS:
-            raise ValueError(
-                f"quantiles must be <= {MAX_TOKENS:,} tokens (the largest context window), "
-                f"got {show_number(max(self.quantiles))}"
-            )
-        if any(b < a for a, b in itertools.pairwise(self.quantiles)):
-            raise ValueError("quantiles must be in increasing order")
+        for i, q in enumerate(self.quantiles):
+            if q < 0:
+                raise ValueError(f".quantiles[{i}]: quantiles must be >= 0, got {q:g}")
+            if q > MAX_TOKENS:
+                raise ValueError(
+                    f".quantiles[{i}]: quantiles must be <= {MAX_TOKENS:,} tokens (the largest "
+                    f"context window), got {show_number(q)}"
+                )
+        for i, (a, b) in enumerate(itertools.pairwise(self.quantiles), start=1):
+            if b < a:
+                raise ValueError(
+                    f".quantiles[{i}]: quantiles must be in increasing order; {b:g} comes "
+                    f"after {a:g}"
+                )
         return self
 
 
