@@ -92,7 +92,7 @@ def parse_rate(value: object, allow_zero: bool = False) -> float:
     else:
         raise ValueError(f"expected a rate ({RATE_HELP}), got {value!r}")
     if not math.isfinite(rate):
-        raise ValueError(f"a rate must be finite, got {show_number(value)}; {RATE_HELP}")
+        raise ValueError(f"a rate must be finite, got {show_number(value)}; use {RATE_HELP}")
     if rate < 0 or (rate == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"a rate must be {bound}, got {show_number(value)}")

@@ -33,6 +33,16 @@ def _token_bound(value: _N) -> _N:
     return value
 
 
+def _sigma_bound(value: float) -> float:
+    if value > MAX_LOG_SIGMA:
+        raise ValueError(
+            f"must be <= {MAX_LOG_SIGMA:g}, got {show_number(value)}: ln({MAX_TOKENS:,}) is "
+            "about 16, so a wider spread puts nearly every draw at 1 token or at the cap; "
+            "give the spread of log(tokens), typically 0.3 to 2"
+        )
+    return value
+
+
 TokenCount = Annotated[int, Field(ge=0), AfterValidator(_token_bound)]
 """A whole number of tokens, 0 to ``MAX_TOKENS``."""
 
@@ -189,8 +199,8 @@ class LognormalTokens(Model):
     median: TokenSize | None = None
     p99: TokenSize | None = None
     mean: TokenSize | None = None
-    sigma: float | None = Field(
-        None, gt=0, le=MAX_LOG_SIGMA, description="standard deviation of log(tokens)"
+    sigma: Annotated[float, AfterValidator(_sigma_bound)] | None = Field(
+        None, gt=0, description="standard deviation of log(tokens), at most 16"
     )
 
     @model_validator(mode="after")
