@@ -117,6 +117,35 @@ def test_a_run_that_kept_no_tables_is_plotted_without_them(
         load(folder).table("attempts")
 
 
+def test_json_that_is_not_what_llmtraffic_wrote(
+    run_folder: Path, experiment_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Valid JSON without the keys the commands read (a hand edit, a file from elsewhere)."""
+    run = damaged(run_folder, tmp_path / "run", "summary.json", 0)
+    (run / "summary.json").write_text('{"note": "mine"}')
+    message = error_of(["report", str(run)], capsys)
+    assert "summary.json is not what llmtraffic writes there: it has no requests" in message
+    exp = damaged(experiment_folder, tmp_path / "exp", "experiment.json", 0)
+    (exp / "experiment.json").write_text("[]")
+    message = error_of(["compare", str(exp)], capsys)
+    assert "experiment.json is not what llmtraffic writes there: it has no name, axes" in message
+
+
+@pytest.mark.parametrize("table", ["summary", "points"])
+@pytest.mark.parametrize("command", ["compare", "plot", "report"])
+def test_a_truncated_experiment_table(
+    experiment_folder: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    table: str,
+) -> None:
+    folder = damaged(experiment_folder, tmp_path / "exp", f"{table}.parquet", 300)
+    message = error_of([command, str(folder)], capsys)
+    assert f"{table}.parquet is not a readable Parquet file" in message, message
+    assert not (folder / "plots").exists() and not (folder / "report.html").exists()
+
+
 @pytest.mark.parametrize("command", [["compare"], ["plot"], ["report"]])
 def test_a_truncated_experiment_json(
     experiment_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
@@ -174,6 +203,10 @@ def test_names_the_results_do_not_have(
     message = error_of(["report", exp, "--point", "nope"], capsys)
     assert "--point nope: no point 'nope'" in message
     assert "p000-policy=naive-error_rate=0.01" in message
-    message = error_of(["report", exp, "--rep", "7"], capsys)
-    assert "--rep 7" in message and "replications 0 to 1" in message
+    for command in ("report", "plot"):
+        message = error_of([command, exp, "--rep", "7"], capsys)
+        assert "--rep 7" in message and "replications 0 to 1" in message
+    message = error_of(["plot", exp, "--point", "p9"], capsys)
+    assert "--point p9: no point 'p9'" in message
     assert not (experiment_folder / "report.html").exists()
+    assert not (experiment_folder / "plots").exists()

@@ -165,6 +165,40 @@ def cmd_validate_experiment(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+SPEC_KEYS = ("name", "axes", "points", "replications", "seeds")
+"""Keys of experiment.json that compare, plot and report read."""
+
+
+def open_experiment(folder: str | Path) -> Any:
+    """``load_experiment`` for the reading commands: an experiment.json without the keys they
+    read, or a summary or points table that cannot be read (truncated, corrupted), is refused
+    with the file named (``ResultFileError``), not met later as a traceback."""
+    import pyarrow as pa
+
+    from llmtraffic.experiment.store import load_experiment
+    from llmtraffic.results.jsonio import RERUN_HINT, ResultFileError
+
+    data = load_experiment(folder)
+    spec_file = data.folder / "experiment.json"
+    if not isinstance(data.spec, dict) or any(k not in data.spec for k in SPEC_KEYS):
+        have = data.spec if isinstance(data.spec, dict) else {}
+        missing = ", ".join(k for k in SPEC_KEYS if k not in have)
+        raise ResultFileError(
+            f"{spec_file} is not what llmtraffic writes there: it has no {missing}; "
+            "run the experiment's file again to write it anew"
+        )
+    for name in ("summary", "points"):
+        if (data.folder / f"{name}.parquet").exists():
+            try:
+                getattr(data, name)  # read once here (cached): a bad file fails now
+            except (OSError, ValueError, pa.ArrowException):
+                raise ResultFileError(
+                    f"{data.folder / name}.parquet is not a readable Parquet file (truncated "
+                    f"or corrupted); {RERUN_HINT}"
+                ) from None
+    return data
+
+
 def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     """Paired differences with 95% intervals: between the values of a sweep axis in one
     experiment (same replication = same traffic), or between two results folders."""
@@ -174,14 +208,14 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
         paired_differences,
         paired_runs,
     )
-    from llmtraffic.experiment.store import is_experiment_folder, load_experiment
+    from llmtraffic.experiment.store import is_experiment_folder
     from llmtraffic.experiment.tables import differences_table, print_table
 
     metrics = args.metric or list(KEY_METRICS)
     if len(args.folders) == 2:
         a, b = (Path(f) for f in args.folders)
         if is_experiment_folder(a) and is_experiment_folder(b):
-            left, right = load_experiment(a).summary, load_experiment(b).summary
+            left, right = open_experiment(a).summary, open_experiment(b).summary
             _check_metrics(metrics, metric_columns(left))
             try:
                 diffs = paired_runs(left, right, metrics)
@@ -196,7 +230,7 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
         return EXIT_OK
     if len(args.folders) != 1:
         raise LLMTrafficError("compare takes one experiment folder, or two results folders")
-    data = load_experiment(args.folders[0])
+    data = open_experiment(args.folders[0])
     if not data.axes:
         raise LLMTrafficError(
             f"{data.folder} has no sweep axis to compare along; compare two folders instead"
@@ -217,6 +251,14 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     )
     print_table(console, differences_table(diffs, others, title))
     return EXIT_OK
+
+
+def _plot_choice(data: Any, args: argparse.Namespace) -> Any:
+    """Refuse a --point or --rep the experiment does not have (listing those it has)."""
+    from llmtraffic.plots.report import check_run_choice
+
+    check_run_choice(data, args.point if args.point is not None else 0, args.rep)
+    return data
 
 
 def _check_metrics(metrics: list[str], columns: Any) -> None:
@@ -277,7 +319,7 @@ def _compare_runs(console: Console, a: Path, b: Path, metrics: list[str]) -> Non
 def cmd_plot(args: argparse.Namespace, console: Console) -> int:
     """Write PNG plots of a run folder (timeline, cost breakdown, latency CDF) or of an
     experiment folder (comparison with confidence bands, and one run's plots)."""
-    from llmtraffic.experiment.store import is_experiment_folder, load_experiment
+    from llmtraffic.experiment.store import is_experiment_folder
     from llmtraffic.plots.experiment import save_experiment_plots
     from llmtraffic.plots.run import plot_folder, save_run_plots
     from llmtraffic.results.load import load
@@ -288,7 +330,7 @@ def cmd_plot(args: argparse.Namespace, console: Console) -> int:
         plot_folder(out, "--out")  # refused before the slow part: it names the flag
     if is_experiment_folder(folder):
         paths = save_experiment_plots(
-            load_experiment(folder),
+            _plot_choice(open_experiment(folder), args),
             out,
             metrics=args.metric,
             x=args.x,

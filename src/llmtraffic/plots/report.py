@@ -15,7 +15,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from llmtraffic.errors import LLMTrafficError, OutputError
-from llmtraffic.experiment.store import ExperimentData, is_experiment_folder, load_experiment
+from llmtraffic.experiment.store import ExperimentData, is_experiment_folder
 from llmtraffic.experiment.tables import POINT_METRICS, SHORT_NAMES, fmt_count, fmt_value
 from llmtraffic.plots.experiment import comparison
 from llmtraffic.plots.labels import metric_label
@@ -71,7 +71,9 @@ def write_report(
     path = out if out is not None else folder / "report.html"
     check_report_path(path)
     if is_experiment_folder(folder):
-        data = load_experiment(folder)
+        from llmtraffic.experiment.commands import open_experiment
+
+        data = open_experiment(folder)
         check_run_choice(data, point, replication)
         body = experiment_body(data, point, replication, metrics)
         title = f"Experiment {data.name}"

@@ -210,7 +210,8 @@ def timeline(run: RunData) -> Figure:
             bbox={"facecolor": "white", "alpha": 0.75, "lw": 0, "pad": 1.5},
         )
     for ax in (ax_traffic, ax_success, ax_fail, ax_cost):
-        ax.legend(**_OUTSIDE)
+        if ax.get_legend_handles_labels()[0]:  # a run without failures has none to explain
+            ax.legend(**_OUTSIDE)
     return fig
 
 

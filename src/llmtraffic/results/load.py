@@ -135,13 +135,18 @@ def load(folder: str | Path) -> RunData:
             "interrupted run leaves only a hidden .partial folder"
         )
     manifest = _read_part(path, "manifest.json")
-    summary = _read_part(path, "summary.json")
-    config = _read_part(path, "config.json")
+    summary = _read_part(path, "summary.json", SUMMARY_KEYS)
+    config = _read_part(path, "config.json", ("run",))
     return RunData(path, summary, manifest, config)
 
 
-def _read_part(folder: Path, name: str) -> dict[str, Any]:
-    """One of a run folder's JSON files, which must hold an object."""
+SUMMARY_KEYS = ("requests", "billed_cost", "useful_cost", "wasted_cost", "features", "incidents")
+"""Keys every run summary has, checked on load: a summary without them was not written by
+llmtraffic (or was cut and patched by hand), and the tables and plots need them."""
+
+
+def _read_part(folder: Path, name: str, keys: Sequence[str] = ()) -> dict[str, Any]:
+    """One of a run folder's JSON files, which must hold an object with ``keys``."""
     path = folder / name
     try:
         data = read_json(path)
@@ -154,6 +159,12 @@ def _read_part(folder: Path, name: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ResultFileError(
             f"{path} holds a JSON {type(data).__name__}, not the object llmtraffic writes; "
+            f"{RERUN_HINT}"
+        )
+    missing = [k for k in keys if k not in data]
+    if missing:
+        raise ResultFileError(
+            f"{path} is not what llmtraffic writes there: it has no {', '.join(missing)}; "
             f"{RERUN_HINT}"
         )
     return data
