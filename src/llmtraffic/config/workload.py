@@ -175,15 +175,15 @@ class FixedTokens(Model):
     """Every request has the same number of tokens."""
 
     kind: Literal["fixed"] = "fixed"
-    value: TokenCount
+    value: TokenCount = Field(description="tokens of every request, 0 to 10,000,000")
 
 
 class UniformTokens(Model):
     """Token counts uniform on the integers ``low..high`` (both included)."""
 
     kind: Literal["uniform"] = "uniform"
-    low: TokenCount
-    high: TokenCount
+    low: TokenCount = Field(description="fewest tokens, 0 to 10,000,000")
+    high: TokenCount = Field(description="most tokens, low to 10,000,000")
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -196,9 +196,11 @@ class LognormalTokens(Model):
     """Lognormal token counts, given (median, p99) or (mean, sigma); rounded, at least 1."""
 
     kind: Literal["lognormal"] = "lognormal"
-    median: TokenSize | None = None
-    p99: TokenSize | None = None
-    mean: TokenSize | None = None
+    median: TokenSize | None = Field(None, description="median tokens, up to 10,000,000")
+    p99: TokenSize | None = Field(
+        None, description="99th percentile of tokens, above the median, up to 10,000,000"
+    )
+    mean: TokenSize | None = Field(None, description="mean tokens, up to 10,000,000")
     sigma: Annotated[float, AfterValidator(_sigma_bound)] | None = Field(
         None, gt=0, description="standard deviation of log(tokens), at most 16"
     )
@@ -233,7 +235,9 @@ class EmpiricalTokens(Model):
 
     kind: Literal["empirical"] = "empirical"
     quantiles: list[float] = Field(
-        min_length=2, description="evenly spaced quantiles, from the minimum to the maximum"
+        min_length=2,
+        description="evenly spaced quantiles, from the minimum to the maximum; each 0 to "
+        "10,000,000 tokens",
     )
 
     @model_validator(mode="after")
@@ -291,8 +295,8 @@ class Feature(Model):
     cached_fraction: float = Field(
         0.0, ge=0.0, le=1.0, description="share of input tokens billed at the cached-input price"
     )
-    max_tokens: TokenCount = Field(
-        1024, gt=0, description="max_tokens sent with each attempt (1 to 10,000,000)"
+    max_tokens: Annotated[int, Field(gt=0), AfterValidator(_token_bound)] = Field(
+        1024, description="max_tokens sent with each attempt, 1 to 10,000,000"
     )
     value_per_success: float | None = Field(
         None, ge=0.0, description="business value of one successful request, USD (for ROI)"
