@@ -185,3 +185,93 @@ def test_the_articles_figures() -> None:
     # Poisson count over 10 minutes: 34,722 expected, sd 186, so within 3% of the article.
     assert s["cost_per_day"] == pytest.approx(5000, rel=0.03)
     assert s["cost_per_month"] == pytest.approx(150_000, rel=0.03)
+
+
+def test_projections_come_from_the_steady_state_and_an_outage_is_work_not_done() -> None:
+    """A $0.001 call each second for 600 s; a 100 s outage (no retries) fails the 100 calls
+    that arrive in it, and the provider bills failed calls nothing. Hand-computed:
+    - steady state: the 500 s outside the outage, $0.50, so $0.001/s: $86.40 a day (the whole
+      window, $0.50 / 600 s, would say $72.00: the outage counted 144 times a day);
+    - the incident: a call is billed when it ends, 1 s after it arrives, so 199 calls end in
+      the 200 s before the outage ($0.000995/s) and one (sent at 199 s) in it. Extra cost
+      $0.001 - 100 s x $0.000995/s = -$0.0985: not a saving, 100 requests unserved, which
+      would have cost 100 x $0.001 = $0.10 (the cost per request that arrived before)."""
+    sc = hand_case(
+        **{
+            "run.duration": 600.0,
+            "providers.p.prices": {"input": 1.0, "output": 0.0},
+            "providers.p.incidents": [
+                {"kind": "outage", "start": 200.0, "duration": 100.0, "status": 500}
+            ],
+            "features.f.arrivals": {"kind": "times", "at": [float(t) for t in range(600)]},
+            "features.f.policy": "none",
+            "policies": {"none": {"retry": {"kind": "none"}}},
+        }
+    )
+    s = Simulation(sc).run().summary
+    assert s["billed_cost"] == pytest.approx(0.5)
+    assert s["projection_seconds"] == pytest.approx(500.0)
+    assert s["cost_per_day"] == pytest.approx(86.4)
+    assert s["cost_per_month"] == pytest.approx(86.4 * 30)
+    assert s["features"]["f"]["cost_per_day"] == pytest.approx(86.4)
+    (inc,) = s["incidents"]
+    assert inc["recovery_time"] == 0.0 and inc["affected_until"] == pytest.approx(300.0)
+    assert inc["extra_cost"] == pytest.approx(0.001 - 100 * 0.199 / 200)
+    assert inc["unserved_requests"] == 100
+    assert inc["unserved_cost"] == pytest.approx(0.1)
+
+
+def test_a_feature_the_incident_misses_projects_from_its_whole_window() -> None:
+    """Two features at one call per second, on two providers; an outage on one. The other's
+    projection uses all 600 s; the total is the sum of the two features' projections."""
+    sc = hand_case(
+        **{
+            "run.duration": 600.0,
+            "providers.p.prices": {"input": 1.0, "output": 0.0},
+            "providers.p.incidents": [
+                {"kind": "outage", "start": 200.0, "duration": 100.0, "status": 500}
+            ],
+            "providers.q": {
+                "model": "test-model",
+                "prices": {"input": 2.0, "output": 0.0},
+                "service": {"kind": "deterministic", "value": 1.0},
+            },
+            "features.f.arrivals": {"kind": "times", "at": [float(t) for t in range(600)]},
+            "features.f.policy": "none",
+            "features.g": {
+                "provider": "q",
+                "policy": "none",
+                "arrivals": {"kind": "times", "at": [float(t) for t in range(600)]},
+                "input_tokens": {"kind": "fixed", "value": 1000},
+                "output_tokens": {"kind": "fixed", "value": 10},
+            },
+            "policies": {"none": {"retry": {"kind": "none"}}},
+        }
+    )
+    s = Simulation(sc).run().summary
+    f, g = s["features"]["f"], s["features"]["g"]
+    assert g["projection_seconds"] == pytest.approx(600.0)
+    assert g["cost_per_day"] == pytest.approx(0.002 * 86400)
+    assert f["projection_seconds"] == pytest.approx(500.0)
+    assert f["cost_per_day"] == pytest.approx(0.001 * 86400)
+    assert s["cost_per_day"] == pytest.approx(f["cost_per_day"] + g["cost_per_day"])
+    assert s["projection_seconds"] == pytest.approx(500.0)
+
+
+def test_a_run_that_never_recovers_projects_from_before_the_incident() -> None:
+    """An outage that lasts to the end of the arrivals: only the 200 s before it are steady."""
+    sc = hand_case(
+        **{
+            "run.duration": 600.0,
+            "providers.p.prices": {"input": 1.0, "output": 0.0},
+            "providers.p.incidents": [
+                {"kind": "outage", "start": 200.0, "duration": 400.0, "status": 500}
+            ],
+            "features.f.arrivals": {"kind": "times", "at": [float(t) for t in range(600)]},
+            "features.f.policy": "none",
+            "policies": {"none": {"retry": {"kind": "none"}}},
+        }
+    )
+    s = Simulation(sc).run().summary
+    assert s["projection_seconds"] == pytest.approx(200.0)
+    assert s["cost_per_day"] == pytest.approx(86.4)

@@ -295,7 +295,7 @@ def test_a_policy_cannot_move_time_backwards(wait: float) -> None:
     """On f8966f2 Decision(-5.0) went through: 87 of 87 retries left before the previous
     attempt ended. Every wait is now checked, and the error names the policy class."""
     retry = {"kind": "custom", "class": "tests.policy_plugins:FixedDecision"}
-    sc = scenario({"retry": {**retry, "params": {"wait": wait}}}, duration=60)
+    sc = scenario({"retry": {**retry, "params": {"wait": wait}}}, duration=60, outage=(10, 20))
     with pytest.raises(PolicyError, match=r"FixedDecision.*finite number of seconds >= 0"):
         Simulation(sc).run()
 

@@ -112,3 +112,15 @@ def test_only_the_kernel_touches_simpys_internals() -> None:
         if "._now" in line or "env._queue" in line or "env._eid" in line
     ]
     assert offenders == []
+
+
+def test_an_urgent_call_at_runs_before_ordinary_events_of_the_same_instant() -> None:
+    kernel = Kernel()
+    seen: list[str] = []
+    kernel.call_in(10.0, lambda _ev: seen.append("arrival"))
+    kernel.call_at(10.0, lambda _ev: seen.append("tick"), urgent=True)
+    kernel.call_at(10.0, lambda _ev: seen.append("ordinary"))
+    kernel.run()
+    assert seen == ["tick", "arrival", "ordinary"]
+    with pytest.raises(ValueError, match="before now"):
+        kernel.call_at(5.0, lambda _ev: None)

@@ -30,6 +30,7 @@ from llmtraffic.results.metrics import (
     RecoveryRule,
     incident_metrics,
     peak_attempt_rate_ratio,
+    steady_cost_rate,
     tally_metrics,
 )
 from llmtraffic.results.recorder import Recorder
@@ -217,10 +218,12 @@ class Simulation:
                 progress(min(1.0, now / duration))
             if now < duration or any(c.active for c in client_list):
                 state["k"] = k + 1
-                # Absolute bin edges, so that no rounding drift accumulates over a long run.
-                kernel.call_in((k + 1) * width - now, tick)
+                # Absolute bin edges, so that no rounding drift accumulates over a long run;
+                # urgent, so that bin k holds what happens in [k w, (k + 1) w), the same rule
+                # as the columns indexed by int(t / w) (arrival bins).
+                kernel.call_at((k + 1) * width, tick, urgent=True)
 
-        kernel.call_in(width, tick)
+        kernel.call_at(width, tick, urgent=True)
 
     def _summary(
         self, sc: Scenario, recorder: Recorder, end: float, wall: float, events: int
@@ -232,17 +235,39 @@ class Simulation:
         tallies = [recorder.tallies[n] for n in names]
         values = [sc.features[n].value_per_success for n in names]
         n_bins = recorder.used_bins()
-        summary: dict[str, Any] = tally_metrics(tallies, duration, values)
+        incidents = incident_summaries(sc, recorder, duration)
+        # Projections from each feature's steady state: outside the incidents that hit it.
+        width = recorder.bins.width
+        steady = {
+            n: steady_cost_rate(
+                recorder.bins.arrived_cost_by_feature.get(n, []),
+                [
+                    (inc["start"], inc["affected_until"])
+                    for inc in incidents
+                    if n in inc["features"].split(",")
+                ],
+                duration,
+                width,
+            )
+            for n in names
+        }
+        # The whole system's projection is the sum of its features' (each from its own steady
+        # state); the seconds behind it are the fewest of any feature's.
+        total_rate = sum(rate for rate, _ in steady.values())
+        fewest = min((sec for _, sec in steady.values()), default=duration)
+        summary: dict[str, Any] = tally_metrics(tallies, duration, values, (total_rate, fewest))
         summary["peak_attempt_rate_ratio"] = peak_attempt_rate_ratio(
             recorder.bins, n_bins, summary["requests"], duration
         )
         sent = sum(t.sent for t in tallies)
         summary["retry_share"] = sum(t.retries for t in tallies) / sent if sent else math.nan
         summary["features"] = {
-            n: tally_metrics([recorder.tallies[n]], duration, [sc.features[n].value_per_success])
+            n: tally_metrics(
+                [recorder.tallies[n]], duration, [sc.features[n].value_per_success], steady[n]
+            )
             for n in names
         }
-        summary["incidents"] = incident_summaries(sc, recorder, duration)
+        summary["incidents"] = incidents
         summary.update(
             {
                 "scenario": sc.name,

@@ -94,6 +94,7 @@ class Client:
         arrived = recorder.bins.arrived_of(name)
         self.arrived_failed = arrived["arrived_failed"]
         self.arrived_unfinished = arrived["arrived_unfinished"]
+        self.arrived_billed = recorder.bins.arrived_cost_of(name)
         self.breaker_failures: frozenset[str] = frozenset()
         self.breakers: tuple[CircuitBreaker | None, ...] = (None,) * len(self.chain)
         self._open_since = [0.0] * len(self.chain)
@@ -241,6 +242,8 @@ class Client:
         tally.status[status] += 1
         tally.inflight_acc += now
         req.billed += cost
+        if cost:
+            self.arrived_billed[int(req.arrival * self._inv)] += cost
         if not self._direct:
             breaker = self.breakers[req.chain_pos]
             if breaker is not None:

@@ -68,6 +68,17 @@ class Kernel:
         heappush(self.queue, (self.now + delay, NORMAL, next(self.eid), ev))
         return ev
 
+    def call_at(self, time: float, fn: Callback, urgent: bool = False) -> Call:
+        """Run ``fn(event)`` at the absolute ``time`` (>= now). An ``urgent`` call runs before
+        the ordinary events of the same instant (SimPy's URGENT priority): a bin-closing tick
+        at t = k * width then counts what happens at exactly t in the next bin, [t, t + width),
+        as ``int(t / width)`` does."""
+        if not time >= self.now:
+            raise ValueError(f"time {time!r} is before now ({self.now}): time cannot go back")
+        ev = Call(fn, None)
+        heappush(self.queue, (time, URGENT if urgent else NORMAL, next(self.eid), ev))
+        return ev
+
     def schedule(self, event: Any, delay: float, fn: Callable[[Any], None]) -> None:
         """Run ``fn(event)`` after ``delay``; ``event`` is an object with a ``callbacks`` slot
         and ``_ok = True`` (a request or an attempt, scheduled as its own next step)."""

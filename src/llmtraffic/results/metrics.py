@@ -35,9 +35,16 @@ def ratio(num: float, den: float) -> float:
 
 
 def tally_metrics(
-    tallies: list[Tally], duration: float, values: list[float | None]
+    tallies: list[Tally],
+    duration: float,
+    values: list[float | None],
+    steady: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
-    """Request, attempt, cost and latency metrics over the given tallies (a feature, or all)."""
+    """Request, attempt, cost and latency metrics over the given tallies (a feature, or all).
+
+    ``steady`` is (billed cost per second, seconds) of the steady state (``steady_cost_rate``):
+    the projections per hour, day and month scale it. Without it they scale the whole run.
+    """
     requests = sum(t.requests for t in tallies)
     ok = sum(t.ok for t in tallies)
     attempts = sum(t.attempts for t in tallies)
@@ -65,6 +72,7 @@ def tally_metrics(
         for k, v in t.status.items():
             if v:
                 statuses[k] = statuses.get(k, 0) + v
+    rate, seconds = steady if steady is not None else (billed / duration, duration)
     out: dict[str, Any] = {
         "requests": requests,
         "successes": ok,
@@ -87,9 +95,10 @@ def tally_metrics(
         "goodput_tokens_per_s": sum(t.ok_input_tokens + t.ok_output_tokens for t in tallies)
         / duration,
         "cost_per_success": ratio(billed, ok),
-        "cost_per_hour": billed / duration * HOUR,
-        "cost_per_day": billed / duration * DAY,
-        "cost_per_month": billed / duration * MONTH,
+        "cost_per_hour": rate * HOUR,
+        "cost_per_day": rate * DAY,
+        "cost_per_month": rate * MONTH,
+        "projection_seconds": seconds,
         "outcomes": dict(sorted(outcomes.items())),
         "attempt_statuses": dict(sorted(statuses.items())),
     }
@@ -98,6 +107,31 @@ def tally_metrics(
         out["value"] = value
         out["roi"] = ratio(value - billed, billed)
     return out
+
+
+def steady_cost_rate(
+    cost_by_arrival: Sequence[float],
+    affected: Sequence[tuple[float, float]],
+    duration: float,
+    width: float,
+) -> tuple[float, float]:
+    """Billed cost per second of the steady state, and the seconds it is measured over.
+
+    The steady state is the arrival span outside the ``affected`` spans (an incident's start
+    to its recovery, or to the end of the arrivals when it did not recover): the cost billed
+    to the requests that arrived in the whole bins outside them, over those bins' seconds. A
+    run with no steady bin gives (nan, 0): no projection.
+    """
+    last = math.ceil(duration / width - 1e-9)
+    cost = 0.0
+    seconds = 0.0
+    for k in range(last):
+        lo, hi = k * width, min((k + 1) * width, duration)
+        if any(a < hi and lo < b for a, b in affected):
+            continue
+        cost += cost_by_arrival[k] if k < len(cost_by_arrival) else 0.0
+        seconds += hi - lo
+    return (cost / seconds if seconds > 0 else math.nan), seconds
 
 
 def peak_attempt_rate_ratio(bins: Bins, n_bins: int, requests: int, duration: float) -> float:
@@ -118,6 +152,9 @@ INCIDENT_KEYS = (
     "success_rate_during",
     "attempt_amplification_during",
     "extra_cost",
+    "unserved_requests",
+    "unserved_cost",
+    "affected_until",
     "recovery_time",
     "metastable",
     "metastable_reason",
@@ -217,6 +254,11 @@ def incident_metrics(
                 out += np.asarray(bins.arrived_by_feature[f][column], dtype=float)
         return out
 
+    arrived_cost = zero.copy()
+    for f in features:
+        col = bins.arrived_cost_by_feature.get(f)
+        if col is not None:
+            arrived_cost += np.asarray(col[:n], dtype=float)
     arrivals = total("arrivals")
     done = arrivals - arrived("arrived_unfinished")
     ok = done - arrived("arrived_failed")
@@ -285,6 +327,14 @@ def incident_metrics(
     b_stop = max(b_end, k_rec if metastable is False else k_end)
     span_cost = float(cost[b_start:b_stop].sum())
     extra = span_cost - pre_rate * (b_stop - b_start) * w if not math.isnan(pre_rate) else math.nan
+    # Work not done: requests that arrived in the span and did not succeed, priced at the
+    # cost per request that arrived before the incident (what serving them would have cost).
+    unserved = float((arrivals - ok)[b_start : min(b_stop, last)].sum())
+    per_request = ratio(
+        float(arrived_cost[b_pre:b_start].sum()), float(arrivals[b_pre:b_start].sum())
+    )
+    # Until when the features are not in their steady state (projections leave it out).
+    affected_until = min(duration, inc.end + recovery) if metastable is False else duration
     # Evidence of a loop that outlives the trigger: the last ``hold`` of the judged span.
     a_tail = max(b_end, k_end - hb)
     return {
@@ -297,6 +347,9 @@ def incident_metrics(
         "success_rate_during": rate(ok, done, b_start, min(b_end, last)),
         "attempt_amplification_during": rate(attempts, arrivals, b_start, b_end),
         "extra_cost": extra,
+        "unserved_requests": unserved,
+        "unserved_cost": unserved * per_request,
+        "affected_until": max(affected_until, inc.start),
         "recovery_time": recovery,
         "metastable": metastable,
         "metastable_reason": reason,

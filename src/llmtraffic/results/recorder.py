@@ -129,6 +129,9 @@ class Bins:
         # indexed by arrival bin). Per provider: the time-integral of its queue in each bin.
         self.by_feature: dict[str, dict[str, list[float]]] = {}
         self.arrived_by_feature: dict[str, dict[str, list[int]]] = {}
+        # Per feature: the billed cost of its requests by arrival bin (steady-state projections
+        # leave out the requests that arrived while an incident hit the feature).
+        self.arrived_cost_by_feature: dict[str, list[float]] = {}
         self.queue_by_provider: dict[str, list[float]] = {}
 
     def feature(self, name: str) -> dict[str, list[float]]:
@@ -145,6 +148,14 @@ class Bins:
         if cols is None:
             cols = self.arrived_by_feature[name] = {c: [0] * self.n for c in ARRIVAL_COLUMNS}
         return cols
+
+    def arrived_cost_of(self, name: str) -> list[float]:
+        """Feature ``name``'s billed cost by the arrival bin of the request it was billed to:
+        the list its client adds to (created empty on first use)."""
+        col = self.arrived_cost_by_feature.get(name)
+        if col is None:
+            col = self.arrived_cost_by_feature[name] = [0.0] * self.n
+        return col
 
     def queue_of(self, provider: str) -> list[float]:
         """Provider ``provider``'s queue-length integral per bin (created empty on first use)."""
@@ -182,6 +193,8 @@ class Bins:
         for d in groups:
             for lst in d.values():
                 lst.extend([0] * extra)
+        for cost in self.arrived_cost_by_feature.values():
+            cost.extend([0.0] * extra)  # floats: the compiled client adds to them as floats
         for lst in self.samples.values():
             lst.extend([math.nan] * extra)
         self.n += extra
