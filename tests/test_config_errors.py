@@ -10,13 +10,26 @@ from __future__ import annotations
 import copy
 import math
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
+import numpy as np
 import pytest
 
-from llmtraffic import ConfigError, LLMTrafficError, Scenario, load_config, scenario_from_dict
+from llmtraffic import (
+    ConfigError,
+    LLMTrafficError,
+    Scenario,
+    Simulation,
+    load_config,
+    scenario_from_dict,
+)
 from llmtraffic.config import apply_overrides
-from llmtraffic.units import parse_duration, parse_rate
+from llmtraffic.config.base import SLUG_MAX
+from llmtraffic.config.scenario import MAX_SEED
+from llmtraffic.config.workload import MAX_TOKENS, FixedTokens, LognormalTokens
+from llmtraffic.units import parse_duration, parse_rate, show_number
+from llmtraffic.workload.tokens import token_sampler
 from tests.conftest import BASE
 
 # A policy table that the single feature uses implicitly (the only policy defined).
@@ -671,3 +684,170 @@ def test_a_file_that_is_not_utf8(tmp_path: Path) -> None:
         load_config(path)
     assert info.value.source == str(path)
     assert "UTF-8" in str(info.value)
+
+
+def test_a_config_with_a_utf8_byte_order_mark_reads_as_without(tmp_path: Path) -> None:
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + GOOD_TOML.encode("utf-8"))
+    assert load_config(path) == load_config(_written(tmp_path / "plain.toml", GOOD_TOML))
+
+
+def _written(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# --- values: finite numbers, token bounds, statuses, names, seeds --------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("providers.p.prices.input", math.inf),
+        ("providers.p.prices.output", math.nan),
+        ("features.f.cached_fraction", math.nan),
+        ("providers.p.failures.error_rate", math.nan),
+        ("run.start_hour", math.nan),
+    ],
+)
+def test_a_number_must_be_finite(path: str, value: float) -> None:
+    msg = one_problem(raw_with(**{path: value}))
+    assert msg.startswith(f"{path}: must be a finite number, got {value}"), msg
+
+
+def test_numpy_numbers_are_shown_as_numbers() -> None:
+    msg = one_problem(raw_with(**{"features.f.cached_fraction": np.float64("nan")}))
+    assert "got nan" in msg and "np." not in msg, msg
+    assert show_number(np.float64("-inf")) == "-inf"
+    assert show_number(np.int64(7)) == "7"
+    assert show_number(1e30) == "1e+30"
+    assert show_number("x") == "'x'"
+
+
+def test_durations_that_document_inf_still_take_it() -> None:
+    scenario = scenario_from_dict(
+        raw_with(
+            **{"run.drain": "inf", "policies.x.timeout": math.inf, "policies.x.deadline": "inf"}
+        )
+    )
+    assert scenario.run.drain == math.inf
+    assert scenario.policy_of("f").timeout == math.inf
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("providers.p.service", {"kind": "exponential", "mean": "inf"}),
+        ("providers.p.service", {"kind": "deterministic", "value": math.inf}),
+        ("providers.p.failures.error_latency", "inf"),
+        ("run.recovery.window", math.inf),
+    ],
+)
+def test_a_duration_that_does_not_document_inf_refuses_it(path: str, value: Any) -> None:
+    msg = one_problem(raw_with(**{path: value}))
+    assert msg.startswith(path) and "must be finite, got inf" in msg, msg
+
+
+@pytest.mark.parametrize(
+    ("tokens", "where"),
+    [
+        ({"kind": "fixed", "value": MAX_TOKENS + 1}, "value"),
+        ({"kind": "uniform", "low": 1, "high": 2**62}, "high"),
+        ({"kind": "lognormal", "mean": 1e30, "sigma": 1.0}, "mean"),
+        ({"kind": "empirical", "quantiles": [1.0, 5e7]}, "quantiles[1]"),
+    ],
+)
+def test_a_token_count_is_at_most_the_largest_context_window(
+    tokens: dict[str, Any], where: str
+) -> None:
+    msg = one_problem(raw_with(**{"features.f.input_tokens": tokens}))
+    assert msg.startswith(f"features.f.input_tokens.{where}: "), msg
+    assert "10,000,000" in msg, msg
+
+
+def test_the_largest_token_count_is_allowed() -> None:
+    scenario = scenario_from_dict(
+        raw_with(**{"features.f.input_tokens": {"kind": "fixed", "value": MAX_TOKENS}})
+    )
+    assert scenario.features["f"].input_tokens == FixedTokens(value=MAX_TOKENS)
+
+
+def test_lognormal_draws_are_capped_at_the_bound() -> None:
+    # mean 10^7, sigma 2: mu = ln(10^7) - 2, so a draw exceeds 10^7 when Z > 1 (15.9%); those
+    # draws are capped at the bound, the rest keep their value.
+    cfg = LognormalTokens(mean=float(MAX_TOKENS), sigma=2.0)
+    draws = token_sampler(cfg, np.random.default_rng(5))(20_000)
+    assert draws.dtype == np.int64
+    assert draws.min() >= 1
+    assert draws.max() == MAX_TOKENS
+    capped = float(np.mean(draws == MAX_TOKENS))
+    assert capped == pytest.approx(1 - NormalDist().cdf(1.0), abs=0.01)
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("providers.p.capacity.overload_status", -5),
+        ("providers.p.capacity.overload_status", 200),
+        ("providers.p.failures.error_status", 600),
+        ("providers.p.incidents", [{"kind": "outage", "start": 5, "duration": 5, "status": 0}]),
+    ],
+)
+def test_an_http_status_of_a_failure_is_an_error_status(path: str, value: Any) -> None:
+    msg = one_problem(raw_with(**{path: value}))
+    assert "status" in msg.split(":")[0] and "400 to 599" in msg, msg
+
+
+@pytest.mark.parametrize("name", ["a", "outage-storm", "run_1.v2", "A.b-c_d", "x" * SLUG_MAX])
+def test_a_slug_names_a_results_folder(name: str) -> None:
+    assert scenario_from_dict(raw_with(name=name)).name == name
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("", "is empty"),
+        ("..", "starts with '.'"),
+        (".hidden", "starts with '.'"),
+        ("../../escaped", "path separator"),
+        ("/tmp/x", "path separator"),
+        ("x/y", "path separator"),
+        ("x\\y", "path separator"),
+        ("my run", "holds ' '"),
+        ("caf\u00e9", "holds '\u00e9'"),
+        ("x" * (SLUG_MAX + 1), f"more than {SLUG_MAX}"),
+    ],
+)
+def test_a_name_that_is_not_a_slug_is_refused(name: str, problem: str) -> None:
+    msg = one_problem(raw_with(name=name))
+    assert msg.startswith("name: ") and problem in msg and "runs/" in msg, msg
+
+
+@pytest.mark.parametrize("seed", [-1, MAX_SEED + 1, 2**70])
+def test_a_seed_is_within_64_bits(seed: int) -> None:
+    msg = one_problem(raw_with(**{"run.seed": seed}))
+    assert msg.startswith("run.seed: ") and "2**63 - 1" in msg and str(seed) in msg, msg
+
+
+def test_the_largest_seed_runs() -> None:
+    scenario = scenario_from_dict(raw_with(**{"run.seed": MAX_SEED, "run.duration": 5}))
+    assert Simulation(scenario).run().summary["seed"] == MAX_SEED
+
+
+@pytest.mark.parametrize("start", [600, 601, "1h"])
+def test_an_incident_after_the_arrivals_is_refused(start: Any) -> None:
+    incidents = [{"kind": "outage", "start": 10, "duration": 5}]
+    incidents.append({"kind": "latency_spike", "start": start, "duration": 5, "factor": 2.0})
+    msg = one_problem(raw_with(**{"providers.p.incidents": incidents}))
+    assert msg.startswith("providers.p.incidents[1].start: "), msg
+    assert "run.duration = 600 s" in msg and "latency_spike" in msg, msg
+
+
+def test_an_incident_after_a_traces_span_is_refused(tmp_path: Path) -> None:
+    trace = _written(tmp_path / "log.csv", "timestamp,input_tokens,output_tokens\n0,5,5\n4,5,5\n")
+    raw = raw_with(**{"providers.p.incidents": [{"kind": "outage", "start": 30, "duration": 5}]})
+    raw["run"] = {"seed": 1}  # duration "trace": 4 s + the mean gap, 8 s
+    raw["features"]["f"] = {"provider": "p", "trace": {"path": str(trace)}}
+    problem = one_problem(raw)
+    assert problem.startswith("providers.p.incidents[0].start: 30 s"), problem
+    assert "the traces' span = 8 s" in problem, problem
