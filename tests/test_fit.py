@@ -207,3 +207,21 @@ def test_sparse_counts_give_the_dense_dispersion(tmp_path: Path) -> None:
     assert arrivals.dispersion_second == pytest.approx(dense.var() / dense.mean(), rel=1e-12)
     minutes = dense[: arrivals.full_minutes * 60].reshape(-1, 60).sum(axis=1)
     assert arrivals.dispersion_minute == pytest.approx(minutes.var() / minutes.mean(), rel=1e-12)
+
+
+def test_a_trace_without_a_span_and_a_bad_name_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The fitted scenario must run as written: one request (or all at one time) gives no
+    rate and a duration of 0, and --name becomes the feature and the scenario's folder name."""
+    cfg = synthetic(tmp_path, np.array([5.0, 5.0]), np.array([1, 2]), np.array([1, 1]))
+    with pytest.raises(TraceError, match="all arrive at the same time, so there is no rate"):
+        fit_trace(cfg)
+    monkeypatch.chdir(tmp_path)
+    times = np.arange(10.0)
+    synthetic(tmp_path, times, np.full(10, 5), np.full(10, 7), name="ok.csv")
+    assert main(["fit", "ok.csv", "--name", "my bot", "--snippet", "s.toml"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "--name: 'my bot' holds ' '" in err and not (tmp_path / "s.toml").exists()
+    assert main(["fit", "ok.csv", "--name", "my-bot", "--snippet", "s.toml"]) == 0
+    assert list(load_config(tmp_path / "s.toml").features) == ["my-bot"]

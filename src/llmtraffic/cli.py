@@ -118,11 +118,11 @@ def cmd_fit(args: argparse.Namespace, console: Console) -> int:
     """Describe a trace's load (arrivals, token sizes) and fit distributions that reproduce it;
     print them and a scenario TOML (or write it with --snippet)."""
     from llmtraffic.errors import ConfigError
-    from llmtraffic.fit import check_model, fit_trace, print_fit, trace_from_flags
+    from llmtraffic.fit import check_options, fit_trace, print_fit, trace_from_flags
 
     flags = {k: getattr(args, k) for k in _TRACE_FLAGS if getattr(args, k) is not None}
     cfg = trace_from_flags(args.trace, flags, base_dir=Path.cwd())
-    check_model(args.model)
+    check_options(args.name, args.model)
     fit = fit_trace(cfg, feature=args.feature_value)
     print_fit(console, fit)
     text = fit.scenario(feature=args.name, model=args.model)

@@ -207,15 +207,25 @@ def _flag_names(line: str) -> str:
     return head + sep + rest
 
 
-def check_model(name: str) -> None:
-    """Refuse a ``--model`` that is not a preset (the fitted scenario names it), listing the
-    known ones, before the trace is read."""
+def check_options(name: str, model: str) -> None:
+    """Refuse, before the trace is read, a ``--name`` the fitted scenario cannot use (its
+    feature, and ``NAME-fitted`` as the scenario's name, must be slugs) and a ``--model`` that
+    is not a preset (listing the known ones): the scenario must run as written."""
     from llmtraffic import presets
+    from llmtraffic.config.base import check_slug
 
-    if presets.find_model(name) is None:
-        raise ConfigError(
-            [f"--model: {presets.unknown_model_message(name)} (llmtraffic presets --kind models)"]
+    problems = []
+    try:
+        check_slug(name)
+        check_slug(f"{name}-fitted")
+    except ValueError as exc:
+        problems.append(f"--name: {exc}")
+    if presets.find_model(model) is None:
+        problems.append(
+            f"--model: {presets.unknown_model_message(model)} (llmtraffic presets --kind models)"
         )
+    if problems:
+        raise ConfigError(problems)
 
 
 def fit_trace(cfg: Trace, feature: str | None = None, seed: int = 0) -> TraceFit:
@@ -228,6 +238,17 @@ def fit_trace(cfg: Trace, feature: str | None = None, seed: int = 0) -> TraceFit
         arrivals.add(t / cfg.speedup)
         inp.add(i)
         out.add(o)
+    if not arrivals.last > arrivals.first:
+        # No span, no rate: the scenario would have a rate of NaN and a duration of 0.
+        what = (
+            "only 1 request is replayed"
+            if arrivals.n == 1
+            else f"the {arrivals.n:,} replayed requests all arrive at the same time"
+        )
+        raise TraceError(
+            f"{cfg.path}: {what}, so there is no rate to fit; fit a longer trace, or replay "
+            f"this one as it is: trace = {_inline(_trace_table(cfg))}"
+        )
     return TraceFit(
         trace=cfg,
         time_unit=reader.unit or "?",
