@@ -14,7 +14,7 @@ from llmtraffic.checks.columns import expected_columns
 from llmtraffic.checks.evaluate import CheckResult, evaluate, select_points
 from llmtraffic.checks.report import junit_xml, load_baseline, results_table, save_baseline
 from llmtraffic.checks.spec import Check, parse_checks, parse_tolerance
-from llmtraffic.errors import ConfigError
+from llmtraffic.errors import ConfigError, OutputError
 from llmtraffic.experiment.spec import ExperimentSpec, read_experiment
 
 
@@ -91,6 +91,8 @@ def run_checks(
             source=spec.source,
         )
     precheck(checks, spec)
+    if save_baseline_to is not None:
+        check_output_file(Path(save_baseline_to), "--save-baseline", "baseline.json")
     ref = load_baseline(Path(baseline)) if baseline is not None else None
     outcome = run_experiment(spec, out, workers=workers, dask=dask, force=force)
     data = load_experiment(outcome.folder)
@@ -139,9 +141,24 @@ def precheck(checks: Sequence[Check], spec: ExperimentSpec) -> None:
         raise ConfigError(problems, source=spec.source)
 
 
+def check_output_file(path: Path, flag: str, example: str) -> None:
+    """Refuse, before anything runs, an output file the command could not write at the end:
+    a folder, or a place whose folder cannot be created (``OutputError`` naming the flag)."""
+    if path.is_dir():
+        raise OutputError(f"{flag} {path} is a folder; give a file path such as {path / example}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(
+            f"{flag} {path}: cannot create its folder {path.parent}: {exc.strerror}"
+        ) from None
+
+
 def cmd_check(args: argparse.Namespace, console: Console) -> int:
     """Run an experiment file and judge its [[check]] entries: exit 0 when all pass, 1 when
     one fails (or a run fails), 2 on bad input."""
+    if args.junit is not None:
+        check_output_file(Path(args.junit), "--junit", "llmtraffic.xml")
     report = run_checks(
         args.config,
         overrides=args.set,

@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from llmtraffic.checks.evaluate import Baseline, CheckResult
-from llmtraffic.errors import LLMTrafficError
+from llmtraffic.errors import LLMTrafficError, OutputError
 from llmtraffic.experiment.analysis import metric_columns, point_stats
 from llmtraffic.results.jsonio import read_json, write_json
 
@@ -68,8 +68,11 @@ def junit_xml(results: Sequence[CheckResult], suite: str, path: Path) -> None:
         else:
             out = ET.SubElement(case, "system-out")
             out.text = r.message()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+    except OSError as exc:
+        raise OutputError(f"cannot write the JUnit report {path}: {exc.strerror}") from None
 
 
 def save_baseline(summary: pd.DataFrame, axes: Sequence[str], name: str, path: Path) -> None:
@@ -78,16 +81,17 @@ def save_baseline(summary: pd.DataFrame, axes: Sequence[str], name: str, path: P
     points: dict[str, dict[str, float]] = {}
     for row in stats.itertuples():
         points.setdefault(str(row.point_id), {})[str(row.metric)] = float(row.mean)
-    write_json(
-        path,
-        {
-            "kind": "llmtraffic-baseline",
-            "experiment": name,
-            "saved_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "metrics": metric_columns(summary, axes),
-            "points": points,
-        },
-    )
+    data = {
+        "kind": "llmtraffic-baseline",
+        "experiment": name,
+        "saved_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "metrics": metric_columns(summary, axes),
+        "points": points,
+    }
+    try:
+        write_json(path, data)
+    except OSError as exc:
+        raise OutputError(f"cannot write the baseline {path}: {exc.strerror}") from None
 
 
 def load_baseline(path: Path) -> Baseline:
