@@ -226,7 +226,7 @@ def _judge(
     if binary:
         bad = [v for v in values if v not in (0.0, 1.0)]
         if bad:
-            raise ConfigError([f"{column} is a 0/1 flag, but a run has {bad[0]!r}"])
+            raise ConfigError([f"{column} is a 0/1 flag, but a run has {float(bad[0]):g}"])
         k = int(np.count_nonzero(values == 1.0))
         rule = _count_rule(op, bound)
         if rule is not None:
