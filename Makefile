@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 FAST := .venv-compiled
 SOURCES := $(shell find src -name '*.py') setup.py pyproject.toml tools/build_backend.py
 
-.PHONY: demo test test-compiled lint typecheck bench profile clean help
+.PHONY: demo test test-compiled lint typecheck bench profile lab clean help
 
 help:
 	@echo "make demo          - run the quickstart experiment and print its summary"
@@ -16,6 +16,7 @@ help:
 	@echo "make test-compiled - run the test suite against the mypyc-compiled engine"
 	@echo "make bench         - run the benchmarks and write benchmarks/RESULTS.md"
 	@echo "make profile       - profile the pure-Python engine with pyinstrument (runs/profile/)"
+	@echo "make lab           - open the notebooks in JupyterLab (installs the lab extra)"
 	@echo "make clean         - remove the environments, caches, build files and runs/"
 
 $(BIN)/python:
@@ -58,6 +59,13 @@ test-compiled: $(FAST)/.installed
 
 bench: $(VENV)/.installed-dev $(FAST)/.installed
 	$(BIN)/python -m benchmarks.run --compiled $(FAST)/bin/python
+
+$(VENV)/.installed-lab: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[lab]'
+	@touch $@
+
+lab: $(VENV)/.installed-lab
+	$(BIN)/jupyter lab notebooks/
 
 profile: $(VENV)/.installed-dev
 	$(BIN)/python -m benchmarks.profile_engine
