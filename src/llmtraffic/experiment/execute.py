@@ -352,13 +352,26 @@ def _stop_worker(signum: int, frame: object) -> None:
 def _watch_parent(parent_pid: int) -> None:
     """Stop this worker once the command is gone: SIGTERM first (clean: the run's partial
     folder is removed), then a hard exit if the main thread does not stop within 5 s."""
-    from llmtraffic.results.folders import pid_alive
-
-    while pid_alive(parent_pid):
+    while _process_alive(parent_pid):
         time.sleep(WATCHDOG_INTERVAL)
     os.kill(os.getpid(), signal.SIGTERM)
     time.sleep(5.0)
     os._exit(1)
+
+
+def _process_alive(pid: int) -> bool:
+    """True while ``pid`` runs. A killed process stays a zombie until its own parent reaps
+    it (a shell at once, a script perhaps never); on Linux a zombie counts as gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            state = fh.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    except (OSError, IndexError):
+        from llmtraffic.results.folders import pid_alive
+
+        return pid_alive(pid)
+    return state not in ("Z", "X")
 
 
 def _result_of(fut: Future[TaskResult], task: Task) -> TaskResult:
