@@ -253,7 +253,7 @@ def trace_rows(cfg: Trace) -> int:
     try:
         with opener(path, "rb") as fh:
             while chunk := fh.read(1 << 20):
-                lines += chunk.fmt_count(b"\n")
+                lines += chunk.count(b"\n")
                 last = chunk[-1:]
     except OSError:
         return 0
