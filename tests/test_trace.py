@@ -492,6 +492,7 @@ def test_a_trace_excludes_arrivals_and_token_distributions() -> None:
         ({"speedup": 0}, "features.f.trace.speedup: must be > 0"),
         ({"path": "builtin:nope"}, "features.f.trace.path: unknown built-in trace 'nope'"),
         ({"model_column": "m"}, "features.f.trace.model_value: missing"),
+        ({"keep_outcomes": ["ok"]}, "features.f.trace.keep_outcomes: needs outcome_column"),
         ({"sort": "yes"}, "features.f.trace.sort: expected 'refuse' or 'warn'"),
     ],
 )

@@ -200,11 +200,16 @@ def _flag_names(line: str) -> str:
     """A config error line with the ``Trace`` field names replaced by the command's own:
     ``path`` is the TRACE argument, ``feature_column`` the --feature-column flag."""
     head, sep, rest = line.partition(": ")
-    head = "TRACE" if head == "path" else f"--{head.replace('_', '-')}"
+    field = head.split("[", 1)[0]
+    head = _FLAGS.get(field, f"--{field.replace('_', '-')}") + head[len(field) :]
     for name in sorted(Trace.model_fields, key=len, reverse=True):
         if name != "path" and "_" in name:
-            rest = rest.replace(name, f"--{name.replace('_', '-')}")
+            rest = rest.replace(name, _FLAGS.get(name, f"--{name.replace('_', '-')}"))
     return head + sep + rest
+
+
+_FLAGS = {"path": "TRACE", "keep_outcomes": "--keep-outcome"}
+"""``Trace`` fields whose argument is not ``--`` and the field's name with dashes."""
 
 
 def check_options(name: str, model: str) -> None:

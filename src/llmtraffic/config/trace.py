@@ -145,6 +145,9 @@ class Trace(Model):
             problems.append(".model_value: missing; model_column needs the value to keep")
         if self.model_value is not None and self.model_column is None:
             problems.append(".model_value: needs model_column (the column to compare)")
+        if "keep_outcomes" in self.model_fields_set and self.outcome_column is None:
+            # Without the column the list filters nothing: say so rather than replay every row.
+            problems.append(".keep_outcomes: needs outcome_column (the column to compare)")
         if problems:
             raise ValueError("\n".join(problems))
         return self
