@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from llmtraffic.engine.entities import ATTEMPT_STATUSES, REQUEST_OUTCOMES
 from llmtraffic.results.schema import TABLES
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "records.md"
@@ -25,3 +26,10 @@ def test_records_doc_matches_schema(table: str) -> None:
     names = {"double": "float64"}
     expected = [(f.name, names.get(str(f.type), str(f.type))) for f in schema]
     assert documented_columns(table) == expected
+
+
+@pytest.mark.parametrize("doc", ["records.md", "metrics.md"])
+def test_every_outcome_and_status_is_documented(doc: str) -> None:
+    text = (DOC.parent / doc).read_text(encoding="utf-8")
+    missing = [name for name in (*REQUEST_OUTCOMES, *ATTEMPT_STATUSES) if f"`{name}`" not in text]
+    assert not missing, f"docs/{doc} does not name {missing}"
