@@ -3,8 +3,8 @@
 ```python
 from llmtraffic.testing import assert_metric, run_scenario
 
-def test_an_outage_does_not_triple_the_bill():
-    runs = run_scenario("experiments/outage.toml", replications=3)
+def test_a_brownout_does_not_triple_the_bill():
+    runs = run_scenario("experiments/quickstart.toml", replications=3)  # a 5-minute brownout
     assert_metric(runs, "cost_amplification", "<=", 1.5)
     assert_metric(runs, "incident.0.metastable", "<=", 0)
 ```
