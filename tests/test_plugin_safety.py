@@ -78,6 +78,18 @@ def canary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
                 return RETRYING
 
 
+            class Breaks:
+                def __init__(self) -> None:
+                    raise RuntimeError("boom in __init__")
+
+                def decide(self, state, uniforms):
+                    return None
+
+
+            def broken_factory():
+                raise RuntimeError("boom in the factory")
+
+
             def not_a_factory():
                 with LOG.open("a") as f:
                     f.write("called\\n")
@@ -85,6 +97,9 @@ def canary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
             """
         ),
         encoding="utf-8",
+    )
+    (tmp_path / f"{CANARY}_broken.py").write_text(
+        'raise RuntimeError("boom at import")\n', encoding="utf-8"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     sys.modules.pop(CANARY, None)
@@ -311,3 +326,28 @@ def test_an_experiment_refuses_before_any_run_and_runs_in_workers_when_allowed(
     path.write_text(base + EXPERIMENT.format(retry=legit), encoding="utf-8")
     assert main([*args, "--allow-plugin", "tests.policy_plugins"]) == 0, capsys.readouterr().err
     assert len(list(out.glob("runs/*/rep-*/summary.json"))) == 4
+
+
+@pytest.mark.parametrize(
+    ("retry", "message"),
+    [
+        (f'{{ kind = "custom", class = "{CANARY}:Breaks" }}', "RuntimeError: boom in __init__"),
+        (
+            f'{{ kind = "tenacity", retrying = "{CANARY}:broken_factory" }}',
+            "RuntimeError: boom in the factory",
+        ),
+        (f'{{ kind = "custom", class = "{CANARY}_broken:P" }}', "RuntimeError: boom at import"),
+    ],
+)
+def test_a_plugin_that_fails_is_bad_input_naming_the_field(
+    tmp_path: Path, canary: Path, retry: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The plugin's own exception, not a traceback of ours: exit 2, field and error named."""
+    path = config(tmp_path, retry)
+    module = retry.split('"')[3].partition(":")[0]
+    args = ["run", str(path), "-q", "--out", str(tmp_path / "out"), "--allow-plugin", module]
+    assert main(args) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "policies.mine.retry" in err and message in err, err
+    assert "Traceback" not in err
+    sys.modules.pop(f"{CANARY}_broken", None)

@@ -238,6 +238,10 @@ def load_object(path: str, allowance: Allowance | Current = CURRENT) -> Any:
         raise ValueError(
             f"cannot import module {module_name!r} ({exc}); is it installed, or on PYTHONPATH?"
         ) from None
+    except Exception as exc:  # the module's own code failed: say so, naming the field
+        raise ValueError(
+            f"importing module {module_name!r} raised {type(exc).__name__}: {exc}"
+        ) from None
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -272,6 +276,8 @@ def build_custom(cfg: CustomRetry) -> Any:
         policy = cls(**cfg.params)
     except TypeError as exc:
         raise ValueError(f"{cfg.class_}(**params) failed: {exc}") from None
+    except Exception as exc:  # the class's own code failed
+        raise ValueError(f"{cfg.class_}(**params) raised {type(exc).__name__}: {exc}") from None
     if not isinstance(policy, RetryPolicy):
         raise ValueError(
             f"{cfg.class_} does not follow the retry policy protocol: it needs a method "

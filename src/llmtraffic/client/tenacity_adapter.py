@@ -161,7 +161,10 @@ def load_retrying(path: str) -> Any:
             f"{path} must name {RETRYING_RULE}; it needs arguments "
             f"({', '.join(p.name for p in required)}), and was not called"
         )
-    made = obj()
+    try:
+        made = obj()
+    except Exception as exc:  # the factory's own code failed
+        raise ValueError(f"{path}() raised {type(exc).__name__}: {exc}") from None
     if not isinstance(made, tenacity.BaseRetrying):
         raise ValueError(
             f"{path}() returned a {type(made).__name__}, not a tenacity.Retrying; it must "
