@@ -632,3 +632,31 @@ def test_fallback_on_an_open_breaker_skips_the_primary() -> None:
     assert (during.provider == "backup").mean() > 0.8
     assert r.summary["outcomes"].get("rejected_breaker", 0) == 0
     assert r.summary["success_rate"] > 0.99
+
+
+def test_a_huge_multiplier_waits_the_cap_instead_of_overflowing() -> None:
+    """1e10 ** 31 is past the float range: the wait is the cap (it raised OverflowError)."""
+    wait = WaitExponential(0.5, 1e10, 1.0, "none", 0.25)
+    assert wait.ceiling(0) == 0.5
+    assert wait.ceiling(1) == 1.0
+    assert wait.ceiling(40) == 1.0
+    sc = make_scenario(
+        **{
+            "run.duration": 60,
+            "providers.p.incidents": [{"kind": "outage", "start": 0, "duration": 30}],
+            "policies": {
+                "x": {
+                    "retry": {
+                        "kind": "exponential",
+                        "max_retries": 60,
+                        "base": 0.5,
+                        "multiplier": 1e10,
+                        "cap": 1,
+                        "jitter": "none",
+                    }
+                }
+            },
+        }
+    )
+    s = Simulation(sc).run().summary
+    assert s["success_rate"] > 0.9 and s["attempts"] > 40 * 30

@@ -120,8 +120,13 @@ class WaitExponential(Wait):
 
     def ceiling(self, retries: int) -> float:
         """The un-jittered wait before retry number ``retries + 1``."""
-        # Cap the exponent so that huge retry counts cannot overflow the power.
-        return min(self.cap, self.base * self.multiplier ** min(retries, 1000))
+        # A large multiplier overflows the power long before retries does (1e10 ** 31): past
+        # the float range the wait is the cap anyway.
+        try:
+            grown = self.base * self.multiplier ** min(retries, 1000)
+        except OverflowError:
+            return self.cap
+        return min(self.cap, grown)
 
     def __call__(self, state: RetryState, u: Iterator[float]) -> float:
         """A jittered wait."""
