@@ -71,14 +71,16 @@ class NaiveRetry(_Retry):
     """Retry immediately, up to ``max_retries`` times (the retry-storm maker)."""
 
     kind: Literal["naive"] = "naive"
-    honor_retry_after: bool = False
+    honor_retry_after: bool = Field(
+        False, description="wait what a 429's retry_after says (naive retries do not, by default)"
+    )
 
 
 class FixedRetry(_Retry):
     """Wait a fixed ``delay`` before each retry."""
 
     kind: Literal["fixed"] = "fixed"
-    delay: FiniteDurationOrZero = 1.0
+    delay: FiniteDurationOrZero = Field(1.0, description="wait before each retry")
 
 
 class ExponentialRetry(_Retry):
@@ -93,10 +95,12 @@ class ExponentialRetry(_Retry):
     """
 
     kind: Literal["exponential"] = "exponential"
-    base: FiniteDuration = 0.5
-    multiplier: float = Field(2.0, ge=1.0)
-    cap: FiniteDurationOrZero = 60.0
-    jitter: Literal["none", "full", "equal", "decorrelated", "proportional", "additive"] = "full"
+    base: FiniteDuration = Field(0.5, description="wait before the first retry, before jitter")
+    multiplier: float = Field(2.0, ge=1.0, description="growth of the wait per retry")
+    cap: FiniteDurationOrZero = Field(60.0, description="longest wait, before jitter")
+    jitter: Literal["none", "full", "equal", "decorrelated", "proportional", "additive"] = Field(
+        "full", description="how the wait is randomised (the modes above)"
+    )
     jitter_fraction: float = Field(
         0.25, ge=0, le=1, description="share of the wait jitter may take off (proportional)"
     )
@@ -116,10 +120,10 @@ class RandomExponentialRetry(_Retry):
     where k is the number of attempts made (1 before the first retry)."""
 
     kind: Literal["random_exponential"] = "random_exponential"
-    multiplier: float = Field(1.0, gt=0)
-    min: FiniteDurationOrZero = 0.0
-    max: FiniteDurationOrZero = 60.0
-    exp_base: float = Field(2.0, gt=1.0)
+    multiplier: float = Field(1.0, gt=0, description="scale of the exponential, seconds")
+    min: FiniteDurationOrZero = Field(0.0, description="shortest wait")
+    max: FiniteDurationOrZero = Field(60.0, description="longest wait")
+    exp_base: float = Field(2.0, gt=1.0, description="base of the exponential")
 
 
 class CustomRetry(Model):
@@ -194,7 +198,9 @@ class Breaker(Model):
     failure_count_threshold: int | None = Field(
         None, gt=0, description="also opens at this many failures in the window (LiteLLM)"
     )
-    slow_call_rate_threshold: float = Field(1.0, gt=0, le=1)
+    slow_call_rate_threshold: float = Field(
+        1.0, gt=0, le=1, description="opens at this share of slow calls (1: only all slow)"
+    )
     slow_call_duration: Duration = Field(
         60.0, description='a call at least this slow is slow ("inf": no call is slow)'
     )
@@ -231,9 +237,11 @@ class FinagleBudget(Model):
     seconds (deposits expire), plus ``min_per_second`` retries per second."""
 
     kind: Literal["finagle"] = "finagle"
-    percent: float = Field(0.2, ge=0, le=1)
-    min_per_second: float = Field(10.0, ge=0)
-    ttl: FiniteDuration = 10.0
+    percent: float = Field(
+        0.2, ge=0, le=1, description="retries allowed per request of the last ttl seconds"
+    )
+    min_per_second: float = Field(10.0, ge=0, description="retries allowed per second anyway")
+    ttl: FiniteDuration = Field(10.0, description="how long a request's deposit lasts")
 
 
 class EnvoyBudget(Model):
@@ -241,8 +249,10 @@ class EnvoyBudget(Model):
     at least ``min_concurrency``."""
 
     kind: Literal["envoy"] = "envoy"
-    percent: float = Field(0.2, ge=0, le=1)
-    min_concurrency: int = Field(3, ge=0)
+    percent: float = Field(
+        0.2, ge=0, le=1, description="retries in flight allowed per request in flight"
+    )
+    min_concurrency: int = Field(3, ge=0, description="retries in flight allowed anyway")
 
 
 def _budget_preset(value: object) -> object:
@@ -298,12 +308,14 @@ class Throttle(Model):
 class ClientRateLimit(Model):
     """Client-side pacing: attempts wait locally until these limits admit them."""
 
-    rpm: float | None = Field(None, gt=0)
+    rpm: float | None = Field(None, gt=0, description="attempts per minute")
     tpm: float | None = Field(
         None, gt=0, description="max(input, max_tokens) per minute, as the provider's tpm"
     )
-    itpm: float | None = Field(None, gt=0)
-    otpm: float | None = Field(None, gt=0)
+    itpm: float | None = Field(None, gt=0, description="input tokens per minute")
+    otpm: float | None = Field(
+        None, gt=0, description="output tokens per minute, counted as max_tokens when sent"
+    )
     max_wait: PositiveDuration = Field(
         5.0,
         description=(
@@ -324,7 +336,7 @@ class ClientRateLimit(Model):
 class Concurrency(Model):
     """At most ``limit`` attempts in flight; the others wait in a local FIFO queue."""
 
-    limit: int = Field(gt=0)
+    limit: int = Field(gt=0, description="attempts in flight at most")
     queue_limit: int | None = Field(
         None, ge=0, description="waiting attempts beyond which requests are refused"
     )
