@@ -13,28 +13,6 @@ from llmtraffic.config.scenario import Scenario
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "reference.md"
 
-# Keys without a description when the reference was introduced (issue 13). The list may only
-# shrink: a new key comes with its description.
-KNOWN_UNDOCUMENTED = set(
-    [
-        "features.<name>.arrivals.peak_hour",
-        "features.<name>.arrivals.peak_to_trough",
-        "features.<name>.trace.model_value",
-        "providers.<name>.incidents.duration",
-        "providers.<name>.incidents.error_rate",
-        "providers.<name>.incidents.factor",
-        "providers.<name>.incidents.midstream_rate",
-        "providers.<name>.incidents.remaining",
-        "providers.<name>.incidents.status",
-        "providers.<name>.service.high",
-        "providers.<name>.service.low",
-        "providers.<name>.service.mean",
-        "providers.<name>.service.median",
-        "providers.<name>.service.p99",
-        "providers.<name>.service.value",
-    ]
-)
-
 
 def test_the_reference_page_matches_the_schema() -> None:
     assert DOC.read_text(encoding="utf-8") == reference_markdown(), (
@@ -43,8 +21,8 @@ def test_the_reference_page_matches_the_schema() -> None:
     )
 
 
-def test_every_new_key_has_a_description() -> None:
-    missing = set(undocumented()) - KNOWN_UNDOCUMENTED
+def test_every_key_has_a_description() -> None:
+    missing = undocumented()
     assert not missing, f"describe these keys (Field(description=...)): {sorted(missing)}"
 
 

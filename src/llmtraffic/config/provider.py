@@ -118,22 +118,22 @@ class ExponentialService(Model):
     """Exponential service time (the provider then reduces to M/M/c)."""
 
     kind: Literal["exponential"] = "exponential"
-    mean: FiniteDuration
+    mean: FiniteDuration = Field(description="mean service time (1 / mu)")
 
 
 class DeterministicService(Model):
     """Every attempt takes the same time."""
 
     kind: Literal["deterministic"] = "deterministic"
-    value: FiniteDurationOrZero
+    value: FiniteDurationOrZero = Field(description="the service time of every attempt")
 
 
 class LognormalService(Model):
     """Lognormal service time given its median and 99th percentile."""
 
     kind: Literal["lognormal"] = "lognormal"
-    median: FiniteDurationOrZero
-    p99: FiniteDurationOrZero
+    median: FiniteDurationOrZero = Field(description="median service time (> 0)")
+    p99: FiniteDurationOrZero = Field(description="99th percentile, above the median")
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -148,8 +148,8 @@ class UniformService(Model):
     """Service time uniform on [low, high]."""
 
     kind: Literal["uniform"] = "uniform"
-    low: FiniteDurationOrZero
-    high: FiniteDurationOrZero
+    low: FiniteDurationOrZero = Field(description="shortest service time")
+    high: FiniteDurationOrZero = Field(description="longest service time, >= low")
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -219,14 +219,14 @@ class _Window(Model):
     start: FiniteDurationOrZero = Field(
         description="time since the start of the run; before the end of the arrivals"
     )
-    duration: FiniteDuration
+    duration: FiniteDuration = Field(description="how long the incident lasts (> 0)")
 
 
 class Outage(_Window):
     """Every attempt fails fast with ``status`` (not billed)."""
 
     kind: Literal["outage"] = "outage"
-    status: HttpErrorStatus = 503
+    status: HttpErrorStatus = Field(503, description="HTTP status of the failed attempts")
 
 
 class Brownout(_Window):
@@ -234,9 +234,13 @@ class Brownout(_Window):
     mid-stream failure probability to ``midstream_rate`` (which costs capacity and money)."""
 
     kind: Literal["brownout"] = "brownout"
-    error_rate: float = Field(0.0, ge=0, le=1)
-    midstream_rate: float = Field(0.0, ge=0, le=1)
-    status: HttpErrorStatus = 500
+    error_rate: float = Field(
+        0.0, ge=0, le=1, description="probability of a fast error during the brownout"
+    )
+    midstream_rate: float = Field(
+        0.0, ge=0, le=1, description="probability of a mid-stream failure during it"
+    )
+    status: HttpErrorStatus = Field(500, description="HTTP status of the fast errors")
 
     @model_validator(mode="after")
     def _check_rates(self) -> Self:
@@ -249,21 +253,21 @@ class LatencySpike(_Window):
     """Service times are multiplied by ``factor``."""
 
     kind: Literal["latency_spike"] = "latency_spike"
-    factor: float = Field(gt=0)
+    factor: float = Field(gt=0, description="multiplier of the service times (> 0)")
 
 
 class CapacityDrop(_Window):
     """Only a fraction ``remaining`` of the slots serve (at least one)."""
 
     kind: Literal["capacity_drop"] = "capacity_drop"
-    remaining: float = Field(gt=0, lt=1)
+    remaining: float = Field(gt=0, lt=1, description="share of the slots that still serve")
 
 
 class RateLimitChange(_Window):
     """All rate limits are multiplied by ``factor`` (a tier change, or a provider tightening)."""
 
     kind: Literal["rate_limit_change"] = "rate_limit_change"
-    factor: float = Field(gt=0)
+    factor: float = Field(gt=0, description="multiplier of every rate limit (> 0)")
 
 
 Incident = Annotated[

@@ -78,7 +78,7 @@ class Trace(Model):
     model_column: str | None = Field(
         None, description="keep only rows whose value in this column is model_value"
     )
-    model_value: str | None = None
+    model_value: str | None = Field(None, description="the model_column value to keep")
     outcome_column: str | None = Field(
         None, description="keep only rows whose value in this column is in keep_outcomes"
     )

@@ -136,8 +136,10 @@ class DauArrivals(Model):
     kind: Literal["dau"] = "dau"
     users: float = Field(gt=0, description="daily active users")
     requests_per_user: float = Field(gt=0, description="requests per user per day")
-    peak_to_trough: float = Field(1.0, ge=1.0)
-    peak_hour: float = Field(14.0, ge=0.0, lt=24.0)
+    peak_to_trough: float = Field(
+        1.0, ge=1.0, description="ratio of the peak to the lowest rate (1: a constant rate)"
+    )
+    peak_hour: float = Field(14.0, ge=0.0, lt=24.0, description="hour of day of the peak")
 
 
 class ExplicitArrivals(Model):
