@@ -23,11 +23,15 @@ What counts as a command (the rule ``tests/test_docs_commands.py`` applies):
 - Everything else must exit 0.
 
 Where they run: a fresh temporary folder per document, holding a copy of experiments/ (commands
-may write baselines there), ``.venv`` as a link to the project's environment and ``tests`` as a
-link to its tests; the project's ``.venv/bin`` is first on PATH, as in an activated environment.
+may write baselines there), ``.venv`` as a link to the environment running the tests (the
+project's .venv) and ``tests`` as a link to its tests; that bin/ is first on PATH, as in an
+activated environment.
 Nothing is written into the repository: ``runs/`` and ``reports/`` land in the scratch folder.
 The commands of one document run in order in one folder (a later one may read what an earlier
 one wrote), so running one command runs the ones before it in its document first.
+experiments/README.md runs in the README's folder, after it (``SAME_FOLDER_AS``: it repeats
+the README's tour of the outage study), and a command it shows word for word as the README
+did (comments and a ``.venv/bin/`` prefix aside) counts with the README's result.
 
 ``make demo`` runs the demo target's recipe from the Makefile (the environment exists already).
 
@@ -43,12 +47,16 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 ROOT = Path(__file__).resolve().parents[1]
+# The environment running the tests (.venv, or .venv-compiled under `make test-compiled`):
+# the scratch folder's `.venv` points at it and its bin/ comes first on PATH.
+VENV = Path(sys.prefix)
 
 DOCUMENTS: tuple[str, ...] = (
     "README.md",
@@ -75,6 +83,28 @@ SCALE: dict[str, list[tuple[str, str]]] = {
     "experiments/tier-sizing.toml": [("replications = 3", "replications = 1")],
     "experiments/feature-expansion.toml": [("replications = 2", "replications = 1")],
 }
+
+# Documents whose commands run in the folder of another, after its own: experiments/README.md
+# repeats the README's tour of the outage study, whose results it then finds done.
+SAME_FOLDER_AS: dict[str, str] = {"experiments/README.md": "README.md"}
+
+
+def chain_of(doc: str) -> str:
+    """The document whose scratch folder (and run order) ``doc``'s commands share."""
+    return SAME_FOLDER_AS.get(doc, doc)
+
+
+def normalized(command: str) -> str:
+    """A shell command without its comment and with ``.venv/bin/`` dropped from its program:
+    the same command for a reader, whichever way a page spells it."""
+    import shlex
+
+    try:
+        words = shlex.split(command, comments=True)
+    except ValueError:
+        return command
+    return shlex.join(w.removeprefix(".venv/bin/") for w in words)
+
 
 # Seconds one command may take before it counts as a hang.
 TIMEOUT = 120
@@ -293,6 +323,9 @@ class Workspace:
     doc: str
     root: Path = field(init=False)
     results: dict[str, Result] = field(default_factory=dict)
+    # normalized command -> (document, result): a command another document of this folder
+    # already ran word for word, on the same files, is not run again.
+    seen: dict[str, tuple[str, Result]] = field(default_factory=dict)
     failed_before: str | None = None
 
     def __post_init__(self) -> None:
@@ -309,7 +342,7 @@ class Workspace:
                     )
                 content = content.replace(old, new)
             target.write_text(content, encoding="utf-8")
-        (self.root / ".venv").symlink_to(ROOT / ".venv")
+        (self.root / ".venv").symlink_to(VENV)
         (self.root / "tests").symlink_to(ROOT / "tests")
         # Files the docs ask the reader to write (any document's): a user's repository holds
         # them when a later page refers to them.
@@ -326,8 +359,8 @@ class Workspace:
         """The environment of an activated .venv in the scratch folder."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "COV_"))}
         env.update(extra)
-        env["PATH"] = f"{ROOT / '.venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}"
-        env["VIRTUAL_ENV"] = str(ROOT / ".venv")
+        env["PATH"] = f"{VENV / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+        env["VIRTUAL_ENV"] = str(VENV)
         env["MPLBACKEND"] = "Agg"
         env.pop("PYTHONPATH", None)
         return env
@@ -336,6 +369,10 @@ class Workspace:
         """Run one snippet in the scratch folder (once: a second call gives the first result)."""
         if snippet.id in self.results:
             return self.results[snippet.id]
+        key = normalized(snippet.text) if snippet.kind == "shell" else ""
+        if key in self.seen and self.seen[key][0] != snippet.doc:
+            self.results[snippet.id] = self.seen[key][1]
+            return self.seen[key][1]
         import time
 
         if snippet.kind == "shell":
@@ -345,13 +382,13 @@ class Workspace:
             argv = ["bash", "-c", command]
         elif snippet.kind == "file":
             module = Path(snippet.path or "").with_suffix("").as_posix().replace("/", ".")
-            argv = [str(ROOT / ".venv" / "bin" / "python"), "-c", f"import {module}"]
+            argv = [str(VENV / "bin" / "python"), "-c", f"import {module}"]
         else:
             script = self.root / f"doc_snippet_{snippet.line}.py"
             if snippet.kind == "pytest":
                 script = self.root / f"test_doc_snippet_{snippet.line}.py"
             script.write_text(snippet.text, encoding="utf-8")
-            python = str(ROOT / ".venv" / "bin" / "python")
+            python = str(VENV / "bin" / "python")
             argv = (
                 [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", script.name]
                 if snippet.kind == "pytest"
@@ -375,6 +412,8 @@ class Workspace:
             result = Result(-1, f"timed out after {TIMEOUT} s\n{text}", 0.0)
         result.seconds = time.perf_counter() - start
         self.results[snippet.id] = result
+        if key:
+            self.seen.setdefault(key, (snippet.doc, result))
         return result
 
     def close(self) -> None:
@@ -434,7 +473,7 @@ class Runner:
     def earlier_failures(self, snippet: Snippet) -> list[str]:
         """The snippets before this one in its chain that did not exit as documented."""
         failed: list[str] = []
-        for s in self.chains[snippet.doc]:
+        for s in self.chains[chain_of(snippet.doc)]:
             if s.id == snippet.id:
                 break
             if s.id in self.futures:
