@@ -242,3 +242,21 @@ def test_undetermined_verdicts_are_shown_as_such() -> None:
     assert "metastable undetermined" in text  # the differences table's base cell
     assert "undetermined (1)" in text and "1. incident 1: the arrivals stop 5 s" in text
     assert "too short to tell" in text
+
+
+def test_a_point_without_the_incident_has_no_verdict_not_an_undetermined_one() -> None:
+    """A sweep over incidents ("none" or an outage): the points without one show "-" for
+    metastable, not "2 undetermined" (they were shown as undetermined)."""
+    from rich.console import Console
+
+    from llmtraffic.experiment.tables import points_table
+
+    summary = flags({"none": [math.nan, math.nan], "outage": [0, math.nan]})
+    summary["requests"] = 10
+    summary["incident.0.start"] = [math.nan, math.nan, 600.0, 600.0]
+    console = Console(width=200, record=True)
+    console.print(points_table(point_stats(summary, ["policy"]), ["policy"], 2))
+    rows = {line.split()[0]: line for line in console.export_text().splitlines() if line.strip()}
+    assert rows["none"].rstrip().endswith("-"), rows["none"]
+    assert "undetermined" not in rows["none"]
+    assert "0 of 1, 1 undetermined" in rows["outage"]

@@ -130,7 +130,14 @@ def points_table(
         for m in metrics:
             mean = float(by.loc[m, "mean"])
             if m.endswith(".metastable"):
-                text = fmt_count(mean, int(by.loc[m, "n"]), runs)
+                # Runs without this incident have no verdict to give: not "undetermined".
+                start = m.rsplit(".", 1)[0] + ".start"
+                with_incident = int(by.loc[start, "n"]) if start in by.index else runs
+                text = (
+                    fmt_count(mean, int(by.loc[m, "n"]), with_incident)
+                    if with_incident != 0
+                    else "-"
+                )
                 undetermined |= "undetermined" in text
                 cells.append(text)
                 continue
