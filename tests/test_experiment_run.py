@@ -266,3 +266,95 @@ def test_resume_after_a_kill_loses_no_finished_run_and_redoes_none(tmp_path: Pat
         assert after[folder] == stamp, f"{folder} was rewritten"
     assert not list(out.glob("runs/*/.rep-*"))  # no half-written folders left
     assert len(load_experiment(out).summary) == 16
+
+
+# --- workers, Dask addresses ----------------------------------------------------------------
+
+
+def test_no_more_workers_than_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = read_experiment(write(tmp_path), ["experiment.replications=1"])  # four runs
+    started: list[int] = []
+
+    def pool(tasks: list[Any], workers: int) -> Any:
+        started.append(workers)
+        return (execute_module.execute_task(t) for t in tasks)
+
+    monkeypatch.setattr(execute_module, "_pool_results", pool)
+    outcome = run_experiment(spec, tmp_path / "out", workers=1000)
+    assert outcome.ok and started == [4]
+    assert load_experiment(tmp_path / "out").manifest["executor"] == "4 local processes"
+    assert execute_module.worker_count(None, 1) == 1  # the CPU count, capped
+    assert execute_module.worker_count(3, 0) == 1
+
+
+def test_a_dask_local_cluster_has_no_more_workers_than_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = read_experiment(write(tmp_path), ["experiment.replications=1"])
+    asked: list[tuple[str, int]] = []
+
+    class Session:
+        def __init__(self, address: str, workers: int) -> None:
+            asked.append((address, workers))
+
+        def results(self, tasks: list[Any]) -> Any:
+            return (execute_module.execute_task(t, True) for t in tasks)
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(execute_module, "DaskSession", Session)
+    assert run_experiment(spec, tmp_path / "out", workers=1000, dask="local").ok
+    assert asked == [("local", 4)]
+
+
+@pytest.mark.parametrize("address", ["not an address", "http://host:8786", "tcp://host:99999"])
+def test_a_dask_address_that_is_not_one_is_bad_input(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    address: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path)
+    assert main(["run", "exp.toml", "-q", "--out", "out", "--dask", address]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"--dask '{address}'" in err and ("tcp://HOST:PORT" in err or "port" in err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unreachable_dask_scheduler_is_announced_and_fails_fast(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("distributed")
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path)
+    started = time.monotonic()
+    assert main(["run", "exp.toml", "-q", "--out", "out", "--dask", "tcp://127.0.0.1:1"]) == 2
+    assert time.monotonic() - started < 5  # a refused port fails at once
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.index("connecting to the Dask scheduler at tcp://127.0.0.1:1") < err.index("error:")
+    assert "(giving up after 10 s)" in err and "connection refused" in err
+    assert "leave --dask out" in err
+    assert not (tmp_path / "out" / "manifest.json").exists()  # it never said "running"
+
+
+def test_a_dask_scheduler_that_never_answers_times_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("distributed")
+    import socket
+
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path)
+    monkeypatch.setattr(execute_module, "DASK_CONNECT_TIMEOUT", 1.0)
+    # A port that accepts connections (the kernel's backlog) but never speaks Dask.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        address = f"tcp://127.0.0.1:{silent.getsockname()[1]}"
+        started = time.monotonic()
+        assert main(["run", "exp.toml", "-q", "--out", "out", "--dask", address]) == 2
+        assert time.monotonic() - started < 20
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"--dask {address}: no Dask scheduler answered within 1 s" in err

@@ -435,14 +435,32 @@ class DaskSession:
             self.client: Any = self.distributed.Client(self.cluster)
             return
         _refused_fast(address)
-        try:
-            self.client = self.distributed.Client(address, timeout=DASK_CONNECT_TIMEOUT)
-        except OSError as exc:
-            raise LLMTrafficError(
-                f"--dask {address}: no Dask scheduler answered within "
-                f"{DASK_CONNECT_TIMEOUT:g} s ({exc}); check the address and that the "
-                "scheduler is running, or leave --dask out to run on local processes"
-            ) from None
+        self.client = self._connect(address)
+
+    def _connect(self, address: str) -> Any:
+        """A client of the scheduler at ``address``, or an error after the timeout. Dask's own
+        timeout covers the TCP connection, not the handshake: a port that accepts and never
+        answers (not a Dask scheduler) would block forever, so the connection is made in a
+        thread and given up on after the timeout plus a grace second."""
+        box: dict[str, Any] = {}
+
+        def connect() -> None:
+            try:
+                box["client"] = self.distributed.Client(address, timeout=DASK_CONNECT_TIMEOUT)
+            except Exception as exc:  # reported by the waiting thread
+                box["error"] = exc
+
+        thread = threading.Thread(target=connect, name="llmtraffic-dask-connect", daemon=True)
+        thread.start()
+        thread.join(DASK_CONNECT_TIMEOUT + 1.0)
+        if "client" in box:
+            return box["client"]
+        reason = f" ({box['error']})" if "error" in box else ""
+        raise LLMTrafficError(
+            f"--dask {address}: no Dask scheduler answered within "
+            f"{DASK_CONNECT_TIMEOUT:g} s{reason}; check the address and that the scheduler "
+            "is running, or leave --dask out to run on local processes"
+        )
 
     def results(self, tasks: list[Task]) -> Iterator[TaskResult]:
         """Results of ``tasks`` as they finish (a run's files come back with it)."""
