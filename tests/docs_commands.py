@@ -14,7 +14,8 @@ What counts as a command (the rule ``tests/test_docs_commands.py`` applies):
   written at that path in the scratch folder before anything runs, and the test imports it.
   One that defines ``test_`` functions runs under pytest; any other runs as a script.
 - Blocks with any other tag or none (``toml`` excerpts, printed output, usage synopses) are
-  not run.
+  not run, nor is code inline in prose (``llmtraffic run`` there names a command; a command to
+  copy is shown in a block).
 - An HTML comment right before a block (blank lines between are allowed) changes what is
   expected of it: ``<!-- doc-test: exit 1 -->`` (every command of the block must exit 1, as the
   text next to it says), ``<!-- doc-test: skip REASON -->`` (the block is not run: only for
