@@ -451,3 +451,63 @@ def test_the_installed_command_runs_a_config(workdir: Path) -> None:
     assert data.manifest["complete"] is True
     assert data.summary["seed"] == 4
     assert len(data.requests) == data.summary["requests"]
+
+
+# --- progress on a terminal -----------------------------------------------------------------
+
+
+def _on_a_terminal(args: list[str], cwd: Path) -> tuple[int, str, str]:
+    """Run the command with stderr on a pseudo-terminal and stdout on a pipe; return the exit
+    code, stdout and what the terminal showed."""
+    import os
+    import pty
+
+    master, slave = pty.openpty()
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "120"}
+    env.pop("NO_COLOR", None)
+    proc = subprocess.Popen(
+        [*_command(), *args], cwd=cwd, stdout=subprocess.PIPE, stderr=slave, env=env, text=True
+    )
+    os.close(slave)
+    shown = bytearray()
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the terminal closes with the last process that held it
+            break
+        if not chunk:
+            break
+        shown.extend(chunk)
+    os.close(master)
+    out = proc.stdout.read() if proc.stdout else ""
+    if proc.stdout:
+        proc.stdout.close()
+    return proc.wait(timeout=120), out, shown.decode("utf-8", "replace")
+
+
+def test_progress_shows_on_a_terminal_and_not_with_q_or_a_pipe(workdir: Path) -> None:
+    """Runs that take more than half a second show a bar on stderr when it is a terminal, even
+    with the output redirected; -q and a stderr that is not a terminal show none."""
+    (workdir / "long.toml").write_text(
+        CONFIG.replace('duration = "3m"', 'duration = "4h"'), encoding="utf-8"
+    )
+    from tests.experiment_config import EXPERIMENT
+
+    (workdir / "exp2.toml").write_text(EXPERIMENT, encoding="utf-8")
+    code, out, shown = _on_a_terminal(["run", "long.toml", "--out", "a"], workdir)
+    assert code == 0 and "results: a" in out
+    assert "simulating" in shown
+    code, out, shown = _on_a_terminal(["run", "exp2.toml", "--out", "e", "--workers", "1"], workdir)
+    assert code == 0 and "results: e" in out
+    assert "runs" in shown and "0/8" in shown
+    code, _, shown = _on_a_terminal(["run", "long.toml", "--out", "b", "-q"], workdir)
+    assert code == 0 and "simulating" not in shown
+    piped = subprocess.run(
+        [*_command(), "run", "long.toml", "--out", "c"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert piped.returncode == 0 and "simulating" not in piped.stderr
