@@ -11,7 +11,6 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -25,6 +24,7 @@ from llmtraffic.engine.kernel import Call, Kernel
 from llmtraffic.engine.streams import Streams
 from llmtraffic.provider.endpoint import Endpoint
 from llmtraffic.provider.incidents import schedule_incidents
+from llmtraffic.results.load import RunResult
 from llmtraffic.results.metrics import (
     IncidentSpan,
     RecoveryRule,
@@ -38,23 +38,10 @@ from llmtraffic.results.schema import SCHEMA_VERSION
 from llmtraffic.results.sink import MemorySink, RecordSink
 from llmtraffic.workload.source import FeatureSource
 
+__all__ = ["ProgressFn", "RunResult", "Simulation", "config_hash"]
+
 ProgressFn = Callable[[float], None]
 """Called now and then with the fraction of the arrival span simulated so far."""
-
-
-@dataclass
-class RunResult:
-    """What a run returns: the summary, and the tables when they were kept in memory."""
-
-    summary: dict[str, Any]
-    tables: dict[str, pa.Table] = field(default_factory=dict)
-
-    def df(self, table: str) -> Any:
-        """A kept table as a pandas DataFrame (``requests``, ``attempts``, ``events``,
-        ``timeseries``)."""
-        if table not in self.tables:
-            raise KeyError(f"table {table!r} was not kept in memory; kept: {sorted(self.tables)}")
-        return self.tables[table].to_pandas()
 
 
 def chain_of(sc: Scenario, feature: str, endpoints: dict[str, Endpoint]) -> list[Endpoint]:
@@ -182,7 +169,17 @@ class Simulation:
                 "summary": (),
             }[run.records]
             tables = {name: self.sink.table(name) for name in keep}
-        return RunResult(summary, tables)
+        # The scenario as it ran (the seed given here included), so that the result's
+        # config is the config.json the runner writes for the same run.
+        ran = sc
+        if sc.run.seed != self.seed:
+            ran = sc.model_copy(update={"run": sc.run.model_copy(update={"seed": self.seed})})
+        return RunResult(
+            summary,
+            tables,
+            scenario=ran,
+            sink=None if self._memory else type(self.sink).__name__,
+        )
 
     def _schedule_ticks(
         self,
