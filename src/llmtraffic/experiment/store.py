@@ -44,7 +44,7 @@ from llmtraffic.results.folders import (
     results_kind,
 )
 from llmtraffic.results.jsonio import read_json, write_json
-from llmtraffic.results.load import RunData, load
+from llmtraffic.results.load import RunData, load, repr_html_table
 from llmtraffic.runner import git_revision
 
 if TYPE_CHECKING:
@@ -360,6 +360,58 @@ class ExperimentData:
         """Point ids in grid order."""
         return [p["id"] for p in self.spec["points"]]
 
+    @property
+    def replications(self) -> int:
+        """Runs per point (one seed each, the same seeds at every point)."""
+        return int(self.spec.get("replications", len(self.spec.get("seeds", [])) or 1))
+
+    @property
+    def status(self) -> str:
+        """How the last run of the experiment ended: ``complete``, ``failed`` (some runs
+        failed), ``interrupted`` or ``running``; ``unknown`` without a manifest.json."""
+        return str(self.manifest.get("status", "unknown"))
+
+    def _repr_rows(self) -> list[tuple[str, str]]:
+        """The few lines a repr shows: axes, points, replications, status."""
+        rows = []
+        axes = self.spec.get("axes", [])
+        for a in axes[:MAX_AXIS_ROWS]:
+            labels = [str(v) for v in a.get("labels") or a.get("values", [])]
+            shown = ", ".join(labels[:MAX_AXIS_VALUES])
+            more = f", ... ({len(labels)} values)" if len(labels) > MAX_AXIS_VALUES else ""
+            rows.append((f"axis {a['name']}", shown + more))
+        if len(axes) > MAX_AXIS_ROWS:
+            rows.append(("", f"and {len(axes) - MAX_AXIS_ROWS} more axes (.axes)"))
+        if not axes:
+            rows.append(("axes", "none (one point)"))
+        points = len(self.spec.get("points", []))
+        reps = self.replications
+        rows.append(("runs", f"{points} points x {reps} replications = {points * reps} runs"))
+        m = self.manifest
+        counts = ", ".join(
+            f"{m[f'runs_{k}']} {k}" for k in ("done", "skipped", "failed") if f"runs_{k}" in m
+        )
+        status = self.status if self.manifest else "unknown (no manifest.json)"
+        rows.append(("status", f"{status} ({counts})" if counts else status))
+        return rows
+
+    def _repr_title(self) -> str:
+        text = str(self.folder)
+        where = text if len(text) <= 80 else "..." + text[-77:]
+        return f"ExperimentData {self.name!r} from {where}"
+
+    def __repr__(self) -> str:
+        """A few lines: name, folder, axes, points, replications, status."""
+        rows = self._repr_rows()
+        width = max(len(label) for label, _ in rows)
+        lines = [f"<{self._repr_title()}"]
+        lines += [f"  {label:<{width}}  {value}" for label, value in rows]
+        return "\n".join(lines) + ">"
+
+    def _repr_html_(self) -> str:
+        """The repr as a small HTML table (Jupyter shows this one)."""
+        return repr_html_table(self._repr_title(), self._repr_rows())
+
     @cached_property
     def summary(self) -> pd.DataFrame:
         """One row per finished run."""
@@ -412,6 +464,13 @@ class ExperimentData:
             f"{p.parent.name}/{p.name.removesuffix('.error.txt')}": p.read_text(encoding="utf-8")
             for p in sorted(root.glob("*/rep-*.error.txt"))
         }
+
+
+MAX_AXIS_ROWS = 4
+"""Axes an experiment's repr lists one per line; the rest are counted."""
+
+MAX_AXIS_VALUES = 5
+"""Values of an axis its repr line shows."""
 
 
 def load_experiment(folder: str | Path) -> ExperimentData:

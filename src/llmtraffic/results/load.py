@@ -332,7 +332,7 @@ class RunResult:
 
     def _repr_html_(self) -> str:
         """The repr as a small HTML table (Jupyter shows this one)."""
-        return _html_table(self._title(), self._rows())
+        return repr_html_table(self._title(), self._rows())
 
 
 RunData = RunResult
@@ -369,7 +369,7 @@ def _incident_line(inc: Mapping[str, Any]) -> str:
     return f"{inc.get('kind')} on {inc.get('provider')}, {span}: success {during}, {verdict}"
 
 
-def _html_table(title: str, rows: Sequence[tuple[str, str]]) -> str:
+def repr_html_table(title: str, rows: Sequence[tuple[str, str]]) -> str:
     """A two-column HTML table with a caption, every text escaped."""
     esc = html.escape
     body = "".join(
