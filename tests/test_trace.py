@@ -254,8 +254,10 @@ def bad(tmp_path: Path, text: str, name: str = "log.csv", **keys: Any) -> str:
 
 def test_a_missing_column_lists_the_columns_that_exist(tmp_path: Path) -> None:
     msg = bad(tmp_path, "time,inp,out\n0,1,2\n")
-    assert msg.startswith(f"{tmp_path / 'log.csv'}: no column 't' (the timestamp column)"), msg
+    head = f"{tmp_path / 'log.csv'}: no column 't' (the timestamp column; did you mean 'time'?)"
+    assert msg.startswith(head), msg
     assert "the file has: 'time', 'inp', 'out'" in msg
+    assert 'Set timestamp = "time" in the trace table (llmtraffic fit: --timestamp time)' in msg
 
 
 def test_a_missing_column_of_the_builtin_trace_suggests_a_close_name() -> None:

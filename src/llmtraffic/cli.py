@@ -23,7 +23,7 @@ from llmtraffic import limits
 from llmtraffic.client.plugins import FLAG, allowed_plugins, check_plugins
 from llmtraffic.config.loader import load_config
 from llmtraffic.errors import LLMTrafficError
-from llmtraffic.report_table import print_summary
+from llmtraffic.report_table import print_fixed, print_summary
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -117,9 +117,10 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
 def cmd_fit(args: argparse.Namespace, console: Console) -> int:
     """Describe a trace's load (arrivals, token sizes) and fit distributions that reproduce it;
     print them and a scenario TOML (or write it with --snippet)."""
-    from llmtraffic.errors import ConfigError
-    from llmtraffic.fit import check_options, fit_trace, print_fit, trace_from_flags
+    from llmtraffic.fit import check_options, check_snippet, fit_trace, print_fit, trace_from_flags
 
+    if args.snippet is not None:
+        check_snippet(args.snippet)  # before the trace is read: a long fit must not be lost
     flags = {k: getattr(args, k) for k in _TRACE_FLAGS if getattr(args, k) is not None}
     cfg = trace_from_flags(args.trace, flags, base_dir=Path.cwd())
     check_options(args.name, args.model)
@@ -127,10 +128,7 @@ def cmd_fit(args: argparse.Namespace, console: Console) -> int:
     print_fit(console, fit)
     text = fit.scenario(feature=args.name, model=args.model)
     if args.snippet is not None:
-        try:
-            args.snippet.write_text(text, encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError([f"--snippet: cannot write {args.snippet}: {exc.strerror}"]) from None
+        check_snippet(args.snippet, text)
         console.print(f"scenario written to {args.snippet}", markup=False, highlight=False)
     else:
         console.print(text, markup=False, highlight=False, soft_wrap=True)
@@ -161,28 +159,95 @@ def _add_fit_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = sub.add_parser(
         "fit", help="fit arrival and token distributions to a trace", description=cmd_fit.__doc__
     )
-    p.add_argument("trace", help="CSV, Parquet or JSONL file, or builtin:azure-conv")
-    p.add_argument("--snippet", type=Path, metavar="FILE", help="write the scenario TOML here")
-    p.add_argument("--name", default="replayed", help="feature name in the scenario")
     p.add_argument(
-        "--model", default="openai/gpt-4o-mini", help="preset model of the scenario's provider"
+        "trace",
+        help="CSV, Parquet or JSONL file (relative to the current folder), or builtin:azure-conv; "
+        "the Azure LLM inference, BurstGPT, Mooncake and SplitwiseSim layouts are recognised by "
+        "their columns",
     )
-    g = p.add_argument_group("trace columns and options (as in a feature's trace table)")
-    g.add_argument("--format", choices=["auto", "csv", "parquet", "jsonl"])
-    g.add_argument("--timestamp", metavar="COLUMN", help="arrival times (default: timestamp)")
-    g.add_argument("--input-tokens", metavar="COLUMN", help="default: input_tokens")
-    g.add_argument("--output-tokens", metavar="COLUMN", help="default: output_tokens")
-    g.add_argument("--time-unit", choices=["auto", "datetime", "s", "ms", "us", "ns"])
-    g.add_argument("--origin", choices=["first", "zero"])
-    g.add_argument("--window", nargs=2, type=float, metavar=("FROM", "TO"), help="seconds")
-    g.add_argument("--speedup", type=float)
-    g.add_argument("--sort", choices=["refuse", "warn"])
-    g.add_argument("--delimiter", metavar="CHAR")
-    g.add_argument("--feature-column", metavar="COLUMN")
-    g.add_argument("--feature-value", metavar="VALUE")
-    g.add_argument("--model-column", metavar="COLUMN")
-    g.add_argument("--model-value", metavar="VALUE")
-    g.add_argument("--outcome-column", metavar="COLUMN")
+    p.add_argument(
+        "--snippet",
+        type=Path,
+        metavar="FILE",
+        help="write the scenario TOML to FILE instead of printing it (checked before the trace "
+        "is read)",
+    )
+    p.add_argument(
+        "--name",
+        default="replayed",
+        help="the feature's name in the scenario, a slug (default: replayed)",
+    )
+    p.add_argument(
+        "--model",
+        default="openai/gpt-4o-mini",
+        help="preset model of the scenario's provider (default: openai/gpt-4o-mini; "
+        "llmtraffic presets --kind models)",
+    )
+    g = p.add_argument_group(
+        "trace columns and options (as the keys of a feature's trace table, docs/traces.md)"
+    )
+    g.add_argument(
+        "--format",
+        choices=["auto", "csv", "parquet", "jsonl"],
+        help="file format (default auto: from the extension)",
+    )
+    g.add_argument(
+        "--timestamp",
+        metavar="COLUMN",
+        help="column of arrival times (default: timestamp, or the recognised layout's)",
+    )
+    g.add_argument(
+        "--input-tokens",
+        metavar="COLUMN",
+        help="column of input tokens (default: input_tokens, or the recognised layout's)",
+    )
+    g.add_argument(
+        "--output-tokens",
+        metavar="COLUMN",
+        help="column of output tokens (default: output_tokens, or the recognised layout's)",
+    )
+    g.add_argument(
+        "--time-unit",
+        choices=["auto", "datetime", "s", "ms", "us", "ns"],
+        help="date-time strings, or numbers in s, ms, us or ns (default auto: date-times, or "
+        "numbers by the first value's magnitude; a recognised layout's own unit)",
+    )
+    g.add_argument(
+        "--origin",
+        choices=["first", "zero"],
+        help="time zero: the first row's timestamp (default) or the value 0",
+    )
+    g.add_argument(
+        "--window",
+        nargs=2,
+        type=float,
+        metavar=("FROM", "TO"),
+        help="fit only the rows from FROM to TO seconds after the origin",
+    )
+    g.add_argument("--speedup", type=float, metavar="X", help="divide every time by X (default 1)")
+    g.add_argument(
+        "--sort",
+        choices=["refuse", "warn"],
+        help="unsorted times: refuse (default), or warn and sort in memory",
+    )
+    g.add_argument("--delimiter", metavar="CHAR", help="CSV field separator (default ,)")
+    g.add_argument(
+        "--feature-column",
+        metavar="COLUMN",
+        help="keep only the rows whose COLUMN equals --feature-value",
+    )
+    g.add_argument("--feature-value", metavar="VALUE", help="the --feature-column value to keep")
+    g.add_argument(
+        "--model-column",
+        metavar="COLUMN",
+        help="keep only the rows whose COLUMN equals --model-value (BurstGPT: Model)",
+    )
+    g.add_argument("--model-value", metavar="VALUE", help="the --model-column value to keep")
+    g.add_argument(
+        "--outcome-column",
+        metavar="COLUMN",
+        help="keep only the rows whose COLUMN is one of the --keep-outcome values",
+    )
     g.add_argument(
         "--keep-outcome",
         dest="keep_outcomes",
@@ -216,6 +281,8 @@ def _print_models(console: Console, models: Mapping[str, Any]) -> None:
         "2026-11-30; each entry's source is in data/models.toml",
         caption_justify="left",
         box=box.SIMPLE_HEAD,
+        show_edge=False,  # laid out for 80 columns (report_table.print_fixed)
+        pad_edge=False,
     )
     table.add_column("model", no_wrap=True)
     for col in ("input", "cached", "output", "context", "max out"):
@@ -230,7 +297,7 @@ def _print_models(console: Console, models: Mapping[str, Any]) -> None:
             "" if m.context_window is None else f"{m.context_window:,}",
             "" if m.max_output_tokens is None else f"{m.max_output_tokens:,}",
         )
-    console.print(table)
+    print_fixed(console, table)
 
 
 def _print_tiers(console: Console, models: Mapping[str, Any]) -> None:
@@ -253,6 +320,8 @@ def _print_tiers(console: Console, models: Mapping[str, Any]) -> None:
         "2024), Anthropic's rate-limit docs (2025-11-08); see data/tiers.toml",
         caption_justify="left",
         box=box.SIMPLE_HEAD,
+        show_edge=False,  # laid out for 80 columns (report_table.print_fixed)
+        pad_edge=False,
     )
     table.add_column("tier", no_wrap=True)
     table.add_column("model", no_wrap=True)
@@ -266,7 +335,7 @@ def _print_tiers(console: Console, models: Mapping[str, Any]) -> None:
                 *[_compact(getattr(lim, k)) for k in _LIMIT_COLS],
                 end_section=i == len(tier.limits) - 1,
             )
-    console.print(table)
+    print_fixed(console, table)
 
 
 _LIMIT_COLS = ("rpm", "tpm", "itpm", "otpm")
@@ -291,6 +360,8 @@ def _print_policies(console: Console, _models: Mapping[str, Any]) -> None:
         caption=escape("Use: " + "; ".join(f"{kind}: {usage}" for kind, usage, _ in sections)),
         caption_justify="left",
         box=box.SIMPLE_HEAD,
+        show_edge=False,  # laid out for 80 columns (report_table.print_fixed)
+        pad_edge=False,
     )
     table.add_column("kind", no_wrap=True)
     table.add_column("name", no_wrap=True)
@@ -304,7 +375,7 @@ def _print_policies(console: Console, _models: Mapping[str, Any]) -> None:
                 presets_of_kind[name].summary,
                 end_section=i == len(names) - 1,
             )
-    console.print(table)
+    print_fixed(console, table)
 
 
 def _compact(value: float | None) -> str:

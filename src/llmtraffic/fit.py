@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from llmtraffic.config.trace import Trace
-from llmtraffic.errors import ConfigError, TraceError
+from llmtraffic.errors import ConfigError, OutputError, TraceError
 from llmtraffic.workload.trace import TraceReader
 
 KS_MAX = 0.05
@@ -134,13 +135,22 @@ class TraceFit:
     arrivals: ArrivalFit
     input_tokens: TokenFit
     output_tokens: TokenFit
+    file_format: str = "csv"
+    """``csv``, ``parquet`` or ``jsonl``: how the file was read."""
+    layout: str | None = None
+    """The public trace layout of its columns (``BurstGPT``, ...), or None."""
+
+    def describe_format(self) -> str:
+        """The file's format and, when its columns are a public layout's, that layout."""
+        kind = {"csv": "CSV", "parquet": "Parquet", "jsonl": "JSON Lines"}[self.file_format]
+        return f"{kind}, {self.layout}" if self.layout else kind
 
     def scenario(self, feature: str = "replayed", model: str = "openai/gpt-4o-mini") -> str:
         """A runnable scenario TOML that reproduces the trace's load with distributions."""
         a, i, o = self.arrivals, self.input_tokens, self.output_tokens
         t = self.trace
         lines = [
-            f"# Fitted by `llmtraffic fit` from {t.path}:",
+            f"# Fitted by `llmtraffic fit` from {t.path} ({self.describe_format()}):",
             f"# {a.requests:,} requests over {a.span:,.1f} s ({a.mean_rate:.3f} per second), "
             f"inter-arrival CV {a.gap_cv:.2f},",
             f"# per-minute counts {a.per_minute_min:g}..{a.per_minute_max:g} (peak/mean "
@@ -212,6 +222,29 @@ _FLAGS = {"path": "TRACE", "keep_outcomes": "--keep-outcome"}
 """``Trace`` fields whose argument is not ``--`` and the field's name with dashes."""
 
 
+def check_snippet(path: Path, text: str | None = None) -> None:
+    """Refuse a ``--snippet FILE`` that cannot be written (a folder, a folder that does not
+    exist, no permission), before the trace is read, so a long fit is not lost at the end;
+    with ``text``, write it there. ``OutputError`` names the flag and the fix."""
+    where = f"--snippet: cannot write the scenario to {path}"
+    folder = path.absolute().parent
+    if path.is_dir():
+        raise OutputError(
+            f"{where}: it is a folder; give a file name, such as {path / 'fitted.toml'}"
+        )
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise OutputError(f"{where}: {folder} {what}; give a file in an existing folder")
+    if not os.access(path if path.exists() else folder, os.W_OK):
+        raise OutputError(f"{where}: permission denied; give a file in a folder you can write to")
+    if text is None:
+        return
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise OutputError(f"{where}: {exc.strerror}; give another file") from None
+
+
 def check_options(name: str, model: str) -> None:
     """Refuse, before the trace is read, a ``--name`` the fitted scenario cannot use (its
     feature, and ``NAME-fitted`` as the scenario's name, must be slugs) and a ``--model`` that
@@ -254,6 +287,7 @@ def fit_trace(cfg: Trace, feature: str | None = None, seed: int = 0) -> TraceFit
             f"{cfg.path}: {what}, so there is no rate to fit; fit a longer trace, or replay "
             f"this one as it is: trace = {_inline(_trace_table(cfg))}"
         )
+    layout = cfg.layout
     return TraceFit(
         trace=cfg,
         time_unit=reader.unit or "?",
@@ -261,6 +295,8 @@ def fit_trace(cfg: Trace, feature: str | None = None, seed: int = 0) -> TraceFit
         arrivals=arrivals.fit(),
         input_tokens=inp.fit(),
         output_tokens=out.fit(),
+        file_format=reader.format,
+        layout=layout.describe(reader.first_stamp) if layout is not None else None,
     )
 
 
@@ -485,12 +521,16 @@ def _ks_rounded_lognormal(x: np.ndarray, mu: float, sigma: float) -> float:
 def print_fit(console: Console, fit: TraceFit) -> None:
     """The fit as two readable tables."""
     a = fit.arrivals
-    head = Table(
-        title=f"Trace: {fit.trace.path}",
-        show_header=False,
-        title_justify="left",
-        box=box.SIMPLE,
+    t = fit.trace
+    # The format and columns as prose, which wraps at a narrow terminal, not as table cells.
+    console.print(f"Trace: {t.path}", markup=False, highlight=False, soft_wrap=True)
+    console.print(
+        f"format: {fit.describe_format()}; time {t.timestamp!r}, input {t.input_tokens!r}, "
+        f"output {t.output_tokens!r}",
+        markup=False,
+        highlight=False,
     )
+    head = Table(show_header=False, box=box.SIMPLE, show_edge=False, pad_edge=False)
     head.add_column(style="bold")
     head.add_column(justify="right")
     rows = [
@@ -511,19 +551,30 @@ def print_fit(console: Console, fit: TraceFit) -> None:
     ]
     for k, v in rows:
         head.add_row(k, v)
+    console.print()
     console.print(head)
-    tok = Table(title="Token sizes", title_justify="left", box=box.SIMPLE_HEAD)
-    for col in ("", "column", "mean", "p50", "p99", "max", "fit median/p99", "KS", "model"):
-        tok.add_column(col, justify="left" if col in ("", "column", "model") else "right")
+    console.print()
+    # The columns' names are on the format line: a long name would squeeze the numbers.
+    tok = Table(
+        title="Token sizes",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,  # nine columns fit 80 characters
+    )
+    heads = ("", "mean", "p50", "p99", "max", "fit p50", "fit p99", "KS", "model")
+    for col in heads:
+        tok.add_column(col, justify="left" if col in ("", "model") else "right", no_wrap=True)
     for name, tf in (("input", fit.input_tokens), ("output", fit.output_tokens)):
         tok.add_row(
             name,
-            tf.column,
             f"{tf.mean:,.1f}",
             f"{tf.p50:,g}",
             f"{tf.p99:,g}",
             f"{tf.maximum:,}",
-            f"{math.exp(tf.mu):,.0f}/{math.exp(tf.mu + Z99 * tf.sigma):,.0f}",
+            f"{math.exp(tf.mu):,.0f}",
+            f"{math.exp(tf.mu + Z99 * tf.sigma):,.0f}",
             f"{tf.ks:.3f}",
             tf.kind,
         )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import os.path
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Self
 
@@ -32,6 +33,63 @@ DEFAULT_COLUMNS = {
     "input_tokens": "input_tokens",
     "output_tokens": "output_tokens",
 }
+
+
+@dataclass(frozen=True)
+class TraceLayout:
+    """The column layout of a public LLM trace: the columns that recognise it (its timestamp,
+    input and output token columns, as published) and the time unit its timestamps are in."""
+
+    name: str
+    """How messages and ``llmtraffic fit`` name it."""
+    timestamp: str
+    input_tokens: str
+    output_tokens: str
+    time_unit: str
+    """``auto`` (date-times), or the unit of its numeric timestamps (``s``, ``ms``)."""
+
+    @property
+    def columns(self) -> tuple[str, str, str]:
+        """The timestamp, input and output token columns."""
+        return (self.timestamp, self.input_tokens, self.output_tokens)
+
+    def keys(self) -> dict[str, str]:
+        """The trace keys that read a file of this layout."""
+        keys = dict(zip(DEFAULT_COLUMNS, self.columns, strict=True))
+        if self.time_unit != "auto":
+            keys["time_unit"] = self.time_unit
+        return keys
+
+    def describe(self, first_timestamp: object = None) -> str:
+        """The layout's name; for the Azure traces, with the release its first timestamp's year
+        names (the 2023 and 2024 files have the same columns)."""
+        if self is AZURE and isinstance(first_timestamp, str):
+            year = first_timestamp[:4]
+            if year in AZURE_RELEASES:
+                return f"{self.name} {year} ({AZURE_RELEASES[year]})"
+        return self.name
+
+
+AZURE = TraceLayout("Azure LLM inference", "TIMESTAMP", "ContextTokens", "GeneratedTokens", "auto")
+AZURE_RELEASES = {"2023": "Splitwise", "2024": "DynamoLLM"}
+"""The Azure LLM inference releases, by the year of their timestamps: the 2023 files are the
+trace of the Splitwise paper, the 2024 one-week files that of DynamoLLM."""
+
+LAYOUTS: tuple[TraceLayout, ...] = (
+    AZURE,
+    TraceLayout("BurstGPT", "Timestamp", "Request tokens", "Response tokens", "s"),
+    TraceLayout("Mooncake", "timestamp", "input_length", "output_length", "ms"),
+    TraceLayout("SplitwiseSim", "arrival_timestamp", "prompt_size", "token_size", "s"),
+)
+"""Public LLM trace layouts recognised by their columns (sources in docs/traces.md): a trace
+config that does not name its columns, of a file that lacks the default ones, reads them."""
+
+
+def recognise(names: Sequence[str]) -> TraceLayout | None:
+    """The public layout whose timestamp and token columns are all among ``names`` (a file's
+    columns), or None."""
+    present = set(names)
+    return next((lay for lay in LAYOUTS if all(c in present for c in lay.columns)), None)
 
 
 class Trace(Model):
@@ -98,6 +156,47 @@ class Trace(Model):
                     data = {**{k: spec[k] for k in DEFAULT_COLUMNS}, **data}
         return data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _recognise_layout(cls, data: Any, info: ValidationInfo) -> Any:
+        """A file of a public layout (``LAYOUTS``) brings its column names and time unit when
+        the config leaves a column unnamed and the file lacks the default name: the keys given
+        in the config win. Only the file's header is read; a file that cannot be read is left
+        for the trace reader to report, with its line."""
+        if not isinstance(data, dict):
+            return data
+        path, fmt, delimiter = (
+            data.get("path"),
+            data.get("format", "auto"),
+            data.get("delimiter", ","),
+        )
+        given = {k: data[k] for k in DEFAULT_COLUMNS if k in data}
+        if (
+            not isinstance(path, str)
+            or path.startswith(BUILTIN_PREFIX)
+            or len(given) == len(DEFAULT_COLUMNS)
+            or not all(isinstance(v, str) for v in given.values())
+            or not isinstance(fmt, str)
+            or not (isinstance(delimiter, str) and len(delimiter) == 1)
+        ):
+            return data
+        file = _absolute(path, info.context)
+        if not file.is_file():
+            return data  # the path validator says so
+        # Imported here: the workload layer builds on the config layer, not the reverse.
+        from llmtraffic.workload.trace import header_names
+
+        names = header_names(file, fmt, delimiter)
+        if names is None:
+            return data
+        wanted = {**DEFAULT_COLUMNS, **given}
+        if all(name in names for name in wanted.values()):
+            return data
+        layout = recognise(names)
+        if layout is None:
+            return data
+        return {**layout.keys(), **data}
+
     @field_validator("path")
     @classmethod
     def _resolve_path(cls, path: str, info: ValidationInfo) -> str:
@@ -109,15 +208,9 @@ class Trace(Model):
                     f"{', '.join(BUILTIN_PREFIX + n for n in BUILTIN_TRACES)}"
                 )
             return path
-        p = Path(path).expanduser()
-        context: Any = info.context
-        if not isinstance(context, Mapping):
-            context = {}
-        if not p.is_absolute():
-            base = context.get("base_dir")
-            p = (Path(base) if base is not None else Path.cwd()) / p
-        p = Path(_normalise(p))
+        p = _absolute(path, info.context)
         if not p.is_file():
+            context: Any = info.context if isinstance(info.context, Mapping) else {}
             # What a relative path is relative to: a config's folder, or for a command line
             # (llmtraffic fit) the current folder.
             base_is = context.get("base_is", "the config file's folder")
@@ -151,6 +244,23 @@ class Trace(Model):
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    @property
+    def layout(self) -> TraceLayout | None:
+        """The public layout whose columns these are (recognised from the file's header, named
+        by the config, or those of the built-in Azure trace), or None."""
+        columns = (self.timestamp, self.input_tokens, self.output_tokens)
+        return next((lay for lay in LAYOUTS if lay.columns == columns), None)
+
+
+def _absolute(path: str, context: Any) -> Path:
+    """A trace path made absolute: a relative one is taken from the context's ``base_dir``
+    (a config file's folder), else from the current folder."""
+    p = Path(path).expanduser()
+    if not p.is_absolute():
+        base = context.get("base_dir") if isinstance(context, Mapping) else None
+        p = (Path(base) if base is not None else Path.cwd()) / p
+    return Path(_normalise(p))
 
 
 def _normalise(p: Path) -> str:

@@ -21,6 +21,7 @@ import gzip
 import json
 import math
 import re
+import shlex
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
-from llmtraffic.config.trace import BUILTIN_PREFIX, BUILTIN_TRACES, Trace
+from llmtraffic.config.trace import BUILTIN_PREFIX, BUILTIN_TRACES, LAYOUTS, Trace
 from llmtraffic.config.workload import MAX_TOKENS
 from llmtraffic.errors import TraceError, TraceWarning
 
@@ -149,6 +150,8 @@ class TraceReader:
         self.kept = 0
         self.first_time = math.nan
         self.last_time = math.nan
+        self.first_stamp: Any = None
+        """The first row's timestamp as written (a date-time string, a number)."""
         self._origin: int | float | None = 0 if cfg.origin == "zero" else None
         self._memory: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._cast_first: dict[str, pa.DataType] = {}
@@ -173,6 +176,8 @@ class TraceReader:
                 continue
             if self._origin is None:
                 self._origin = ticks[0].item()
+            if self.first_stamp is None:
+                self.first_stamp = _cell(batch.columns[self.cfg.timestamp], 0)
             self._check_sorted(batch, ticks, prev)
             prev = (
                 ticks[-1].item(),
@@ -235,6 +240,8 @@ class TraceReader:
         for batch in self._batches():
             ticks = self._ticks(batch)
             inp, out = self._tokens(batch)
+            if self.first_stamp is None and len(ticks):
+                self.first_stamp = _cell(batch.columns[self.cfg.timestamp], 0)
             ticks_l.append(ticks)
             inp_l.append(inp)
             out_l.append(out)
@@ -293,17 +300,9 @@ class TraceReader:
                 "Is it the right file? Another separator is set with the trace table's "
                 "delimiter key (llmtraffic fit: --delimiter)"
             )
-        for name in needed:
-            if name not in present:
-                lower = {p.lower(): p for p in present}
-                close = difflib.get_close_matches(name.lower(), list(lower), n=1, cutoff=0.6)
-                hint = f" (did you mean {lower[close[0]]!r}?)" if close else ""
-                raise TraceError(
-                    f"{self.label}: no column {name!r} (the {roles[name]} column){hint}; the "
-                    f"file has: {', '.join(repr(p) for p in present) or '(none)'}. Name the "
-                    "columns with the trace table's timestamp, input_tokens and output_tokens "
-                    "keys (llmtraffic fit: --timestamp, --input-tokens, --output-tokens)"
-                )
+        missing = [name for name in needed if name not in present]
+        if missing:
+            raise TraceError(_missing_columns(self.label, missing, roles, present))
 
     def _batches(self) -> Iterator[_Batch]:
         if self.format == "csv":
@@ -615,6 +614,96 @@ class TraceReader:
 
 # --- helpers ------------------------------------------------------------------------------
 
+_ROLE_WORDS = {
+    "timestamp": ("timestamp", "time", "arrival", "date", "created"),
+    "input_tokens": ("input", "prompt", "context", "request"),
+    "output_tokens": ("output", "completion", "generated", "response"),
+}
+"""Words in a column name that suggest it for a role (the public layouts' names among them)."""
+_TOKEN_WORDS = ("token", "length", "len", "size", "count")
+_FLAG = {
+    "timestamp": "--timestamp",
+    "input_tokens": "--input-tokens",
+    "output_tokens": "--output-tokens",
+}
+
+
+def _suggest(name: str, role: str, free: Sequence[str]) -> str | None:
+    """The column of ``free`` (not used by another role) most likely meant by ``name``: the
+    same name in another case; a name with a word of the role (for token counts, with a word
+    such as "tokens" too, so 'request_id' is not taken for input); a close spelling."""
+    lower = {f.lower(): f for f in free}
+    if name.lower() in lower:
+        return lower[name.lower()]
+    words = _ROLE_WORDS.get(role, ())
+    for strict in (True, False):
+        for f in free:
+            low = f.lower()
+            if any(w in low for w in words) and (
+                role == "timestamp" or not strict or any(t in low for t in _TOKEN_WORDS)
+            ):
+                return f
+    close = difflib.get_close_matches(name.lower(), list(lower), n=1, cutoff=0.6)
+    return lower[close[0]] if close else None
+
+
+def _missing_columns(
+    label: str, missing: Sequence[str], roles: dict[str, str], present: Sequence[str]
+) -> str:
+    """One message for every missing column: each with its role and a guess among the file's
+    columns (each column guessed once, and never one that another role already uses), the
+    file's columns, and the keys (or fit flags) that name them."""
+    used = {name for name in roles if name in present}
+    free = [p for p in present if p not in used]
+    parts, fixes = [], {}
+    for name in missing:
+        role = roles[name]
+        guess = _suggest(name, role, free)
+        if guess is not None:
+            free.remove(guess)
+            if role in _FLAG:
+                fixes[role] = guess
+        hint = f"; did you mean {guess!r}?" if guess is not None else ""
+        parts.append(f"no column {name!r} (the {role} column{hint})")
+    found = ", ".join(repr(p) for p in present) or "(none)"
+    text = f"{label}: {', '.join(parts)}; the file has: {found}. "
+    if fixes and len(fixes) == sum(roles[n] in _FLAG for n in missing):
+        keys = ", ".join(f"{role} = {json.dumps(col)}" for role, col in fixes.items())
+        flags = " ".join(f"{_FLAG[role]} {shlex.quote(col)}" for role, col in fixes.items())
+        text += f"Set {keys} in the trace table (llmtraffic fit: {flags})"
+    else:
+        text += (
+            "Name the columns with the trace table's timestamp, input_tokens and output_tokens "
+            "keys (llmtraffic fit: --timestamp, --input-tokens, --output-tokens)"
+        )
+    layouts = ", ".join(layout.name for layout in LAYOUTS)
+    return text + f". Files of the public layouts ({layouts}) need no names (docs/traces.md)"
+
+
+_HEADER_BYTES = 1 << 20
+"""The most read of a file's first line (or first JSON object) when recognising its layout."""
+
+
+def header_names(path: Path, fmt: str = "auto", delimiter: str = ",") -> list[str] | None:
+    """The column names a trace file declares, read cheaply to recognise its layout: a CSV
+    file's first line, the keys of a JSONL file's first object, a Parquet file's schema. None
+    when the file cannot be read so: the trace reader reports why, with the line, when it
+    reads the file."""
+    try:
+        kind = _format_of(path, fmt, str(path))
+        if kind == "parquet":
+            return list(pq.ParquetFile(path).schema_arrow.names)
+        with _open_text(path) as f:
+            if kind == "csv":
+                return next(csv.reader([f.readline(_HEADER_BYTES)], delimiter=delimiter), None)
+            while line := f.readline(_HEADER_BYTES):
+                if line.strip():
+                    obj = json.loads(line)
+                    return list(obj) if isinstance(obj, dict) else None
+    except Exception:  # any failure only means "not recognised": see the docstring
+        return None
+    return None
+
 
 def _format_of(path: Path, fmt: str, label: str) -> str:
     if fmt != "auto":
@@ -722,12 +811,14 @@ def _csv_problem(path: Path, delimiter: str) -> str | None:
 
 
 def _open_text(path: Path) -> TextIO:
+    """The file as text; a UTF-8 byte order mark (spreadsheets write one) is not part of the
+    first column's name, as Arrow's CSV reader also drops it."""
     name = path.name.lower()
     if name.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8", newline="")
+        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
     if name.endswith(".bz2"):
-        return bz2.open(path, "rt", encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+        return bz2.open(path, "rt", encoding="utf-8-sig", newline="")
+    return open(path, encoding="utf-8-sig", newline="")
 
 
 def _plain(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
