@@ -15,6 +15,7 @@ from llmtraffic.errors import LLMTrafficError
 from llmtraffic.experiment.store import ExperimentData
 from llmtraffic.plots.labels import MetricLabel, metric_label
 from llmtraffic.plots.run import check_tables, plot_folder, save_figure, save_run_plots
+from llmtraffic.plots.ticks import money_axis
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -69,22 +70,35 @@ def comparison(
 ) -> Figure:
     """One panel per metric: its mean per grid point with a 95% confidence band (a line per
     value of the other axes over a numeric ``x`` axis; grouped bars with error bars over a
-    categorical one)."""
+    categorical one).
+
+    A point where the metric is undefined in every run is marked ``n/a`` (with the reason in
+    the panel's title); a default metric undefined everywhere gets no panel (the figure says
+    which were left out), while one asked for by name keeps its panel, saying why it is empty.
+    """
     pts = data.points
     if pts.empty:
         raise LLMTrafficError(f"{data.folder}: no finished runs to plot")
+    asked = bool(metrics)
     metrics = list(metrics) if metrics else default_metrics(data)
     missing = [m for m in metrics if m not in set(pts["metric"])]
     if missing:
         raise LLMTrafficError(
             f"no metric {', '.join(missing)} in {data.folder}; see the columns of summary.csv"
         )
+    left_out: list[str] = []
+    if not asked:
+        defined = [m for m in metrics if _defined(pts[pts["metric"] == m]).any()]
+        left_out = [m for m in metrics if m not in defined]
+        metrics = defined or metrics
     x_axis = _pick_x(data, x)
     others = [a for a in data.axes if a != x_axis]
     ncols = 2 if len(metrics) <= 4 else 3
     nrows = math.ceil(len(metrics) / ncols)
     fig = Figure(figsize=(5.2 * ncols, 3.9 * nrows + 0.9), layout="constrained")
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False).ravel())
+    for ax in axes[len(metrics) :]:
+        fig.delaxes(ax)  # an unused grid cell is no panel at all, not a blank one
     numeric = x_axis is not None and all(_is_number(v) for v in data.axis_info(x_axis)["values"])
     handles: dict[str, Any] = {}
     for ax, metric in zip(axes, metrics, strict=False):
@@ -94,34 +108,46 @@ def comparison(
         else:
             _bars(ax, sub, x_axis, others, handles)
         lab = metric_label(metric)
-        if not np.isfinite(sub["mean"].to_numpy(dtype=float)).any():
+        title = lab.title
+        if not _defined(sub).all():
+            title += f"\nn/a: {na_reason(metric)}"
+        if not _defined(sub).any():
             ax.text(
                 0.5,
                 0.5,
-                "undefined in every run\n(e.g. never recovered)",
+                f"n/a at every point\n({na_reason(metric)})",
                 transform=ax.transAxes,
                 ha="center",
                 va="center",
-                color="#666666",
+                fontsize=12,
+                color="#555555",
             )
         elif metric.endswith(".metastable"):
             ax.set_ylim(-3.0, 103.0)  # a share of runs: the whole range reads at a glance
         elif lab.share:
             low, high = ax.get_ylim()
             ax.set_ylim(max(low, -3.0), min(high, 103.0))
-        ax.set_title(lab.title, loc="left", fontsize=11)
-        ax.set_ylabel(lab.unit or metric)
+        ax.set_title(title, loc="left", fontsize=11)
+        if lab.unit.startswith("USD"):
+            money_axis(ax.yaxis)
+            ax.set_ylabel(lab.unit.replace("USD / ", "per ").replace("USD", "cost"))
+        else:
+            ax.set_ylabel(lab.unit or metric)
         ax.grid(alpha=0.3)
         if x_axis is not None:
             ax.set_xlabel(_axis_label(data, x_axis))
         if numeric:
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _compact(v)))
-    for ax in axes[len(metrics) :]:
-        ax.set_visible(False)
     reps = data.spec.get("replications", 1)
+    dropped = (
+        "\nnot shown, undefined in every run: "
+        + ", ".join(metric_label(m).title.lower() for m in left_out)
+        if left_out
+        else ""
+    )
     fig.suptitle(
         f"{data.name}: mean per grid point, 95% confidence interval over {reps} paired "
-        f"replication{'s' if reps != 1 else ''}",
+        f"replication{'s' if reps != 1 else ''}{dropped}",
         fontsize=13,
     )
     if len(handles) > 1 or others:
@@ -134,6 +160,24 @@ def comparison(
             title=", ".join(others) if others else None,
         )
     return fig
+
+
+NA_REASONS = {
+    "recovery_time": "never recovered",
+    "metastable": "run too short to tell",
+}
+"""Why a metric can be undefined in a run, by its last name part (others: "undefined")."""
+
+
+def na_reason(metric: str) -> str:
+    """Why a point shows ``n/a`` for ``metric``: in words a reader of the plot can act on."""
+    return NA_REASONS.get(metric.rsplit(".", 1)[-1], "undefined in these runs")
+
+
+def _defined(sub: pd.DataFrame) -> np.ndarray:
+    """Per row of a metric's points: True where the mean is a finite number."""
+    finite: np.ndarray = np.isfinite(sub["mean"].to_numpy(dtype=float))
+    return finite
 
 
 def _legend_columns(labels: list[str], width_in: float) -> int:
@@ -186,7 +230,10 @@ def _lines(
         g = g.sort_values(x_axis)
         xs = g[x_axis].to_numpy(dtype=float)
         colour = COLOURS[i % len(COLOURS)]
-        (line,) = ax.plot(xs, g["mean"] * lab.scale, marker="o", ms=4, lw=1.6, color=colour)
+        means = g["mean"].to_numpy(dtype=float) * lab.scale
+        (line,) = ax.plot(xs, means, marker="o", ms=4, lw=1.6, color=colour)
+        for x_pos in xs[~np.isfinite(means)]:  # a gap in the line says why
+            _mark_na(ax, float(x_pos), colour=colour)
         low, high = _clip(
             g["ci_low"].to_numpy(dtype=float) * lab.scale,
             g["ci_high"].to_numpy(dtype=float) * lab.scale,
@@ -195,6 +242,22 @@ def _lines(
         if np.isfinite(low).any():
             ax.fill_between(xs, low, high, color=colour, alpha=0.18, lw=0)
         handles.setdefault(label, line)
+
+
+def _mark_na(ax: Any, x: float, *, upright: bool = False, colour: str = "#444444") -> None:
+    """An ``n/a`` at the foot of the panel over ``x``: this point has no value to draw."""
+    ax.text(
+        x,
+        0.02,
+        "n/a",
+        transform=ax.get_xaxis_transform(),
+        ha="center",
+        va="bottom",
+        fontsize=9,
+        fontweight="bold",
+        color=colour,
+        rotation=90 if upright else 0,
+    )
 
 
 def _clip(low: np.ndarray, high: np.ndarray, lab: MetricLabel) -> tuple[np.ndarray, np.ndarray]:
@@ -217,6 +280,7 @@ def _bars(
     for i, (label, g) in enumerate(groups):
         rows = [g[g[x_axis] == c] if x_axis is not None else g for c in cats]
         means = np.array([r["mean"].iloc[0] if len(r) else np.nan for r in rows]) * lab.scale
+        means = np.where(np.isfinite(means), means, np.nan)  # an infinite bar draws nothing
         low = np.array([r["ci_low"].iloc[0] if len(r) else np.nan for r in rows]) * lab.scale
         high = np.array([r["ci_high"].iloc[0] if len(r) else np.nan for r in rows]) * lab.scale
         low, high = _clip(low, high, lab)
@@ -236,16 +300,7 @@ def _bars(
         handles.setdefault(label, bars)
         for x_pos, mean in zip(pos, means, strict=True):
             if not np.isfinite(mean):  # say so, rather than draw nothing
-                ax.text(
-                    x_pos,
-                    0,
-                    "n/a",
-                    ha="center",
-                    va="bottom",
-                    fontsize=8,
-                    color="#666666",
-                    rotation=90,
-                )
+                _mark_na(ax, float(x_pos), upright=len(groups) > 4)
     ax.set_xticks(np.arange(len(cats)), [_fmt(c) for c in cats])
     if len(cats) > 4:
         ax.tick_params(axis="x", labelrotation=20)
@@ -269,6 +324,7 @@ def save_experiment_plots(
     plot_folder(out)
     paths = [save_figure(figure, out / "comparison.png")]
     if run is not None:
-        prefix = f"{run.folder.parent.name}-rep-{replication}-"
+        point_id = run.folder.parent.name if run.folder is not None else str(point)
+        prefix = f"{point_id}-rep-{replication}-"
         paths += save_run_plots(run, out, prefix=prefix)
     return paths

@@ -341,6 +341,7 @@ def experiment_body(
     except Exception as exc:  # the chosen run may have failed: the page still says so
         parts.append(f"<p class='bad'>no run to show: {_e(exc)}</p>")
     else:
-        parts.append(f"<h2>One run: {_e(run.folder.parent.name)} replication {replication}</h2>")
+        point_id = run.folder.parent.name if run.folder is not None else str(point)
+        parts.append(f"<h2>One run: {_e(point_id)} replication {replication}</h2>")
         parts.append(run_body(run, heading="h3"))
     return "\n".join(parts)

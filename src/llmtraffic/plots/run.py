@@ -7,6 +7,8 @@ inline.
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from llmtraffic.errors import LLMTrafficError, OutputError
 from llmtraffic.plots.labels import status_label
+from llmtraffic.plots.ticks import money_axis
 from llmtraffic.results.load import RunData
 
 FAILURE_COLOURS = {
@@ -36,6 +39,71 @@ _OUTSIDE: dict[str, Any] = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), 
 def usd(value: float) -> str:
     """USD for a plot text: the dollar sign escaped, since matplotlib reads $...$ as maths."""
     return f"\\${value:,.2f}" if abs(value) >= 100 else f"\\${value:,.4f}"
+
+
+def describe_run(run: RunData) -> str:
+    """What a figure of one run shows, for its title: the scenario, and for a run of an
+    experiment its point id and axis values (``outage-storm p004: incidents=capacity-drop,
+    policy=naive``), the policy of each feature unless an axis already names it, the
+    replication and the seed. Two runs of one experiment never get the same title."""
+    s = run.summary
+    name = str(s.get("scenario") or Path(str(getattr(run, "folder", "run"))).name)
+    point = _experiment_point(run)
+    parts = []
+    axis_paths: list[str] = []
+    if point is not None:
+        values = point.get("values", {})
+        axis_paths = [str(p) for p in point.get("_axis_paths", [])]
+        short = str(point["id"]).split("-", 1)[0]
+        name += f" {short}" + (
+            ": " + ", ".join(f"{k}={v}" for k, v in values.items()) if values else ""
+        )
+    if not any(re.fullmatch(r"features\.[^.]+\.policy|policies(\..*)?", p) for p in axis_paths):
+        policies = _policies(run)
+        if policies:
+            parts.append(policies)
+    if point is not None:
+        parts.append(f"replication {point['_replication']}")
+    parts.append(f"seed {s.get('seed')}")
+    return f"{name} ({', '.join(parts)})"
+
+
+def _policies(run: RunData) -> str:
+    """``policy naive`` when every feature has one policy, else ``policies chat=a, rag=b``."""
+    features = run.config.get("features", {}) if isinstance(run.config, dict) else {}
+    by_feature = {
+        str(f): str(c["policy"])
+        for f, c in features.items()
+        if isinstance(c, dict) and c.get("policy")
+    }
+    if not by_feature:
+        return ""
+    if len(set(by_feature.values())) == 1:
+        return f"policy {next(iter(by_feature.values()))}"
+    return "policies " + ", ".join(f"{f}={p}" for f, p in by_feature.items())
+
+
+def _experiment_point(run: RunData) -> dict[str, Any] | None:
+    """The point of experiment.json a run folder belongs to (``<experiment>/runs/<point
+    id>/rep-<r>``), with ``_replication`` and ``_axis_paths`` added; None for a lone run or
+    when experiment.json cannot be read (the title then just has less to say)."""
+    folder = getattr(run, "folder", None)
+    if folder is None:
+        return None
+    folder = Path(folder)
+    m = re.fullmatch(r"rep-(\d+)", folder.name)
+    spec_file = folder.parent.parent.parent / "experiment.json"
+    if m is None or folder.parent.parent.name != "runs" or not spec_file.is_file():
+        return None
+    try:
+        spec = json.loads(spec_file.read_text(encoding="utf-8"))
+        for p in spec["points"]:
+            if p["id"] == folder.parent.name:
+                paths = [a["path"] for a in spec.get("axes", [])]
+                return {**p, "_replication": int(m.group(1)), "_axis_paths": paths}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return None
 
 
 def _time_axis(end: float) -> tuple[float, str]:
@@ -60,9 +128,32 @@ def _shade_incidents(axes: list[Any], incidents: list[dict[str, Any]], unit: flo
             )
 
 
+HEADROOM = 1.3
+"""The traffic panel's y axis reaches this many times its highest value: incident labels go
+in the band above the data, never over it."""
+
+
+def incident_label(inc: dict[str, Any]) -> str:
+    """An incident as its timeline label reads: ``capacity drop (llm)``."""
+    return f"{str(inc.get('kind', 'incident')).replace('_', ' ')} ({inc.get('provider', '?')})"
+
+
+def _has_breaker(run: RunData) -> bool:
+    """True when a policy some feature uses has a circuit breaker (a config may define
+    policies no feature uses: an experiment's other choices)."""
+    config = run.config if isinstance(run.config, dict) else {}
+    policies = config.get("policies", {})
+    used = {c.get("policy") for c in config.get("features", {}).values() if isinstance(c, dict)}
+    return any(isinstance(policies.get(u), dict) and policies[u].get("breaker") for u in used)
+
+
 def timeline(run: RunData) -> Figure:
     """Traffic, request success, failed attempts by kind, cost rate, and provider load over
-    time, with incidents shaded and the end of arrivals marked."""
+    time, with incidents shaded and named and the end of arrivals marked.
+
+    A panel with nothing to show is left out (no failed attempts: no failures panel); the
+    x axis ends where the data ends.
+    """
     ts = run.timeseries
     if ts.empty:
         raise LLMTrafficError(f"{run.folder}: the time series is empty")
@@ -71,9 +162,10 @@ def timeline(run: RunData) -> Figure:
     t = ts["time"].to_numpy(dtype=float)
     end = float(s.get("sim_end_time") or (t[-1] + bin_width))
     widths = np.minimum(bin_width, np.maximum(end - t, 1e-9))
-    unit, xlabel = _time_axis(end)
+    data_end = float(t[-1] + widths[-1])
+    unit, xlabel = _time_axis(data_end)
     # Bins are drawn as steps over their edges: a value holds for its whole bin.
-    x = np.append(t, t[-1] + widths[-1]) / unit
+    x = np.append(t, data_end) / unit
 
     def edges(values: Any) -> np.ndarray:
         v = np.asarray(values, dtype=float)
@@ -82,16 +174,18 @@ def timeline(run: RunData) -> Figure:
     def rate(col: str) -> np.ndarray:
         return edges(ts[col].to_numpy(dtype=float) / widths)
 
-    fig = Figure(figsize=(13, 13), layout="constrained")
-    axes = fig.subplots(5, 1, sharex=True, height_ratios=[1.2, 0.9, 1.0, 0.9, 1.0])
-    ax_traffic, ax_success, ax_fail, ax_cost, ax_load = axes
-    fig.suptitle(
-        f"Timeline of {s.get('scenario', run.folder.name)} (seed {s.get('seed')}), "
-        f"{bin_width:g} s bins",
-        fontsize=14,
+    kinds = [k for k in FAILURE_COLOURS if k in ts and ts[k].sum() > 0]
+    panels = ["traffic", "success", *(["failures"] if kinds else []), "cost", "load"]
+    heights = {"traffic": 1.2, "success": 0.9, "failures": 1.0, "cost": 0.9, "load": 1.0}
+    fig = Figure(figsize=(13, 13 if kinds else 11), layout="constrained")
+    axes = list(
+        fig.subplots(len(panels), 1, sharex=True, height_ratios=[heights[p] for p in panels])
     )
+    ax = dict(zip(panels, axes, strict=True))
+    fig.suptitle(f"Timeline of {describe_run(run)}, {bin_width:g} s bins", fontsize=14)
 
     step = {"drawstyle": "steps-post"}
+    ax_traffic = ax["traffic"]
     ax_traffic.plot(x, rate("arrivals"), label="requests arriving", color="#1f77b4", lw=1.6, **step)
     ax_traffic.plot(x, rate("attempts"), label="attempts sent", color="#ff7f0e", lw=1.6, **step)
     ax_traffic.plot(
@@ -105,13 +199,13 @@ def timeline(run: RunData) -> Figure:
     ok = edges(ts["arrived_ok"])
     with np.errstate(invalid="ignore", divide="ignore"):
         share = np.where(done > 0, 100.0 * ok / done, np.nan)
-    ax_success.plot(x, share, color="#2ca02c", lw=1.4, label="requests that succeeded", **step)
-    ax_success.set_ylim(-3, 103)
-    ax_success.set_ylabel("% of requests")
-    ax_success.set_title("Success of the requests arriving in each bin", loc="left")
+    ax["success"].plot(x, share, color="#2ca02c", lw=1.4, label="requests that succeeded", **step)
+    ax["success"].set_ylim(-3, 103)
+    ax["success"].set_ylabel("% of requests")
+    ax["success"].set_title("Success of the requests arriving in each bin", loc="left")
 
-    kinds = [k for k in FAILURE_COLOURS if k in ts and ts[k].sum() > 0]
     if kinds:
+        ax_fail = ax["failures"]
         # Stacked by hand: stackplot has no step drawing, and bins are steps, not ramps.
         bottom = np.zeros_like(x)
         for k in kinds:
@@ -127,11 +221,10 @@ def timeline(run: RunData) -> Figure:
                 label=status_label(k),
             )
             bottom = top
-    else:
-        ax_fail.text(0.5, 0.5, "no failed attempts", transform=ax_fail.transAxes, ha="center")
-    ax_fail.set_ylabel("per second")
-    ax_fail.set_title("Failed attempts by kind (stacked)", loc="left")
+        ax_fail.set_ylabel("per second")
+        ax_fail.set_title("Failed attempts by kind (stacked)", loc="left")
 
+    ax_cost = ax["cost"]
     per_min = 60.0
     ax_cost.plot(x, rate("billed_cost") * per_min, color="#1f77b4", lw=1.4, label="billed", **step)
     ax_cost.fill_between(
@@ -143,9 +236,11 @@ def timeline(run: RunData) -> Figure:
         lw=0,
         label="wasted",
     )
-    ax_cost.set_ylabel("USD per minute")
+    ax_cost.set_ylabel("cost per minute")
+    money_axis(ax_cost.yaxis)
     ax_cost.set_title("Cost rate", loc="left")
 
+    ax_load = ax["load"]
     ax_load.plot(
         x, edges(ts["busy_slots"]), color="#17becf", lw=1.4, label="busy serving slots", **step
     )
@@ -162,9 +257,9 @@ def timeline(run: RunData) -> Figure:
         **step,
     )
     ax_load.set_ylabel("attempts (time-weighted mean)")
-    ax_load.set_title("Provider load and circuit breakers", loc="left")
-    open_share = edges(ts["breakers_open"])
+    open_share = edges(ts["breakers_open"]) if "breakers_open" in ts else np.zeros_like(x)
     if open_share.max(initial=0.0) > 0:
+        ax_load.set_title("Provider load and circuit breakers", loc="left")
         twin = ax_load.twinx()
         twin.fill_between(
             x, open_share, step="post", color=BREAKER_COLOUR, alpha=0.2, lw=0, label="breakers open"
@@ -176,42 +271,50 @@ def timeline(run: RunData) -> Figure:
         h2, l2 = twin.get_legend_handles_labels()
         ax_load.legend(h1 + h2, l1 + l2, **{**_OUTSIDE, "bbox_to_anchor": (1.07, 1.0)})
     else:
+        # A breaker that never opened is worth saying; a run without one needs no mention.
+        never = " (circuit breakers never opened)" if _has_breaker(run) else ""
+        ax_load.set_title(f"Provider load{never}", loc="left")
         ax_load.legend(**_OUTSIDE)
     ax_load.set_xlabel(xlabel)
 
     incidents = list(s.get("incidents", []))
-    _shade_incidents(list(axes), incidents, unit)
+    _shade_incidents(axes, incidents, unit)
     duration = float(s.get("duration", end))
-    for ax in axes:
-        ax.axvline(duration / unit, color="black", lw=0.8, ls="--")
-        ax.grid(alpha=0.3)
-        ax.set_xlim(0, end / unit)
-    # The label goes on the side of the line with room for it (the drain is often short).
-    right_side = end - duration > 0.1 * end
-    ax_traffic.text(
-        duration / unit,
-        1.01,
-        " arrivals stop" if right_side else "arrivals stop ",
-        transform=ax_traffic.get_xaxis_transform(),
-        va="bottom",
-        ha="left" if right_side else "right",
-        fontsize=9,
-    )
-    for inc in incidents:
+    for a in axes:
+        if duration < data_end:
+            a.axvline(duration / unit, color="black", lw=0.8, ls="--")
+        a.grid(alpha=0.3)
+        a.set_xlim(0, data_end / unit)
+    if duration < data_end:
+        # The label goes on the side of the line with room for it (the drain is often short).
+        right_side = data_end - duration > 0.1 * data_end
         ax_traffic.text(
-            (inc["start"] + inc["end"]) / 2 / unit,
-            0.97,
-            f"{inc['kind']}\n{inc['provider']}",
+            duration / unit,
+            1.01,
+            " arrivals stop" if right_side else "arrivals stop ",
             transform=ax_traffic.get_xaxis_transform(),
-            ha="center",
-            va="top",
+            va="bottom",
+            ha="left" if right_side else "right",
             fontsize=9,
-            color="#303030",
-            bbox={"facecolor": "white", "alpha": 0.75, "lw": 0, "pad": 1.5},
         )
-    for ax in (ax_traffic, ax_success, ax_fail, ax_cost):
-        if ax.get_legend_handles_labels()[0]:  # a run without failures has none to explain
-            ax.legend(**_OUTSIDE)
+    if incidents:
+        # Labels sit in a band above the highest value, so they never cover a line.
+        _low, high = ax_traffic.get_ylim()
+        ax_traffic.set_ylim(0, max(high, 1e-9) * HEADROOM)
+        for inc in incidents:
+            ax_traffic.text(
+                (inc["start"] + inc["end"]) / 2 / unit,
+                0.97,
+                incident_label(inc),
+                transform=ax_traffic.get_xaxis_transform(),
+                ha="center",
+                va="top",
+                fontsize=10,
+                color="#202020",
+            )
+    for a in (ax_traffic, ax["success"], ax.get("failures"), ax_cost):
+        if a is not None and a.get_legend_handles_labels()[0]:
+            a.legend(**_OUTSIDE)
     return fig
 
 
@@ -221,7 +324,9 @@ def cost_breakdown(run: RunData) -> Figure:
     s = run.summary
     feats = s.get("features", {})
     names = list(feats)
-    has_attempts = "attempts" in run.manifest.get("tables", [])
+    # A panel of attempt outcomes only when there are attempts to show: no empty panel.
+    att = run.attempts if "attempts" in run.manifest.get("tables", []) else None
+    has_attempts = att is not None and not att.empty
     fig = Figure(figsize=(11, 4.8 if has_attempts else 4.2), layout="constrained")
     axes = fig.subplots(1, 2 if has_attempts else 1, squeeze=False)[0]
     ax = axes[0]
@@ -236,23 +341,24 @@ def cost_breakdown(run: RunData) -> Figure:
         ax.text(useful[i] + wasted[i], i, text, va="center", fontsize=9)
     ax.set_yticks(y, names)
     ax.invert_yaxis()
-    ax.set_xlabel("cost over the run (USD)")
+    ax.set_xlabel("cost over the run")
+    money_axis(ax.xaxis)
     ax.set_title("Cost per feature: useful vs wasted (x = billed / useful)", loc="left")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=9)
     ax.grid(axis="x", alpha=0.3)
     ax.set_xlim(0, max(float((useful + wasted).max(initial=0.0)) * 1.18, 1e-9))
-    if has_attempts:
-        att = run.attempts
+    if att is not None and has_attempts:
         by = att.groupby("status")["cost"].sum().sort_values(ascending=False)
         ax2 = axes[1]
         colours = [FAILURE_COLOURS.get(k, "#2ca02c") for k in by.index]
         ax2.bar([status_label(k) for k in by.index], by.to_numpy(), color=colours)
-        ax2.set_ylabel("billed cost (USD)")
+        ax2.set_ylabel("billed cost")
+        money_axis(ax2.yaxis)
         ax2.set_title("Billed cost by attempt outcome", loc="left")
         ax2.tick_params(axis="x", labelrotation=20)
         ax2.grid(axis="y", alpha=0.3)
     fig.suptitle(
-        f"Cost breakdown of {s.get('scenario', '')}: billed {usd(s['billed_cost'])}, "
+        f"Cost breakdown of {describe_run(run)}: billed {usd(s['billed_cost'])}, "
         f"wasted {usd(s['wasted_cost'])}",
         fontsize=13,
     )
@@ -261,11 +367,13 @@ def cost_breakdown(run: RunData) -> Figure:
 
 def latency_cdf(run: RunData) -> Figure | None:
     """Distribution of end-to-end latency of successful requests, per feature (None when the
-    run did not keep its requests table)."""
+    run did not keep its requests table, or no request succeeded: no empty figure)."""
     if "requests" not in run.manifest.get("tables", []):
         return None
     req = run.requests
     ok = req[req["outcome"] == "ok"]
+    if ok.empty:
+        return None
     fig = Figure(figsize=(9, 5), layout="constrained")
     ax = fig.subplots()
     for feature, group in ok.groupby("feature", sort=True):
@@ -288,7 +396,7 @@ def latency_cdf(run: RunData) -> Figure | None:
     ax.set_xlabel("latency of successful requests, retries included (s, log scale)")
     ax.set_ylabel("share of successful requests (%)")
     ax.set_ylim(0, 101)
-    ax.set_title(f"Latency CDF of {run.summary.get('scenario', '')}", loc="left")
+    ax.set_title(f"Latency CDF of {describe_run(run)}", loc="left")
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="lower right", fontsize=9)
     return fig
