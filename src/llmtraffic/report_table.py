@@ -1,50 +1,102 @@
-"""The readable summary tables the CLI prints at the end of a run."""
+"""The readable summary tables the CLI prints at the end of a run.
+
+Every table here is designed for an 80-column terminal and printed at that width on any wider
+one (``print_fixed``): a CI log, a pipe (which rich treats as 80 columns) and a 200-column
+terminal show the same lines. Numbers never wrap and are never cut; only labels wrap. A table
+with more columns than 80 columns hold is split in two (per feature: traffic, then cost;
+incidents: what happened, then what it cost and how it ended).
+"""
 
 from __future__ import annotations
 
 import math
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
+
+WIDTH = 80
+"""The width every table is laid out for, and printed at on a wider terminal."""
+
+
+def print_fixed(console: Console, renderable: RenderableType) -> None:
+    """Print at ``WIDTH`` columns (or the terminal's own width when it is narrower): the
+    layout is the same on every terminal of 80 columns or more and in a pipe."""
+    console.print(renderable, width=min(console.width, WIDTH))
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
 
 
 def _num(v: Any, fmt: str) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
+    if _missing(v):
         return "-"
     return format(v, fmt)
 
 
 def money(v: Any) -> str:
-    """USD with precision suited to the magnitude."""
-    if v is None or (isinstance(v, float) and math.isnan(v)):
+    """USD with precision suited to the magnitude: cents from $100, whole dollars from
+    $100,000 (where cents are noise and only widen a column)."""
+    if _missing(v):
         return "-"
-    return f"${v:,.2f}" if abs(v) >= 100 else f"${v:,.4f}"
+    if abs(v) >= 100_000:
+        return f"${v:,.0f}" if v >= 0 else f"-${-v:,.0f}"
+    if abs(v) >= 100:
+        return f"${v:,.2f}" if v >= 0 else f"-${-v:,.2f}"
+    return f"${v:,.4f}" if v >= 0 else f"-${-v:,.4f}"
 
 
 def seconds(v: Any) -> str:
     """A duration in s or ms."""
-    if v is None or (isinstance(v, float) and math.isnan(v)):
+    if _missing(v):
         return "-"
     return f"{v * 1000:.0f} ms" if v < 1 else f"{v:.2f} s"
 
 
+def _pair(a: Any, b: Any) -> str:
+    """Two durations with one unit: ``2.27 / 6.55 s`` (both in ms when both are below 1 s)."""
+    if _missing(a) or _missing(b) or (a < 1) != (b < 1):
+        return f"{seconds(a)} / {seconds(b)}"
+    if a < 1:
+        return f"{a * 1000:.0f} / {b * 1000:.0f} ms"
+    return f"{a:.2f} / {b:.2f} s"
+
+
+def _steady_note(s: dict[str, Any]) -> str:
+    """What the projections were scaled from (docs/metrics.md, "Projections")."""
+    steady, window = s.get("projection_seconds"), s.get("duration")
+    if s.get("cost_per_day") is None or _missing(steady):
+        return "steady: no bin outside the incidents to project from (docs/metrics.md)"
+    if window is not None and steady < window:
+        return (
+            f"steady: projected from the {steady:,.0f} s outside incidents; an incident's own "
+            'cost is in its table (docs/metrics.md, "Projections")'
+        )
+    return 'steady: the whole window scaled to a day and a month (docs/metrics.md, "Projections")'
+
+
 def summary_table(s: dict[str, Any], title: str = "Summary") -> Table:
-    """The headline metrics of a run."""
+    """The headline metrics of a run; the projections are the steady state's (a caption says
+    from how many seconds)."""
     t = Table(title=title, show_header=False, title_justify="left")
+    # Labels may wrap on a terminal narrower than 80 columns; values never do.
     t.add_column("metric", style="bold")
-    t.add_column("value", justify="right")
+    t.add_column("value", justify="right", no_wrap=True)
     t.add_column("metric", style="bold")
-    t.add_column("value", justify="right")
+    t.add_column("value", justify="right", no_wrap=True)
+    peak = _num(s["peak_attempt_rate_ratio"], ".2f")
     left = [
         ("requests", f"{s['requests']:,}"),
         ("success rate", _num(s["success_rate"], ".2%")),
         ("attempts", f"{s['attempts']:,}"),
         ("attempt amplification", _num(s["attempt_amplification"], ".3f") + "x"),
         ("attempt error rate", _num(s["attempt_error_rate"], ".2%")),
-        ("peak attempt rate / mean", _num(s["peak_attempt_rate_ratio"], ".2f") + "x"),
-        ("latency p50 / p95", f"{seconds(s['latency_p50'])} / {seconds(s['latency_p95'])}"),
-        ("latency p99 / max", f"{seconds(s['latency_p99'])} / {seconds(s['latency_max'])}"),
+        ("peak attempt rate", peak + "x mean" if peak != "-" else "-"),
+        ("latency p50 / p95", _pair(s["latency_p50"], s["latency_p95"])),
+        ("latency p99 / max", _pair(s["latency_p99"], s["latency_max"])),
     ]
     right = [
         ("billed cost", money(s["billed_cost"])),
@@ -53,80 +105,121 @@ def summary_table(s: dict[str, Any], title: str = "Summary") -> Table:
         ("cost amplification", _num(s["cost_amplification"], ".3f") + "x"),
         ("cost vs baseline", _num(s["cost_vs_baseline"], ".3f") + "x"),
         ("cost per success", money(s["cost_per_success"])),
-        ("projected per day", money(s["cost_per_day"])),
-        ("projected per month", money(s["cost_per_month"])),
+        ("per day (steady)", money(s["cost_per_day"])),
+        ("per month (steady)", money(s["cost_per_month"])),
     ]
     for (a, b), (c, d) in zip(left, right, strict=True):
         t.add_row(a, b, c, d)
+    t.caption = _steady_note(s)
+    t.caption_justify = "left"
     return t
 
 
-def features_table(s: dict[str, Any]) -> Table:
-    """Per-feature breakdown."""
-    t = Table(title="Per feature", title_justify="left", box=None, header_style="bold underline")
-    for col in (
-        "feature",
-        "requests",
-        "success",
-        "att/req",
-        "billed",
-        "wasted",
-        "cost x",
-        "p95 latency",
-        "per month",
-    ):
-        t.add_column(col, justify="left" if col == "feature" else "right", no_wrap=True)
+def _plain_table(title: str, caption: str | None = None) -> Table:
+    """The house style of the secondary tables: a left title, an underlined bold header, no
+    box and no outer padding (two spaces between columns)."""
+    t = Table(
+        title=title,
+        title_justify="left",
+        box=None,
+        header_style="bold underline",
+        pad_edge=False,
+        caption=caption,
+        caption_justify="left",
+    )
+    return t
+
+
+def features_table(s: dict[str, Any]) -> Group:
+    """Per-feature breakdown, as two tables that each fit 80 columns: traffic, then cost."""
+    traffic = _plain_table("Per feature: requests")
+    cost = _plain_table("Per feature: cost (per day and month: steady state)")
+    for t in (traffic, cost):
+        # A long feature name wraps rather than pushing a number off the line.
+        t.add_column("feature", max_width=24)
+    for col in ("requests", "success", "att/req", "att errors", "p95 latency"):
+        traffic.add_column(col, justify="right", no_wrap=True)
+    for col in ("billed", "wasted", "cost x", "per day", "per month"):
+        cost.add_column(col, justify="right", no_wrap=True)
     for name, m in s["features"].items():
-        t.add_row(
-            name,
+        traffic.add_row(
+            escape(name),
             f"{m['requests']:,}",
             _num(m["success_rate"], ".2%"),
             _num(m["attempt_amplification"], ".3f"),
+            _num(m.get("attempt_error_rate"), ".2%"),
+            seconds(m["latency_p95"]),
+        )
+        cost.add_row(
+            escape(name),
             money(m["billed_cost"]),
             money(m["wasted_cost"]),
             _num(m["cost_amplification"], ".3f"),
-            seconds(m["latency_p95"]),
+            money(m.get("cost_per_day")),
             money(m["cost_per_month"]),
         )
-    return t
+    return Group(traffic, cost)
 
 
-def incidents_table(s: dict[str, Any]) -> Table:
-    """Per-incident success, cost and recovery."""
-    t = Table(title="Incidents", title_justify="left", box=None, header_style="bold underline")
-    for col in (
-        "provider",
-        "kind",
-        "window",
-        "ok before",
-        "ok during",
-        "att/req",
-        "extra cost",
-        "recovery",
-        "metastable",
-    ):
-        t.add_column(col, no_wrap=True)
+def incidents_table(s: dict[str, Any]) -> Group:
+    """Per incident: what happened (success before and during, attempts per request), then
+    what it cost (extra cost, the requests it left unserved and what they were worth) and how
+    it ended (recovery, metastable verdict). A negative extra cost is work not done, and its
+    cell says so."""
+    what = _plain_table("Incidents")
+    what.add_column("#", justify="right", no_wrap=True)
+    what.add_column("provider", max_width=20)
+    what.add_column("kind", max_width=14)
+    what.add_column("window", no_wrap=True)
+    for col in ("ok before", "ok during", "att/req"):
+        what.add_column(col, justify="right", no_wrap=True)
+    cost = _plain_table("Incidents: cost (outside the projections) and recovery")
+    cost.add_column("#", justify="right", no_wrap=True)
+    for col in ("extra cost", "unserved", "worth", "recovery"):
+        cost.add_column(col, justify="right", no_wrap=True)
+    # "1 of 2, 1 undetermined"-style text may wrap between words.
+    cost.add_column("metastable", max_width=16)
     notes: list[str] = []
+    negative = False
     for i, inc in enumerate(s["incidents"]):
-        meta = inc["metastable"]
-        if meta is None:
-            notes.append(f"{len(notes) + 1}. incident {i + 1}: {inc.get('metastable_reason', '?')}")
-        t.add_row(
-            inc["provider"],
-            inc["kind"],
+        n = str(i + 1)
+        what.add_row(
+            n,
+            escape(str(inc["provider"])),
+            escape(str(inc["kind"])),
             f"{inc['start']:g}-{inc['end']:g} s",
             _num(inc["success_rate_before"], ".2%"),
             _num(inc["success_rate_during"], ".2%"),
             _num(inc["attempt_amplification_during"], ".2f"),
-            money(inc["extra_cost"]),
+        )
+        meta = inc["metastable"]
+        if meta is None:
+            notes.append(f"{len(notes) + 1}. incident {n}: {inc.get('metastable_reason', '?')}")
+        extra = inc["extra_cost"]
+        unserved = inc.get("unserved_requests")
+        below = not _missing(extra) and extra < 0
+        negative |= below
+        cost.add_row(
+            n,
+            money(extra) + (" *" if below else ""),
+            "-" if _missing(unserved) else f"{unserved:,.0f}",
+            money(inc.get("unserved_cost")),
             seconds(inc["recovery_time"]),
             verdict(meta, len(notes)),
         )
+    # Footnotes as lines of their own, wrapped at the output's width rather than the narrow
+    # table's: the reason is a sentence, and a footnote keeps the table one line per incident.
+    footnotes: list[RenderableType] = []
+    if negative:
+        footnotes.append(
+            Text(
+                "* below zero: work not done, not a saving (the unserved requests were not "
+                "billed; worth: what they would have cost)"
+            )
+        )
     if notes:
-        # The reason is a sentence: a footnote keeps the table one line per incident.
-        t.caption = "undetermined: " + "; ".join(notes)
-        t.caption_justify = "left"
-    return t
+        footnotes.append(Text("undetermined: " + "; ".join(notes)))
+    return Group(what, cost, *footnotes)
 
 
 def verdict(metastable: bool | None, note: int = 0) -> str:
@@ -137,14 +230,79 @@ def verdict(metastable: bool | None, note: int = 0) -> str:
     return "[red]yes[/red]" if metastable else "no"
 
 
+REQUEST_CAUSES = {
+    "exhausted": "exhausted: its last allowed attempt failed (why: below)",
+    "non_retryable": "failed with an error the policy does not retry",
+    "deadline": "the user's deadline passed",
+    "rejected_breaker": "refused by the open circuit breaker",
+    "rejected_budget": "refused by the retry budget",
+    "rejected_throttle": "refused by the client's throttle, pacing or concurrency limit",
+    "unfinished": "unfinished when the run stopped (run.drain)",
+}
+"""Why a request failed, by its outcome (docs/records.md)."""
+
+ATTEMPT_CAUSES = {
+    "rate_limited": "429 rate limited",
+    "overloaded": "529/503 overloaded: shed by a full provider queue",
+    "server_error": "5xx server error",
+    "midstream_error": "mid-stream failure (after a 200)",
+    "timeout": "timeout: no answer within the attempt timeout",
+}
+"""What failed an attempt, by its status (docs/records.md)."""
+
+RATE_LIMIT_NOTE = (
+    "429: the records do not say which limit (rpm, tpm, itpm or otpm) refused; compare the "
+    "request and token rates with the tier (llmtraffic presets --kind tiers)"
+)
+"""The footnote of a failure table with 429s: which limit is not recorded."""
+
+
+def failures_table(s: dict[str, Any]) -> Group | None:
+    """Why requests failed and what failed their attempts: one row per cause with its count
+    and its share of requests (or of attempts), largest first; causes with no count are left
+    out. None when nothing failed."""
+    requests, attempts = int(s["requests"]), int(s["attempts"])
+    outcomes = {k: v for k, v in s.get("outcomes", {}).items() if k != "ok" and v}
+    statuses = {k: v for k, v in s.get("attempt_statuses", {}).items() if k != "ok" and v}
+    if not outcomes and not statuses:
+        return None
+    failed = sum(outcomes.values())
+    share = f"{failed / requests:.2%}" if requests else "-"
+    t = _plain_table(f"Why requests failed: {failed:,} of {requests:,} requests ({share})")
+    t.add_column("cause")
+    t.add_column("count", justify="right", no_wrap=True)
+    t.add_column("share", justify="right", no_wrap=True)
+    t.add_row(f"[bold]requests[/bold] (share of {requests:,})", "", "")
+    if not outcomes:
+        t.add_row("  none: retries recovered from every failed attempt", "", "")
+    for k, v in sorted(outcomes.items(), key=lambda kv: -kv[1]):
+        t.add_row("  " + escape(REQUEST_CAUSES.get(k, k)), f"{v:,}", _share(v, requests))
+    t.add_row(f"[bold]attempts that failed[/bold] (share of {attempts:,})", "", "")
+    if not statuses:
+        t.add_row("  none", "", "")
+    for k, v in sorted(statuses.items(), key=lambda kv: -kv[1]):
+        t.add_row("  " + escape(ATTEMPT_CAUSES.get(k, k)), f"{v:,}", _share(v, attempts))
+    # A note as a line of its own, wrapped at the output's width rather than the table's.
+    return Group(t, Text(RATE_LIMIT_NOTE)) if "rate_limited" in statuses else Group(t)
+
+
+def _share(count: int, total: int) -> str:
+    return f"{count / total:.2%}" if total else "-"
+
+
 def print_summary(console: Console, s: dict[str, Any]) -> None:
-    """Print every table that has content."""
-    console.print(summary_table(s, title=f"Summary: {s.get('scenario', '')} (seed {s['seed']})"))
+    """Print every table that has content, laid out for 80 columns (``print_fixed``)."""
+    title = f"Summary: {s.get('scenario', '')} (seed {s['seed']})"
+    print_fixed(console, summary_table(s, title=escape(title)))
+    failures = failures_table(s)
+    if failures is not None:
+        print_fixed(console, failures)
     if len(s["features"]) > 1:
-        console.print(features_table(s))
+        print_fixed(console, features_table(s))
     if s["incidents"]:
-        console.print(incidents_table(s))
-    console.print(
+        print_fixed(console, incidents_table(s))
+    print_fixed(
+        console,
         f"[dim]{s['event_count']:,} events in {s['wall_time_s']:.2f} s wall time; "
-        f"simulated {s['sim_end_time']:,.0f} s[/dim]"
+        f"simulated {s['sim_end_time']:,.0f} s[/dim]",
     )

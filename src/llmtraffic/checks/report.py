@@ -22,19 +22,33 @@ if TYPE_CHECKING:
 
 
 def results_table(results: Sequence[CheckResult], title: str) -> Table:
-    """One row per check and point: measured value (95% CI), bound, result, by how much."""
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
-    for col in ("result", "check", "where", "metric", "measured (95% CI)", "needs", "note"):
-        table.add_column(col, no_wrap=col in ("result", "metric"))
+    """One row per check and point: result; the check, where and the note; the metric and
+    its bound; the measured mean with its 95% CI under it. Laid out for 80 columns: every
+    text column has a maximum width, so the table is no wider on a wider console or in a
+    CI log, and numbers never wrap."""
+    table = Table(
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        padding=(0, 1, 0, 0),
+        pad_edge=False,
+    )
+    table.add_column("result", no_wrap=True)
+    table.add_column("check, where (note)", max_width=26)
+    table.add_column("metric, needs", max_width=24)
+    table.add_column("measured (95% CI)", justify="right", no_wrap=True)
     for r in sorted(results, key=lambda r: r.passed):
+        check = escape(r.check.label) + f"\n[dim]{escape(r.where)}[/dim]"
+        if r.note:
+            check += f"\n[italic]{escape(r.note)}[/italic]"
         table.add_row(
             "[green]pass[/green]" if r.passed else "[bold red]FAIL[/bold red]",
-            escape(r.check.label),
-            escape(r.where),
-            escape(r.column),
-            r.measured,
-            escape(r.bound),
-            escape(r.note),
+            check,
+            escape(r.column) + "\n" + escape(f"needs {r.bound}"),
+            # The interval under the mean: "0.58 (0.57 to 0.59)" on two lines.
+            escape(r.measured).replace(" (", "\n(", 1),
+            end_section=True,
         )
     return table
 

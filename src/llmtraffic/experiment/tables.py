@@ -1,4 +1,9 @@
-"""Terminal tables of experiments: point means with intervals, and paired differences."""
+"""Terminal tables of experiments: point means with intervals, and paired differences.
+
+Laid out for 80 columns and printed at that width everywhere (``print_table``): a mean's
+interval goes under it, metrics that do not fit one table go to the next (each repeats the
+point's labels), and a comparison prints one table per group of points. Numbers never wrap
+and are never cut; only labels wrap."""
 
 from __future__ import annotations
 
@@ -8,10 +13,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from rich import box
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from llmtraffic.plots.labels import metric_label
+from llmtraffic.report_table import WIDTH, money, print_fixed
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -43,14 +51,10 @@ POINT_METRICS = (
 )
 
 
-def print_table(console: Console, table: Table) -> None:
-    """Print a wide table whole: a file or pipe gets the width the table needs (a terminal
-    keeps its own width, and rich fits the table into it)."""
-    if console.is_terminal:
-        console.print(table)
-    else:
-        # Console.print caps a width at the console's own, so a wider console is needed.
-        Console(file=console.file, width=max(console.width, 240), no_color=True).print(table)
+def print_table(console: Console, table: RenderableType) -> None:
+    """Print a table laid out for 80 columns, at 80 columns on any wider terminal and in a
+    pipe alike (``report_table.print_fixed``): the same lines everywhere."""
+    print_fixed(console, table)
 
 
 def fmt_value(metric: str, value: float) -> str:
@@ -61,7 +65,7 @@ def fmt_value(metric: str, value: float) -> str:
     if unit == "%":
         return f"{value * 100:.1f}%"
     if unit.startswith("USD"):
-        return f"${value:,.2f}" if abs(value) >= 100 else f"${value:,.4f}"
+        return money(value)
     if unit == "s":
         return "inf" if math.isinf(value) else f"{value:.2f} s"
     if math.isinf(value):
@@ -76,7 +80,9 @@ def fmt_half(metric: str, half: float, mean: float = 0.0) -> str:
         return ""
     unit = metric_label(metric).unit
     if unit.startswith("USD"):
-        return f" ±${half:,.2f}" if abs(mean) >= 100 else f" ±${half:,.4f}"
+        # The precision of the mean (whole dollars from $100,000, cents from $100).
+        digits = 0 if abs(mean) >= 100_000 else 2 if abs(mean) >= 100 else 4
+        return f" ±${half:,.{digits}f}"
     return " ±" + fmt_value(metric, half)
 
 
@@ -103,30 +109,20 @@ def points_table(
     axes: Sequence[str],
     replications: int,
     metrics: Sequence[str] | None = None,
-    *,
-    stacked: bool = False,
-) -> Table:
-    """Mean ± 95% interval half-width of the key metrics, one row per point (``stacked``: the
-    half-width on a second line, for narrow terminals)."""
+) -> Group:
+    """Mean of the key metrics with its ±95% interval half-width under it, one row per
+    point; the metrics are split over as many tables as 80 columns need, each table
+    repeating the point's axis values."""
     have = set(points["metric"])
     metrics = [m for m in (metrics or POINT_METRICS) if m in have]
-    title = (
-        f"Points: mean ±95% CI over {replications} paired replications"
-        if replications > 1
-        else "Points (one replication: no intervals)"
-    )
-    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
-    for a in axes:
-        t.add_column(a, no_wrap=True)
-    for m in metrics:
-        t.add_column(SHORT_NAMES.get(m, m), justify="right", no_wrap=True)
-    if not axes:
-        t.add_column("point")
+    labels: list[list[str]] = []
+    cells: list[dict[str, str]] = []
     undetermined = False
     for point_id, g in points.groupby("point_id", sort=False):
         by = g.set_index("metric")
         runs = int(by.loc["requests", "n"]) if "requests" in by.index else None
-        cells = [str(_plain(g[a].iloc[0])) for a in axes] or [str(point_id)]
+        labels.append([escape(str(_plain(g[a].iloc[0]))) for a in axes] or [str(point_id)])
+        row: dict[str, str] = {}
         for m in metrics:
             mean = float(by.loc[m, "mean"])
             if m.endswith(".metastable"):
@@ -139,35 +135,81 @@ def points_table(
                     else "-"
                 )
                 undetermined |= "undetermined" in text
-                cells.append(text)
+                row[m] = text
                 continue
             half = (float(by.loc[m, "ci_high"]) - float(by.loc[m, "ci_low"])) / 2
-            sep = "\n" if stacked else ""
-            cells.append(
-                fmt_value(m, mean) + sep + fmt_half(m, half, mean).lstrip(" " if stacked else "")
-            )
-        if axes:
-            t.add_row(*cells)
-        else:
-            t.add_row(*cells[1:], cells[0])
+            interval = fmt_half(m, half, mean).lstrip(" ")
+            row[m] = fmt_value(m, mean) + ("\n" + interval if interval else "")
+        cells.append(row)
+    heads = list(axes) or ["point"]
+
+    def build(chunk: Sequence[str], title: str) -> Table:
+        t = _table(title or None)
+        for a in heads:
+            # An axis value is a label: it may wrap; a number never does.
+            t.add_column(escape(a), max_width=20)
+        for m in chunk:
+            if m.endswith(".metastable"):
+                # "1 of 2, 1 undetermined" on one line; longer counts wrap between words.
+                t.add_column(SHORT_NAMES.get(m, m), justify="right", max_width=22)
+            else:
+                t.add_column(SHORT_NAMES.get(m, m), justify="right", no_wrap=True)
+        for label, row in zip(labels, cells, strict=True):
+            t.add_row(*label, *(row[m] for m in chunk), end_section=True)
+        return t
+
+    chunks = _fit(metrics, lambda chunk: build(chunk, ""))
+    head = (
+        f"Points: mean ±95% CI over {replications} paired replications"
+        if replications > 1
+        else "Points (one replication: no intervals)"
+    )
+    if len(chunks) > 1:
+        head += f"; {len(chunks)} tables, to fit 80 columns"
+    # The heading is a line of its own: as a title it would wrap at a narrow table's width.
+    parts: list[RenderableType] = [Text(head, style="table.title")]
+    for i, chunk in enumerate(chunks):
+        parts += [Text("")] if i else []
+        parts.append(build(chunk, ""))
     if undetermined:
-        t.caption = UNDETERMINED_NOTE + "; see summary.csv"
-        t.caption_justify = "left"
-    return t
+        parts.append(Text(UNDETERMINED_NOTE + "; see summary.csv"))
+    return Group(*parts)
+
+
+def _table(title: str | None) -> Table:
+    """The compact style of these tables: a rule under the header, a blank line between
+    sections, two spaces between columns and none at the edges."""
+    return Table(
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        padding=(0, 1, 0, 0),
+        pad_edge=False,
+    )
+
+
+def _fit(metrics: Sequence[str], build: Any) -> list[list[str]]:
+    """Split ``metrics`` into runs, in order, whose table (``build(run)``) fits ``WIDTH``
+    columns; a metric too wide even alone gets a table of its own (its labels then wrap)."""
+    chunks: list[list[str]] = []
+    current: list[str] = []
+    for m in metrics:
+        if current and _natural_width(build([*current, m])) > WIDTH:
+            chunks.append(current)
+            current = []
+        current.append(m)
+    return [*chunks, current] if current or not chunks else chunks
 
 
 def print_points(
     console: Console, points: pd.DataFrame, axes: Sequence[str], replications: int
 ) -> None:
-    """Print the points table, stacking each interval under its mean when a terminal is too
-    narrow for one line per point."""
-    table = points_table(points, axes, replications)
-    if console.is_terminal and _natural_width(table) > console.width:
-        table = points_table(points, axes, replications, stacked=True)
-    print_table(console, table)
+    """Print the points tables at 80 columns (``print_table``)."""
+    print_table(console, points_table(points, axes, replications))
 
 
-def _natural_width(table: Table) -> int:
+def _natural_width(table: RenderableType) -> int:
     """The width a table takes when nothing limits it."""
     wide = Console(file=io.StringIO(), width=1000, no_color=True)
     with wide.capture() as capture:
@@ -175,52 +217,72 @@ def _natural_width(table: Table) -> int:
     return max((len(line.rstrip()) for line in capture.get().splitlines()), default=0)
 
 
-def differences_table(diffs: pd.DataFrame, others: Sequence[str], title: str) -> Table:
-    """Paired differences: base and other means, mean difference with its 95% interval."""
-    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
-    for a in others:
-        t.add_column(a, no_wrap=True)
-    for col, just in (
-        ("value", "left"),
-        ("metric", "left"),
-        ("base", "right"),
-        ("value mean", "right"),
-        ("difference [95% CI]", "right"),
-        ("relative", "right"),
-        ("pairs", "right"),
-    ):
-        t.add_column(col, justify=just, no_wrap=True)  # type: ignore[arg-type]
-    last = None
-    undetermined = False
+def differences_table(diffs: pd.DataFrame, others: Sequence[str], title: str) -> Group:
+    """Paired differences, one table per group (the other axes' values and the compared
+    value): base and value means, mean difference, its 95% interval (under it when one line
+    would not fit 80 columns), relative difference and pairs."""
+    groups: dict[tuple[Any, ...], list[Any]] = {}
     for _, row in diffs.iterrows():
-        m = str(row["metric"])
-        group = (*(row[a] for a in others), row.get("value"))
-        low, high = row["ci_low"], row["ci_high"]
-        interval = f" [{_signed(m, low)}, {_signed(m, high)}]" if math.isfinite(low) else ""
-        rel = row["relative"]
-        base, value = fmt_value(m, row["base_mean"]), fmt_value(m, row["value_mean"])
-        if m.endswith("metastable"):
-            # A verdict the runs could not give is not a missing number: say so.
-            base, value = (_undetermined(v) for v in (base, value))
-            undetermined |= "undetermined" in (base, value) or int(row["pairs"]) == 0
-        t.add_row(
-            *[str(_plain(row[a])) if group != last else "" for a in others],
-            str(row.get("value", "")) if group != last else "",
-            SHORT_NAMES.get(m, m),
-            base,
-            value,
-            _signed(m, row["diff"]) + interval,
-            f"{rel * 100:+.1f}%" if math.isfinite(rel) else "-",
-            str(int(row["pairs"])),
-        )
-        last = group
+        key = (*(_plain(row[a]) for a in others), row.get("value", ""))
+        groups.setdefault(key, []).append(row)
+    undetermined = False
+    for rows in groups.values():
+        for row in rows:
+            if str(row["metric"]).endswith("metastable"):
+                means = (fmt_value(str(row["metric"]), row[c]) for c in ("base_mean", "value_mean"))
+                undetermined |= "-" in means or int(row["pairs"]) == 0
+
+    def build(key: tuple[Any, ...], rows: list[Any], stacked: bool) -> Table:
+        where = ", ".join(f"{a}={v}" for a, v in zip(others, key, strict=False))
+        value = str(key[-1])
+        name = f"{value} minus the base" if value else "difference from the base"
+        t = _table(escape(name + (f" ({where})" if where else "")))
+        t.add_column("metric", max_width=16)
+        t.add_column("base", justify="right", no_wrap=True)
+        t.add_column(escape(value) or "value", justify="right", max_width=14)
+        t.add_column("difference", justify="right", no_wrap=True)
+        t.add_column("95% CI", justify="right", no_wrap=True)
+        t.add_column("relative", justify="right", no_wrap=True)
+        t.add_column("pairs", justify="right", no_wrap=True)
+        for row in rows:
+            m = str(row["metric"])
+            low, high = row["ci_low"], row["ci_high"]
+            if not math.isfinite(low):
+                interval = ""
+            elif stacked:
+                interval = f"{_signed(m, low)} to\n{_signed(m, high)}"
+            else:
+                interval = f"[{_signed(m, low)}, {_signed(m, high)}]"
+            rel = row["relative"]
+            base, val = fmt_value(m, row["base_mean"]), fmt_value(m, row["value_mean"])
+            if m.endswith("metastable"):
+                # A verdict the runs could not give is not a missing number: say so.
+                base, val = (_undetermined(v) for v in (base, val))
+            t.add_row(
+                SHORT_NAMES.get(m, escape(m)),
+                base,
+                val,
+                _signed(m, row["diff"]),
+                interval,
+                f"{rel * 100:+.1f}%" if math.isfinite(rel) else "-",
+                str(int(row["pairs"])),
+            )
+        return t
+
+    # One line per metric when every group's table fits 80 columns; else every interval goes
+    # under its difference (the same layout for all groups).
+    stacked = any(_natural_width(build(key, rows, False)) > WIDTH for key, rows in groups.items())
+    parts: list[RenderableType] = [Text(title, style="table.title")]
+    for key, rows in groups.items():
+        parts += [Text(""), build(key, rows, stacked)]
     if undetermined:
-        t.caption = (
-            UNDETERMINED_NOTE + "; a metastable difference pairs only runs with a verdict, and "
-            "its interval comes from the two exact binomial intervals"
+        parts.append(
+            Text(
+                UNDETERMINED_NOTE + "; a metastable difference pairs only runs with a verdict, "
+                "and its interval comes from the two exact binomial intervals"
+            )
         )
-        t.caption_justify = "left"
-    return t
+    return Group(*parts)
 
 
 def _undetermined(text: str) -> str:
