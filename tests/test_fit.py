@@ -3,6 +3,7 @@ the emitted scenario reproduces the trace's load."""
 
 from __future__ import annotations
 
+import argparse
 import math
 import tomllib
 from pathlib import Path
@@ -225,3 +226,86 @@ def test_a_trace_without_a_span_and_a_bad_name_are_refused(
     assert "--name: 'my bot' holds ' '" in err and not (tmp_path / "s.toml").exists()
     assert main(["fit", "ok.csv", "--name", "my-bot", "--snippet", "s.toml"]) == 0
     assert list(load_config(tmp_path / "s.toml").features) == ["my-bot"]
+
+
+# --- public trace layouts, --snippet, help ---------------------------------------------------
+
+DATA = Path(__file__).parent / "data" / "traces"
+
+
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        ("azure2023_conv.csv", "CSV, Azure LLM inference 2023 (Splitwise)"),
+        ("splitwise_code.csv", "CSV, Azure LLM inference 2023 (Splitwise)"),
+        ("azure2024_code.csv", "CSV, Azure LLM inference 2024 (DynamoLLM)"),
+        ("burstgpt.csv", "CSV, BurstGPT"),
+        ("mooncake.jsonl", "JSON Lines, Mooncake"),
+        ("splitwisesim.csv", "CSV, SplitwiseSim"),
+    ],
+)
+def test_fit_reads_a_public_layout_with_no_flags_and_names_it(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    says: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", str(DATA / name), "--snippet", "fitted.toml"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"format: {says};" in out, out
+    # Every row is read, and the scenario's input tokens are the file's own (by a reading of
+    # the file that does not go through the trace reader).
+    if name.endswith(".jsonl"):
+        inp = pd.read_json(DATA / name, lines=True).input_length
+    else:
+        df = pd.read_csv(DATA / name)
+        inp = df[next(c for c in df if c in ("ContextTokens", "Request tokens", "prompt_size"))]
+    assert f"rows read / replayed {len(inp)} / {len(inp)}" in out, out
+    text = (tmp_path / "fitted.toml").read_text(encoding="utf-8")
+    assert f"mean {inp.mean():,.1f}" in text
+    assert load_config(tmp_path / "fitted.toml").features["replayed"].trace is None
+
+
+def test_fit_flags_still_win_over_a_recognised_layout(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = ["fit", str(DATA / "burstgpt.csv"), "--output-tokens", "Total tokens"]
+    assert main([*args, "--model-column", "Model", "--model-value", "ChatGPT"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "output 'Total tokens'" in out and "rows read / replayed 6 / 4" in out, out
+    assert "format: CSV;" in out  # Total tokens: not the BurstGPT layout's own columns
+
+
+def test_snippet_is_checked_before_the_trace_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A --snippet that cannot be written is refused first (a long fit is not lost), as a
+    problem with the flag, not an invalid config."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out").mkdir()
+    # A trace file that does not exist: had it been read first, that would be the error.
+    for snippet, why in [
+        ("out", "out: it is a folder; give a file name, such as out/fitted.toml"),
+        ("nowhere/s.toml", f"nowhere/s.toml: the folder {tmp_path / 'nowhere'} does not exist"),
+    ]:
+        assert main(["fit", "missing.csv", "--snippet", snippet]) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert f"--snippet: cannot write the scenario to {why}" in err, err
+        assert "invalid config" not in err and "trace file not found" not in err
+    (tmp_path / "file").write_text("", encoding="utf-8")
+    assert main(["fit", "missing.csv", "--snippet", "file/s.toml"]) == 2
+    assert f"{tmp_path / 'file'} is not a folder" in capsys.readouterr().err
+
+
+def test_every_fit_flag_has_help() -> None:
+    from llmtraffic.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    fit = sub.choices["fit"]
+    flags = [a for a in fit._actions if not isinstance(a, argparse._HelpAction)]
+    assert len(flags) > 15
+    assert [a.dest for a in flags if not (a.help or "").strip()] == []

@@ -639,3 +639,139 @@ def test_a_scenario_built_in_python_is_resolved_by_the_run(tmp_path: Path) -> No
     folder, _ = run_to_folder(sc, tmp_path / "out")
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     assert config["run"]["duration"] == pytest.approx(4.5)
+
+
+# --- public trace layouts ------------------------------------------------------------------
+
+DATA = Path(__file__).parent / "data" / "traces"
+
+
+def published(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A file of tests/data/traces read by hand, as its dataset documents it: seconds after
+    the first row, input and output tokens."""
+    path = DATA / name
+    if name.endswith(".jsonl"):  # Mooncake: milliseconds since the first request
+        df = pd.read_json(path, lines=True)
+        t = df.timestamp.to_numpy() / 1e3
+        return t - t[0], df.input_length.to_numpy(), df.output_length.to_numpy()
+    df = pd.read_csv(path)
+    if "TIMESTAMP" in df:  # Azure: date-times (2024: with a UTC offset)
+        stamps = pd.to_datetime(df.TIMESTAMP, format="ISO8601", utc=True).dt.as_unit("ns")
+        ns = stamps.astype("int64").to_numpy()
+        return (ns - ns[0]) / 1e9, df.ContextTokens.to_numpy(), df.GeneratedTokens.to_numpy()
+    if "Timestamp" in df:  # BurstGPT: seconds
+        t = df.Timestamp.to_numpy()
+        return t - t[0], df["Request tokens"].to_numpy(), df["Response tokens"].to_numpy()
+    t = df.arrival_timestamp.to_numpy()  # SplitwiseSim: seconds
+    return t - t[0], df.prompt_size.to_numpy(), df.token_size.to_numpy()
+
+
+PUBLIC = ["azure2023_conv.csv", "splitwise_code.csv", "azure2024_code.csv", "burstgpt.csv",
+          "mooncake.jsonl", "splitwisesim.csv"]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", PUBLIC)
+def test_a_public_layout_is_replayed_with_just_its_path(tmp_path: Path, name: str) -> None:
+    """A config naming only the file replays every row of each public layout: its columns and
+    time unit come from its header; the resolved config records them."""
+    cfg = Trace.model_validate({"path": str(DATA / name)})
+    assert cfg.layout is not None
+    t, inp, out = read(cfg)
+    want_t, want_inp, want_out = published(name)
+    np.testing.assert_allclose(t, want_t, rtol=0, atol=1e-9)
+    assert list(inp) == list(want_inp) and list(out) == list(want_out)
+    config = '[run]\nseed = 1\n[providers.p]\nmodel = "openai/gpt-4o-mini"\n'
+    config += '[features.f]\nprovider = "p"\n'
+    config += f'trace = {{ path = "{DATA / name}" }}\n'
+    (tmp_path / "exp.toml").write_text(config, encoding="utf-8")
+    sc = load_config(tmp_path / "exp.toml")
+    requests = Simulation(sc).run().df("requests").sort_values("request_id")
+    np.testing.assert_allclose(requests.arrival_time, want_t, rtol=0, atol=1e-9)
+    assert list(requests.input_tokens) == list(want_inp)
+    trace_keys = sc.model_dump(mode="json")["features"]["f"]["trace"]
+    assert trace_keys["input_tokens"] == cfg.input_tokens != "input_tokens"
+
+
+def test_a_layouts_unit_is_what_makes_mooncake_right() -> None:
+    """Mooncake's timestamps are milliseconds from 0: read as seconds (the default for small
+    numbers) the 9 s trace would last 2.5 hours."""
+    cfg = Trace.model_validate({"path": str(DATA / "mooncake.jsonl")})
+    assert cfg.time_unit == "ms" and read(cfg)[0][-1] == 9.0
+    as_seconds = Trace.model_validate({"path": str(DATA / "mooncake.jsonl"), "time_unit": "s"})
+    assert read(as_seconds)[0][-1] == 9000.0  # the config's keys win
+
+
+def test_the_configs_keys_win_over_a_recognised_layout(tmp_path: Path) -> None:
+    """A column named in the config is kept; the layout fills only the others."""
+    cfg = Trace.model_validate(
+        {"path": str(DATA / "burstgpt.csv"), "output_tokens": "Total tokens"}
+    )
+    assert (cfg.timestamp, cfg.input_tokens, cfg.time_unit) == ("Timestamp", "Request tokens", "s")
+    out = read(cfg)[2]
+    assert list(out) == list(pd.read_csv(DATA / "burstgpt.csv")["Total tokens"])
+    only_gpt4 = Trace.model_validate(
+        {"path": str(DATA / "burstgpt.csv"), "model_column": "Model", "model_value": "GPT-4"}
+    )
+    assert list(read(only_gpt4)[1]) == [417, 2048]
+    # A file with the default columns is read by them, whatever else it has.
+    path = write(tmp_path / "log.jsonl", [{"timestamp": 0, "input_tokens": 1, "output_tokens": 2,
+                                           "input_length": 5, "output_length": 6}])  # fmt: skip
+    assert Trace.model_validate({"path": str(path)}).input_tokens == "input_tokens"
+
+
+@pytest.mark.parametrize("name", ["log.csv", "log.parquet", "log.jsonl", "log.csv.gz"])
+def test_every_file_format_is_recognised(tmp_path: Path, name: str) -> None:
+    rows = [
+        {"Timestamp": 0.0, "Model": "ChatGPT", "Request tokens": 10, "Response tokens": 1},
+        {"Timestamp": 2.5, "Model": "GPT-4", "Request tokens": 20, "Response tokens": 2},
+    ]
+    cfg = Trace.model_validate({"path": str(write(tmp_path / name, rows))})
+    assert cfg.layout is not None and cfg.layout.name == "BurstGPT"
+    assert list(read(cfg)[0]) == [0.0, 2.5]
+
+
+def refused(path: Path, **keys: Any) -> str:
+    """The message of a trace that cannot be read with these keys (no column keys by default)."""
+    with pytest.raises(TraceError) as info:
+        read(Trace.model_validate({"path": str(path), **keys}))
+    return str(info.value)
+
+
+def test_every_missing_column_is_named_at_once_with_unused_guesses(tmp_path: Path) -> None:
+    """All missing columns in one message; a guess is never a column another role already
+    uses (the Azure file's output column was guessed as 'ContextTokens', the input column)."""
+    azure = DATA / "azure2023_conv.csv"
+    msg = refused(azure, timestamp="TIMESTAMP", input_tokens="ContextTokens", output_tokens="out")
+    assert "no column 'out' (the output_tokens column; did you mean 'GeneratedTokens'?)" in msg
+    assert "did you mean 'ContextTokens'" not in msg
+    msg = refused(write(tmp_path / "a.csv", [{"a": 1, "b": 2, "c": 3}]))
+    for name, role in [("timestamp", "timestamp"), ("input_tokens", "input_tokens"),
+                       ("output_tokens", "output_tokens")]:  # fmt: skip
+        assert f"no column {name!r} (the {role} column)" in msg, msg
+    assert "the file has: 'a', 'b', 'c'" in msg and "did you mean" not in msg
+    # A column used by one role is not guessed for another, even when its name is closest.
+    path = write(tmp_path / "b.csv", [{"time": 0, "input_tokens": 1, "tokens": 2}])
+    msg = refused(path)
+    assert "(the output_tokens column; did you mean 'tokens'?)" in msg, msg
+    assert "did you mean 'input_tokens'" not in msg and "did you mean 'time'" in msg
+    assert 'Set timestamp = "time", output_tokens = "tokens" in the trace table' in msg
+    assert "(llmtraffic fit: --timestamp time --output-tokens tokens)" in msg
+
+
+def test_a_guess_for_a_name_with_spaces_is_quoted_for_the_shell(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.csv", [{"Arrival time": 0, "Prompt tokens": 1, "Output tokens": 2}])
+    msg = refused(path)
+    assert "--timestamp 'Arrival time' --input-tokens 'Prompt tokens'" in msg, msg
+    assert 'timestamp = "Arrival time", input_tokens = "Prompt tokens"' in msg
+
+
+def test_a_byte_order_mark_is_not_part_of_a_column_name(tmp_path: Path) -> None:
+    """Spreadsheets save CSV with a UTF-8 BOM; the first column was '\\ufefftimestamp'."""
+    for name in ("bom.csv", "bom.jsonl"):
+        text = (
+            "t,inp,out\n0,1,2\n1,3,4\n"
+            if name.endswith(".csv")
+            else '{"t": 0, "inp": 1, "out": 2}\n'
+        )
+        (tmp_path / name).write_bytes(b"\xef\xbb\xbf" + text.encode())
+        assert read(trace(tmp_path / name))[1].tolist()[:1] == [1]

@@ -232,9 +232,13 @@ def check_snippet(path: Path, text: str | None = None) -> None:
         raise OutputError(
             f"{where}: it is a folder; give a file name, such as {path / 'fitted.toml'}"
         )
+    if not folder.exists():
+        raise OutputError(
+            f"{where}: the folder {folder} does not exist; create it, or give a file in an "
+            "existing folder"
+        )
     if not folder.is_dir():
-        what = "is not a folder" if folder.exists() else "does not exist"
-        raise OutputError(f"{where}: {folder} {what}; give a file in an existing folder")
+        raise OutputError(f"{where}: {folder} is not a folder; give a file in a folder")
     if not os.access(path if path.exists() else folder, os.W_OK):
         raise OutputError(f"{where}: permission denied; give a file in a folder you can write to")
     if text is None:
