@@ -20,7 +20,7 @@ from llmtraffic.experiment import (
     read_experiment,
     run_experiment,
 )
-from llmtraffic.results.load import RunData, load
+from llmtraffic.results.load import MissingTableError, RunData, load
 from llmtraffic.runner import run_to_folder
 from llmtraffic.simulation import RunResult, Simulation
 
@@ -29,6 +29,7 @@ __all__ = [
     "ExperimentData",
     "ExperimentSpec",
     "LLMTrafficError",
+    "MissingTableError",
     "Policy",
     "RunData",
     "RunResult",
@@ -44,3 +45,8 @@ __all__ = [
     "run_to_folder",
     "scenario_from_dict",
 ]
+
+
+def __dir__() -> list[str]:
+    """What ``dir()`` and tab completion list: the API, not the submodules and imports."""
+    return sorted(__all__)

@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+__all__ = [
+    "ConfigError",
+    "LLMTrafficError",
+    "OutputError",
+    "PolicyError",
+    "TraceError",
+    "TraceWarning",
+]
+
 
 class LLMTrafficError(Exception):
     """Base class of the errors llmtraffic raises on purpose."""

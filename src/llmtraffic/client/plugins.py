@@ -28,6 +28,12 @@ if TYPE_CHECKING:
     from llmtraffic.config.policy import CustomRetry
     from llmtraffic.config.scenario import Scenario
 
+__all__ = [
+    "PluginNotAllowedError",
+    "allowed_plugins",
+    "check_plugins",
+]
+
 FLAG = "--allow-plugin"
 """The command-line flag that allows a plugin's module."""
 

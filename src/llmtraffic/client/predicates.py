@@ -12,6 +12,16 @@ from llmtraffic.client.waits import RetryState
 if TYPE_CHECKING:
     from llmtraffic.config.policy import Policy
 
+__all__ = [
+    "RetryIf",
+    "RetryIfAll",
+    "RetryIfAny",
+    "RetryIfHttp",
+    "RetryIfHttpStatus",
+    "RetryIfStatus",
+    "for_policy",
+]
+
 
 class RetryIf:
     """Base of retry predicates."""

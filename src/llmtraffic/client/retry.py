@@ -36,6 +36,15 @@ from llmtraffic.config.policy import (
 )
 from llmtraffic.engine.entities import EXHAUSTED, NON_RETRYABLE, RATE_LIMITED
 
+__all__ = [
+    "Decision",
+    "RetryController",
+    "RetryPolicy",
+    "RetryState",
+    "as_decision",
+    "controller_for",
+]
+
 
 @dataclass(frozen=True, slots=True)
 class Decision:

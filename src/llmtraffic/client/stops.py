@@ -10,6 +10,15 @@ from dataclasses import dataclass
 
 from llmtraffic.client.waits import RetryState
 
+__all__ = [
+    "Stop",
+    "StopAfterAttempt",
+    "StopAfterDelay",
+    "StopAll",
+    "StopAny",
+    "StopNever",
+]
+
 
 class Stop:
     """Base of stop conditions."""

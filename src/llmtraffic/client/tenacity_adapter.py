@@ -34,6 +34,16 @@ from llmtraffic.engine.entities import (
     TIMEOUT,
 )
 
+__all__ = [
+    "AttemptTimeoutError",
+    "MidstreamError",
+    "OverloadedError",
+    "RateLimitedError",
+    "ServerError",
+    "SimulatedAPIError",
+    "TenacityPolicy",
+]
+
 
 class SimulatedAPIError(Exception):
     """The exception a failed simulated attempt stands for, as tenacity's predicates see it.

@@ -9,6 +9,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+__all__ = [
+    "RetryState",
+    "Wait",
+    "WaitExponential",
+    "WaitFixed",
+    "WaitNone",
+    "WaitRandomExponential",
+    "WaitSum",
+]
+
 
 @dataclass(frozen=True, slots=True)
 class RetryState:

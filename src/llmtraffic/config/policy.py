@@ -268,6 +268,8 @@ Budget = Annotated[
     Field(discriminator="kind"),
     BeforeValidator(_budget_preset),
 ]
+"""A policy's retry budget: a token bucket (the default kind), Finagle's or Envoy's, chosen by
+``kind``; a preset name or a table without ``kind`` is expanded first (docs/policies.md)."""
 
 _BUDGET_KINDS = ("token_bucket", "finagle", "envoy")
 

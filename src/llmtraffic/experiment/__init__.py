@@ -24,3 +24,8 @@ __all__ = [
     "read_experiment",
     "run_experiment",
 ]
+
+
+def __dir__() -> list[str]:
+    """What ``dir()`` and tab completion list: the API, not the submodules and imports."""
+    return sorted(__all__)

@@ -25,6 +25,21 @@ from llmtraffic.results.metrics import BINARY_KEYS
 if TYPE_CHECKING:
     import pandas as pd
 
+__all__ = [
+    "KEY_METRICS",
+    "binomial_ci",
+    "fill_counts",
+    "flatten_summary",
+    "is_binary",
+    "mean_ci",
+    "metric_ci",
+    "metric_columns",
+    "paired_diff_ci",
+    "paired_differences",
+    "paired_runs",
+    "point_stats",
+]
+
 ID_COLUMNS = ("point_id", "replication", "seed")
 """Columns of the summary table that identify a run rather than measure it."""
 

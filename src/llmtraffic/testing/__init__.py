@@ -44,6 +44,11 @@ __all__ = [
 ]
 
 
+def __dir__() -> list[str]:
+    """What ``dir()`` and tab completion list: the API, not the imports (np, difflib...)."""
+    return sorted(__all__)
+
+
 @dataclass
 class ScenarioRuns:
     """The summaries of one scenario's replications (one seed each)."""

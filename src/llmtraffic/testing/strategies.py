@@ -27,6 +27,19 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+__all__ = [
+    "arrivals",
+    "breakers",
+    "incidents",
+    "policies",
+    "providers",
+    "rate_limits",
+    "retries",
+    "scenarios",
+    "services",
+    "token_dists",
+]
+
 FAILURES = ("rate_limited", "server_error", "overloaded", "timeout", "midstream_error")
 """The failed attempt statuses."""
 
