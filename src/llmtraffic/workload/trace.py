@@ -615,7 +615,7 @@ class TraceReader:
 # --- helpers ------------------------------------------------------------------------------
 
 _ROLE_WORDS = {
-    "timestamp": ("timestamp", "time", "arrival", "date", "created"),
+    "timestamp": ("timestamp", "time", "arrival", "date", "created", "when"),
     "input_tokens": ("input", "prompt", "context", "request"),
     "output_tokens": ("output", "completion", "generated", "response"),
 }
@@ -635,6 +635,8 @@ def _suggest(name: str, role: str, free: Sequence[str]) -> str | None:
     lower = {f.lower(): f for f in free}
     if name.lower() in lower:
         return lower[name.lower()]
+    if role == "timestamp" and "ts" in lower:
+        return lower["ts"]
     words = _ROLE_WORDS.get(role, ())
     for strict in (True, False):
         for f in free:
