@@ -47,9 +47,11 @@ import ast
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -327,7 +329,6 @@ class Workspace:
     # normalized command -> (document, result): a command another document of this folder
     # already ran word for word, on the same files, is not run again.
     seen: dict[str, tuple[str, Result]] = field(default_factory=dict)
-    failed_before: str | None = None
 
     def __post_init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="llmtraffic-doc-"))
@@ -344,6 +345,7 @@ class Workspace:
                 content = content.replace(old, new)
             target.write_text(content, encoding="utf-8")
         (self.root / ".venv").symlink_to(VENV)
+        # docs/ci.md shows how to run this project's property tests from its root.
         (self.root / "tests").symlink_to(ROOT / "tests")
         # Files the docs ask the reader to write (any document's): a user's repository holds
         # them when a later page refers to them.
@@ -374,8 +376,6 @@ class Workspace:
         if key in self.seen and self.seen[key][0] != snippet.doc:
             self.results[snippet.id] = self.seen[key][1]
             return self.seen[key][1]
-        import time
-
         if snippet.kind == "shell":
             command = snippet.text
             if re.fullmatch(r"make\s+demo\b.*", command):
@@ -385,9 +385,9 @@ class Workspace:
             module = Path(snippet.path or "").with_suffix("").as_posix().replace("/", ".")
             argv = [str(VENV / "bin" / "python"), "-c", f"import {module}"]
         else:
-            script = self.root / f"doc_snippet_{snippet.line}.py"
-            if snippet.kind == "pytest":
-                script = self.root / f"test_doc_snippet_{snippet.line}.py"
+            # Named after the document and line (pytest collects test_*.py files only).
+            stem = re.sub(r"\W+", "_", f"doc_{snippet.doc}_{snippet.line}")
+            script = self.root / f"{'test_' if snippet.kind == 'pytest' else ''}{stem}.py"
             script.write_text(snippet.text, encoding="utf-8")
             python = str(VENV / "bin" / "python")
             argv = (
@@ -396,21 +396,24 @@ class Workspace:
                 else [python, script.name]
             )
         start = time.perf_counter()
+        # A session of its own, so that a hang is ended with every process it started (an
+        # experiment's workers), not only the shell.
+        proc = subprocess.Popen(
+            argv,
+            cwd=self.root,
+            env=self.env(snippet.env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         try:
-            proc = subprocess.run(
-                argv,
-                cwd=self.root,
-                env=self.env(snippet.env),
-                capture_output=True,
-                text=True,
-                timeout=TIMEOUT,
-                check=False,
-            )
-            result = Result(proc.returncode, proc.stdout + proc.stderr, 0.0)
-        except subprocess.TimeoutExpired as exc:
-            out = (exc.stdout or b"") + (exc.stderr or b"")
-            text = out.decode(errors="replace") if isinstance(out, bytes) else str(out)
-            result = Result(-1, f"timed out after {TIMEOUT} s\n{text}", 0.0)
+            output, _ = proc.communicate(timeout=TIMEOUT)
+            result = Result(proc.returncode, output, 0.0)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            output, _ = proc.communicate()
+            result = Result(-1, f"timed out after {TIMEOUT} s (a hang)\n{output}", 0.0)
         result.seconds = time.perf_counter() - start
         self.results[snippet.id] = result
         if key:
