@@ -440,6 +440,7 @@ class Runner:
         self.workspaces: dict[str, Workspace] = {}
         self.futures: dict[str, Future[Result | None]] = {}
         self._pool = ThreadPoolExecutor(max_workers=threads)
+        self._closing = False  # set when the session ends early (-x): start nothing more
         self._future_type = Future
 
     def start(self, wanted: set[str]) -> None:
@@ -462,6 +463,9 @@ class Runner:
                 self.futures[s.id].set_exception(exc)
             raise
         for s in chain:
+            if self._closing:
+                self.futures[s.id].cancel()
+                continue
             if s.skip:
                 self.futures[s.id].set_result(None)
                 continue
@@ -487,7 +491,8 @@ class Runner:
         return failed
 
     def close(self) -> None:
-        """Wait for the threads and remove the scratch folders."""
+        """Let the running commands end, start no other, and remove the scratch folders."""
+        self._closing = True
         self._pool.shutdown(wait=True, cancel_futures=True)
         for workspace in self.workspaces.values():
             workspace.close()
