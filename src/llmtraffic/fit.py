@@ -551,7 +551,7 @@ def print_fit(console: Console, fit: TraceFit) -> None:
         ("per-minute peak / mean", f"{a.peak_to_mean:.2f}"),
         ("index of dispersion, per second", f"{a.dispersion_second:.2f}"),
         ("index of dispersion, per minute", f"{a.dispersion_minute:.2f}"),
-        ("arrival model", _describe_arrivals(a.config)),
+        *_describe_arrivals(a.config),
     ]
     for k, v in rows:
         head.add_row(k, v)
@@ -583,14 +583,21 @@ def print_fit(console: Console, fit: TraceFit) -> None:
             tf.kind,
         )
     console.print(tok)
+    console.print()
 
 
-def _describe_arrivals(cfg: dict[str, Any]) -> str:
+def _describe_arrivals(cfg: dict[str, Any]) -> list[tuple[str, str]]:
+    """Rows of the fitted arrival model: a bursty one's states on rows of their own, so that
+    the table fits 80 columns."""
     if cfg.get("kind") == "bursty":
         rates = ", ".join(f"{r:g}" for r in cfg["rates"])
         durations = ", ".join(f"{d:g}" for d in cfg["mean_durations"])
-        return f"bursty: rates {rates} /s, mean durations {durations} s"
-    return f"poisson: {cfg.get('rate', math.nan):g} /s"
+        return [
+            ("arrival model", "bursty (two states)"),
+            ("  state rates", f"{rates} /s"),
+            ("  state mean durations", f"{durations} s"),
+        ]
+    return [("arrival model", f"poisson: {cfg.get('rate', math.nan):g} /s")]
 
 
 def _sig(x: float, digits: int = 4) -> float:
