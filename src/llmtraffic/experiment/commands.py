@@ -5,6 +5,7 @@ failed, 2 bad input)."""
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -202,6 +203,8 @@ def open_experiment(folder: str | Path) -> Any:
 def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     """Paired differences with 95% intervals: between the values of a sweep axis in one
     experiment (same replication = same traffic), or between two results folders."""
+    import numpy as np
+
     from llmtraffic.experiment.analysis import (
         KEY_METRICS,
         metric_columns,
@@ -216,14 +219,18 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
         a, b = (Path(f) for f in args.folders)
         if is_experiment_folder(a) and is_experiment_folder(b):
             left, right = open_experiment(a).summary, open_experiment(b).summary
-            _check_metrics(metrics, metric_columns(left))
+            metrics = _check_metrics(metrics, metric_columns(left))
             try:
-                diffs = paired_runs(left, right, metrics)
+                with np.errstate(invalid="ignore", divide="ignore"):  # inf - inf: shown "-"
+                    diffs = paired_runs(left, right, metrics)
             except ValueError as exc:
                 raise LLMTrafficError(str(exc)) from None
             others = ["point_id"] if "point_id" in diffs.columns else []
             diffs = diffs.assign(value=str(b))
-            title = f"{b} minus {a}: paired by replication (same seeds)"
+            # Named in the columns' order: the base first, then the other, then b - a.
+            title = (
+                f"{a} (base) and {b}: difference {b} minus {a}, paired by replication (same seeds)"
+            )
             print_table(console, differences_table(diffs, others, title))
             return EXIT_OK
         _compare_runs(console, a, b, metrics)
@@ -239,15 +246,17 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     info = data.axis_info(axis)
     base = args.base if args.base is not None else info["labels"][0]
     summary = data.summary
-    _check_metrics(metrics, metric_columns(summary, data.axes))
+    metrics = _check_metrics(metrics, metric_columns(summary, data.axes))
     try:
-        diffs = paired_differences(summary, axis, base, metrics, data.axes)
+        with np.errstate(invalid="ignore", divide="ignore"):  # inf - inf: shown "-"
+            diffs = paired_differences(summary, axis, base, metrics, data.axes)
     except KeyError as exc:
         raise LLMTrafficError(str(exc.args[0])) from None
     others = [a for a in data.axes if a != axis]
+    # Named in the columns' order: the base first, then each other value, then their difference.
     title = (
-        f"{data.name}: {axis} vs {axis}={base}, differences paired by replication "
-        f"(common random numbers)"
+        f"{data.name}: {axis}={base} (base) and each other {axis}: difference other minus "
+        "base, paired by replication (common random numbers)"
     )
     print_table(console, differences_table(diffs, others, title))
     return EXIT_OK
@@ -261,25 +270,37 @@ def _plot_choice(data: Any, args: argparse.Namespace) -> Any:
     return data
 
 
-def _check_metrics(metrics: list[str], columns: Any) -> None:
-    """Refuse a ``--metric`` that is not a column, listing the run-level metrics (and the
-    close matches) rather than printing a row of NaN."""
-    import difflib
-
+def _check_metrics(metrics: list[str], columns: Any) -> list[str]:
+    """The summary columns the ``--metric`` names mean: a column name or a label the tables
+    show (``success``, ``per month``, ``att/req``; see ``resolve_metric``). Refuses a name
+    that is neither, or that fits several columns, naming it with the closest names and the
+    run-level metrics, rather than printing a row of NaN."""
     from llmtraffic.experiment.analysis import NOT_METRICS
+    from llmtraffic.experiment.tables import SHORT_NAMES
+    from llmtraffic.plots.labels import resolve_metric
 
     have = [str(c) for c in columns]
-    missing = [m for m in metrics if m not in have]
-    if not missing:
-        return
-    close = difflib.get_close_matches(missing[0], have, n=3)
-    top = [c for c in have if "." not in c and c not in NOT_METRICS]
-    raise LLMTrafficError(
-        f"--metric {', '.join(missing)}: no such metric"
-        + (f" (did you mean {', '.join(close)}?)" if close else "")
-        + f"; metrics: {', '.join(top)}; per feature feature.<name>.<metric>, per incident "
-        "incident.<i>.<metric> (docs/metrics.md)"
-    )
+    resolved = []
+    for name in metrics:
+        match = resolve_metric(name, have, SHORT_NAMES)
+        if match.column is not None:
+            resolved.append(match.column)
+            continue
+        if match.several:
+            raise LLMTrafficError(
+                f"--metric {name!r} fits several metrics: {', '.join(match.several)}; give "
+                "one of these column names"
+            )
+        candidates = match.close
+        top = [c for c in have if "." not in c and c not in NOT_METRICS]
+        raise LLMTrafficError(
+            f"--metric {name!r}: no such metric"
+            + (f" (did you mean {' or '.join(repr(c) for c in candidates)}?)" if candidates else "")
+            + f"; give a column name or a table's label (success, per month, att/req...); "
+            f"metrics: {', '.join(top)}; per feature feature.<name>.<metric>, per incident "
+            "incident.<i>.<metric> (docs/metrics.md)"
+        )
+    return list(dict.fromkeys(resolved))
 
 
 def _compare_runs(console: Console, a: Path, b: Path, metrics: list[str]) -> None:
@@ -294,26 +315,56 @@ def _compare_runs(console: Console, a: Path, b: Path, metrics: list[str]) -> Non
     ra, rb = load(a), load(b)
     fa, fb = flatten_summary(ra.summary), flatten_summary(rb.summary)
     names = [k for k in fa if k in fb and isinstance(fa[k], int | float)]
-    _check_metrics(metrics, names)
+    metrics = _check_metrics(metrics, names)
+    # Folders are named in the title, in the columns' order; the columns get short names,
+    # since a path as a header would squeeze the numbers out of an 80-column table.
     t = Table(
-        title=f"{b} vs {a} (single runs: no interval; seeds {ra.summary['seed']} and "
-        f"{rb.summary['seed']})",
+        title=f"A = {a} (seed {ra.summary['seed']}), B = {b} (seed {rb.summary['seed']}): "
+        "difference B minus A (single runs: no interval)",
         title_justify="left",
         box=box.SIMPLE_HEAD,
     )
-    for col in ("metric", str(a), str(b), "difference", "relative"):
+    for col in ("metric", "A", "B", "B - A", "relative"):
         t.add_column(col, justify="left" if col == "metric" else "right", no_wrap=True)
     for m in metrics:
-        va, vb = fa.get(m, float("nan")), fb.get(m, float("nan"))
-        diff = vb - va
-        t.add_row(
-            SHORT_NAMES.get(m, m),
-            fmt_value(m, va),
-            fmt_value(m, vb),
-            ("+" if diff >= 0 else "-") + fmt_value(m, abs(diff)),
-            f"{diff / va * 100:+.1f}%" if va else "-",
-        )
+        va, vb = float(fa.get(m, math.nan)), float(fb.get(m, math.nan))
+        t.add_row(SHORT_NAMES.get(m, m), *compare_cells(m, va, vb, fmt_value))
     print_table(console, t)
+
+
+def compare_cells(metric: str, a: float, b: float, fmt: Any) -> tuple[str, str, str, str]:
+    """The cells of one metric of two single runs: ``a``, ``b``, ``b - a`` and the relative
+    difference. A difference of shares is in percentage points (``+66.5 pp``), money has one
+    number of decimals across the row (those of its largest value: ``$3,180.35`` and
+    ``+$7.04``, never ``+$7.0428`` beside it), and an undefined value or difference reads
+    ``-`` (never ``nan``); ``fmt(metric, value)`` formats the rest."""
+    from llmtraffic.plots.labels import metric_label
+
+    unit = metric_label(metric).unit
+    diff = b - a if math.isfinite(a) and math.isfinite(b) else math.nan
+    if unit.startswith("USD"):
+        largest = max((abs(v) for v in (a, b) if math.isfinite(v)), default=0.0)
+        decimals = 2 if largest >= 100 else 4
+
+        def show(v: float, sign: bool = False) -> str:
+            if not math.isfinite(v):
+                return "-"
+            text = f"${abs(v):,.{decimals}f}"
+            return ("-" if v < 0 else "+" if sign else "") + text
+
+        cells = [show(a), show(b), show(diff, sign=True)]
+    else:
+        if not math.isfinite(diff):
+            signed = "-"
+        elif unit == "%":
+            signed = f"{diff * 100:+.1f} pp"
+        elif float(a).is_integer() and float(b).is_integer():
+            signed = f"{diff:+,.0f}"  # counts differ by a count: +13, not +13.000
+        else:
+            signed = ("-" if diff < 0 else "+") + fmt(metric, abs(diff))
+        cells = [fmt(metric, a), fmt(metric, b), signed]
+    relative = f"{diff / a * 100:+.1f}%" if math.isfinite(diff) and a else "-"
+    return cells[0], cells[1], cells[2], relative
 
 
 def cmd_plot(args: argparse.Namespace, console: Console) -> int:
@@ -372,7 +423,11 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--axis", help="the sweep axis to compare along (default: the first)")
     p.add_argument("--base", help="the axis value to compare against (default: its first)")
     p.add_argument(
-        "--metric", action="append", metavar="NAME", help="a summary column (repeatable)"
+        "--metric",
+        action="append",
+        metavar="NAME",
+        help="a summary column or the label a table shows for it: success_rate or success, "
+        "cost_per_month or 'per month', att/req (repeatable)",
     )
     p.set_defaults(func=cmd_compare)
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
+from typing import NamedTuple
 
 
 @dataclass(frozen=True)
@@ -103,3 +106,68 @@ def metric_label(metric: str) -> MetricLabel:
 def status_label(status: str) -> str:
     """A readable name of an attempt status."""
     return _STATUS.get(status, status)
+
+
+def _norm(name: str) -> str:
+    """A metric name as compared with what a user types: case, ``_``/``-`` and spacing aside."""
+    return " ".join(re.sub(r"[_\-]+", " ", name.strip().lower()).split())
+
+
+def metric_names(column: str, short_names: Mapping[str, str] = MappingProxyType({})) -> list[str]:
+    """Every name a summary column answers to: the column itself, its label in tables
+    (``short_names``: ``per month``) and its title on plots (``Projected cost per month``)."""
+    names = [column, metric_label(column).title]
+    if column in short_names:
+        names.append(short_names[column])
+    return names
+
+
+class MetricMatch(NamedTuple):
+    """What a metric name a user typed means (``resolve_metric``)."""
+
+    column: str | None
+    """The summary column, when exactly one fits."""
+    several: list[str]
+    """The columns it fits, when it fits more than one."""
+    close: list[str]
+    """When it fits none: the columns whose names or labels are closest to it, for a "did
+    you mean" hint."""
+
+
+def resolve_metric(
+    name: str, columns: Sequence[str], short_names: Mapping[str, str] = MappingProxyType({})
+) -> MetricMatch:
+    """The column ``name`` means: a column name, or a label the tables or plots show for one
+    (``success``, ``per month``, ``att/req``, ``p95 latency``, ``Request success rate``), in
+    any case and with ``_`` or ``-`` for spaces; per feature or incident too
+    (``feature.chat.per month``).
+
+    A name that is a column is that column, even when a label of another reads the same.
+    """
+    import difflib
+
+    if name in columns:
+        return MetricMatch(name, [], [])
+    wanted = _norm(name)
+    matches: dict[str, None] = {}
+    for column in columns:
+        if any(_norm(n) == wanted for n in metric_names(column, short_names)):
+            matches[column] = None
+        # A per-feature or per-incident column by its prefix and the label of its metric.
+        m = re.fullmatch(r"((?:feature\.[^.]+|incident\.\d+)\.)(.+)", column)
+        if m and name.startswith(m.group(1)):
+            inner = _norm(name[len(m.group(1)) :])
+            if any(_norm(n) == inner for n in metric_names(m.group(2), short_names)):
+                matches[column] = None
+    if len(matches) == 1:
+        return MetricMatch(next(iter(matches)), [], [])
+    if matches:
+        return MetricMatch(None, list(matches), [])
+    known: dict[str, str] = {}  # every name, normalised -> its column
+    for column in columns:
+        for n in metric_names(column, short_names):
+            known.setdefault(_norm(n), column)
+    close = difflib.get_close_matches(wanted, list(known), n=4, cutoff=0.6)
+    # A part of a name ("p95", "month") is a hint too, though too short to be "close".
+    close += [k for k in known if f" {wanted} " in f" {k} " and k not in close]
+    return MetricMatch(None, [], list(dict.fromkeys(known[c] for c in close))[:4])
