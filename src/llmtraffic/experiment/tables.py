@@ -154,8 +154,10 @@ def points_table(
                 t.add_column(SHORT_NAMES.get(m, m), justify="right", max_width=22)
             else:
                 t.add_column(SHORT_NAMES.get(m, m), justify="right", no_wrap=True)
+        # A blank line between points only when a point takes two lines (mean, interval).
+        stacked = any("\n" in row[m] for row in cells for m in chunk)
         for label, row in zip(labels, cells, strict=True):
-            t.add_row(*label, *(row[m] for m in chunk), end_section=True)
+            t.add_row(*label, *(row[m] for m in chunk), end_section=stacked)
         return t
 
     chunks = _fit(metrics, lambda chunk: build(chunk, ""))
@@ -241,7 +243,10 @@ def differences_table(diffs: pd.DataFrame, others: Sequence[str], title: str) ->
         t.add_column("base", justify="right", no_wrap=True)
         t.add_column(escape(value) or "value", justify="right", max_width=14)
         t.add_column("difference", justify="right", no_wrap=True)
-        t.add_column("95% CI", justify="right", no_wrap=True)
+        # One replication gives no interval: no empty column.
+        with_ci = any(math.isfinite(row["ci_low"]) for row in rows)
+        if with_ci:
+            t.add_column("95% CI", justify="right", no_wrap=True)
         t.add_column("relative", justify="right", no_wrap=True)
         t.add_column("pairs", justify="right", no_wrap=True)
         for row in rows:
@@ -263,7 +268,7 @@ def differences_table(diffs: pd.DataFrame, others: Sequence[str], title: str) ->
                 base,
                 val,
                 _signed(m, row["diff"]),
-                interval,
+                *([interval] if with_ci else []),
                 f"{rel * 100:+.1f}%" if math.isfinite(rel) else "-",
                 str(int(row["pairs"])),
             )
