@@ -333,3 +333,19 @@ def test_comparison_leaves_out_default_panels_with_no_data(tmp_path: Path) -> No
 
 def test_figures_are_figures(run_folder: Path) -> None:
     assert isinstance(timeline(load(run_folder)), Figure)
+
+
+def test_plot_metric_takes_table_labels(
+    experiment_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = load_experiment(experiment_folder)
+    fig = comparison(data, ["success", "per month", "att/req"])
+    assert [a.get_title(loc="left") for a in fig.get_axes()] == [
+        "Request success rate",
+        "Projected cost per month",
+        "Attempts per request",
+    ]
+    out = tmp_path / "p"
+    assert main(["plot", str(experiment_folder), "--out", str(out), "--metric", "sucess"]) == 2
+    assert "did you mean success_rate" in capsys.readouterr().err
+    assert not out.exists()  # refused before anything was written

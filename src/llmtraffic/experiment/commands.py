@@ -288,13 +288,13 @@ def _check_metrics(metrics: list[str], columns: Any) -> list[str]:
             continue
         if match.several:
             raise LLMTrafficError(
-                f"--metric {name!r} fits several metrics: {', '.join(match.several)}; give "
+                f"--metric {name} fits several metrics: {', '.join(match.several)}; give "
                 "one of these column names"
             )
         candidates = match.close
         top = [c for c in have if "." not in c and c not in NOT_METRICS]
         raise LLMTrafficError(
-            f"--metric {name!r}: no such metric"
+            f"--metric {name}: no such metric"
             + (f" (did you mean {' or '.join(repr(c) for c in candidates)}?)" if candidates else "")
             + f"; give a column name or a table's label (success, per month, att/req...); "
             f"metrics: {', '.join(top)}; per feature feature.<name>.<metric>, per incident "

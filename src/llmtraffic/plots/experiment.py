@@ -80,12 +80,11 @@ def comparison(
     if pts.empty:
         raise LLMTrafficError(f"{data.folder}: no finished runs to plot")
     asked = bool(metrics)
-    metrics = list(metrics) if metrics else default_metrics(data)
-    missing = [m for m in metrics if m not in set(pts["metric"])]
-    if missing:
-        raise LLMTrafficError(
-            f"no metric {', '.join(missing)} in {data.folder}; see the columns of summary.csv"
-        )
+    metrics = (
+        _resolve(metrics, list(dict.fromkeys(pts["metric"])), data)
+        if metrics
+        else (default_metrics(data))
+    )
     left_out: list[str] = []
     if not asked:
         defined = [m for m in metrics if _defined(pts[pts["metric"] == m]).any()]
@@ -160,6 +159,30 @@ def comparison(
             title=", ".join(others) if others else None,
         )
     return fig
+
+
+def _resolve(names: Sequence[str], have: list[str], data: ExperimentData) -> list[str]:
+    """The metrics ``names`` mean: column names or the labels tables and plots show
+    (``success``, ``per month``); ``LLMTrafficError`` naming a name that fits none or several,
+    with the closest metrics."""
+    from llmtraffic.experiment.tables import SHORT_NAMES
+    from llmtraffic.plots.labels import resolve_metric
+
+    out = []
+    for name in names:
+        match = resolve_metric(name, have, SHORT_NAMES)
+        if match.column is not None:
+            out.append(match.column)
+            continue
+        hint = (
+            f"it fits several: {', '.join(match.several)}"
+            if match.several
+            else f"did you mean {' or '.join(match.close)}?"
+            if match.close
+            else "give a column of summary.csv or a table's label (success, per month, att/req)"
+        )
+        raise LLMTrafficError(f"--metric {name}: no such metric in {data.folder}; {hint}")
+    return list(dict.fromkeys(out))
 
 
 NA_REASONS = {
