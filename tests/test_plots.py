@@ -349,3 +349,15 @@ def test_plot_metric_takes_table_labels(
     assert main(["plot", str(experiment_folder), "--out", str(out), "--metric", "sucess"]) == 2
     assert "did you mean success_rate" in capsys.readouterr().err
     assert not out.exists()  # refused before anything was written
+
+
+def test_report_metric_takes_table_labels(
+    experiment_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    page = tmp_path / "r.html"
+    assert main(["report", str(experiment_folder), "--out", str(page), "--metric", "success"]) == 0
+    assert "Request success rate" in page.read_text()
+    bad = tmp_path / "bad.html"
+    assert main(["report", str(experiment_folder), "--out", str(bad), "--metric", "sucess"]) == 2
+    assert "did you mean success_rate" in capsys.readouterr().err
+    assert not bad.exists()

@@ -81,7 +81,7 @@ def comparison(
         raise LLMTrafficError(f"{data.folder}: no finished runs to plot")
     asked = bool(metrics)
     metrics = (
-        _resolve(metrics, list(dict.fromkeys(pts["metric"])), data)
+        resolve_metrics(metrics, list(dict.fromkeys(pts["metric"])), data)
         if metrics
         else (default_metrics(data))
     )
@@ -161,7 +161,7 @@ def comparison(
     return fig
 
 
-def _resolve(names: Sequence[str], have: list[str], data: ExperimentData) -> list[str]:
+def resolve_metrics(names: Sequence[str], have: list[str], data: ExperimentData) -> list[str]:
     """The metrics ``names`` mean: column names or the labels tables and plots show
     (``success``, ``per month``); ``LLMTrafficError`` naming a name that fits none or several,
     with the closest metrics."""

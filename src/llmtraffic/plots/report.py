@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from llmtraffic.errors import LLMTrafficError, OutputError
 from llmtraffic.experiment.store import ExperimentData, is_experiment_folder
 from llmtraffic.experiment.tables import POINT_METRICS, SHORT_NAMES, fmt_count, fmt_value
-from llmtraffic.plots.experiment import comparison
+from llmtraffic.plots.experiment import comparison, resolve_metrics
 from llmtraffic.plots.labels import metric_label
 from llmtraffic.plots.run import check_tables, cost_breakdown, latency_cdf, timeline
 from llmtraffic.results.load import RunData, load
@@ -300,6 +300,8 @@ def experiment_body(
         "same seeds, so differences between points are paired).</p>",
     ]
     pts = data.points
+    if metrics:  # labels as the tables show them (success, per month) mean their columns
+        metrics = resolve_metrics(metrics, list(dict.fromkeys(pts["metric"])), data)
     if len(pts):
         shown = [x for x in (metrics or POINT_METRICS) if x in set(pts["metric"])]
         rows = []
