@@ -320,6 +320,7 @@ def test_a_dask_address_that_is_not_one_is_bad_input(
     assert main(["run", "exp.toml", "-q", "--out", "out", "--dask", address]) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert f"--dask '{address}'" in err and ("tcp://HOST:PORT" in err or "port" in err)
+    assert "connecting" not in err
     assert not (tmp_path / "out").exists()
 
 
@@ -336,7 +337,8 @@ def test_an_unreachable_dask_scheduler_is_announced_and_fails_fast(
     assert err.index("connecting to the Dask scheduler at tcp://127.0.0.1:1") < err.index("error:")
     assert "(giving up after 10 s)" in err and "connection refused" in err
     assert "leave --dask out" in err
-    assert not (tmp_path / "out" / "manifest.json").exists()  # it never said "running"
+    assert not (tmp_path / "out").exists()  # connected before the folder is touched
+    assert list(tmp_path.iterdir()) == [tmp_path / "exp.toml"]
 
 
 def test_a_dask_scheduler_that_never_answers_times_out(

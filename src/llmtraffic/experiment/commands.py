@@ -54,7 +54,11 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 def cmd_run_experiment(args: argparse.Namespace, console: Console) -> int:
     """Run every run of an experiment that is not done yet; print the points table."""
     from llmtraffic.client.plugins import check_plugins
-    from llmtraffic.experiment.execute import DASK_CONNECT_TIMEOUT, run_experiment
+    from llmtraffic.experiment.execute import (
+        DASK_CONNECT_TIMEOUT,
+        check_dask_address,
+        run_experiment,
+    )
     from llmtraffic.experiment.spec import read_experiment
     from llmtraffic.experiment.store import default_folder, load_experiment
     from llmtraffic.experiment.tables import print_points
@@ -72,6 +76,7 @@ def cmd_run_experiment(args: argparse.Namespace, console: Console) -> int:
     # Progress and notes go to stderr: shown on a terminal even when the tables are redirected.
     err = Console(stderr=True)
     if args.dask is not None and args.dask != "local":
+        check_dask_address(args.dask)  # before saying it connects to it
         err.print(
             f"connecting to the Dask scheduler at {args.dask} (giving up after "
             f"{DASK_CONNECT_TIMEOUT:g} s)",
@@ -295,7 +300,7 @@ def _check_metrics(metrics: list[str], columns: Any) -> list[str]:
         top = [c for c in have if "." not in c and c not in NOT_METRICS]
         raise LLMTrafficError(
             f"--metric {name}: no such metric"
-            + (f" (did you mean {' or '.join(repr(c) for c in candidates)}?)" if candidates else "")
+            + (f" (did you mean {', '.join(candidates)}?)" if candidates else "")
             + f"; give a column name or a table's label (success, per month, att/req...); "
             f"metrics: {', '.join(top)}; per feature feature.<name>.<metric>, per incident "
             "incident.<i>.<metric> (docs/metrics.md)"

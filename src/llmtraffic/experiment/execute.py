@@ -176,6 +176,26 @@ def _run_locked(
     progress: ProgressHook | None,
 ) -> Outcome:
     """``run_experiment``'s work, once this process holds the folder's lock."""
+    # A remote scheduler is reached before the folder is touched: an unreachable one is bad
+    # input and leaves nothing behind. (A local cluster is sized by the runs left to do.)
+    remote = DaskSession(dask, 0) if dask is not None and dask != "local" else None
+    try:
+        return _prepared(spec, store, workers, dask, force, progress, remote)
+    finally:
+        if remote is not None:
+            remote.close()
+
+
+def _prepared(
+    spec: ExperimentSpec,
+    store: ExperimentStore,
+    workers: int | None,
+    dask: str | None,
+    force: bool,
+    progress: ProgressHook | None,
+    remote: DaskSession | None,
+) -> Outcome:
+    """Prepare the folder, then run what is not done yet."""
     store.prepare(spec, force=force)
     store.adopt(spec)
     runs = spec.runs()
@@ -188,13 +208,13 @@ def _run_locked(
         else ("this process" if n_workers == 1 else f"{n_workers} local processes")
     )
     outcome = Outcome(store.folder, total=len(runs), skipped=len(runs) - len(todo), done=0)
-    # Connected before the manifest says "running": an unreachable scheduler is bad input.
-    session = DaskSession(dask, n_workers) if dask is not None and todo else None
+    local = DaskSession(dask, n_workers) if dask == "local" and todo else None
     try:
+        session = remote if remote is not None and todo else local
         return _run_tasks(spec, store, todo, outcome, executor, n_workers, session, progress)
     finally:
-        if session is not None:
-            session.close()
+        if local is not None:
+            local.close()
 
 
 def _run_tasks(
