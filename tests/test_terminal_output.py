@@ -263,3 +263,16 @@ def test_presets_fit_80_columns_piped_and_the_same_at_120(
                 assert f"{m.context_window:,}" in text
             if m.max_output_tokens is not None:
                 assert f"{m.max_output_tokens:,}" in text
+
+
+def test_undefined_values_show_as_a_dash(quickstart: dict[str, Any]) -> None:
+    """A run where nothing succeeded: its ratios and latencies are undefined (None or NaN) and
+    read '-', never '-x' or 'nan'."""
+    s = copy.deepcopy(quickstart)
+    for k in ("cost_amplification", "cost_vs_baseline", "latency_p50", "latency_p95"):
+        s[k] = None
+    s["peak_attempt_rate_ratio"] = math.nan
+    text = check_layout(lambda c: print_summary(c, s))
+    assert "-x" not in text and "nan" not in text.lower()
+    row = next(line for line in text.splitlines() if "cost amplification" in line)
+    assert row.split("│")[-2].strip() == "-"

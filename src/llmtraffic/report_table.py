@@ -37,6 +37,11 @@ def _num(v: Any, fmt: str) -> str:
     return format(v, fmt)
 
 
+def _times(v: Any, fmt: str) -> str:
+    """A ratio with its x (``1.086x``); a missing one is ``-``, not ``-x``."""
+    return "-" if _missing(v) else format(v, fmt) + "x"
+
+
 def money(v: Any) -> str:
     """USD with precision suited to the magnitude: cents from $100, whole dollars from
     $100,000 (where cents are noise and only widen a column)."""
@@ -87,14 +92,13 @@ def summary_table(s: dict[str, Any], title: str = "Summary") -> Table:
     t.add_column("value", justify="right", no_wrap=True)
     t.add_column("metric", style="bold")
     t.add_column("value", justify="right", no_wrap=True)
-    peak = _num(s["peak_attempt_rate_ratio"], ".2f")
     left = [
         ("requests", f"{s['requests']:,}"),
         ("success rate", _num(s["success_rate"], ".2%")),
         ("attempts", f"{s['attempts']:,}"),
-        ("attempt amplification", _num(s["attempt_amplification"], ".3f") + "x"),
+        ("attempt amplification", _times(s["attempt_amplification"], ".3f")),
         ("attempt error rate", _num(s["attempt_error_rate"], ".2%")),
-        ("peak attempt rate", peak + "x mean" if peak != "-" else "-"),
+        ("peak attempt rate", _times(s["peak_attempt_rate_ratio"], ".2f").replace("x", "x mean")),
         ("latency p50 / p95", _pair(s["latency_p50"], s["latency_p95"])),
         ("latency p99 / max", _pair(s["latency_p99"], s["latency_max"])),
     ]
@@ -102,8 +106,8 @@ def summary_table(s: dict[str, Any], title: str = "Summary") -> Table:
         ("billed cost", money(s["billed_cost"])),
         ("useful cost", money(s["useful_cost"])),
         ("wasted cost", money(s["wasted_cost"])),
-        ("cost amplification", _num(s["cost_amplification"], ".3f") + "x"),
-        ("cost vs baseline", _num(s["cost_vs_baseline"], ".3f") + "x"),
+        ("cost amplification", _times(s["cost_amplification"], ".3f")),
+        ("cost vs baseline", _times(s["cost_vs_baseline"], ".3f")),
         ("cost per success", money(s["cost_per_success"])),
         ("per day (steady)", money(s["cost_per_day"])),
         ("per month (steady)", money(s["cost_per_month"])),
