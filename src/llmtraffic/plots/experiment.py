@@ -177,7 +177,7 @@ def resolve_metrics(names: Sequence[str], have: list[str], data: ExperimentData)
         hint = (
             f"it fits several: {', '.join(match.several)}"
             if match.several
-            else f"did you mean {' or '.join(match.close)}?"
+            else f"did you mean {', '.join(match.close)}?"
             if match.close
             else "give a column of summary.csv or a table's label (success, per month, att/req)"
         )
