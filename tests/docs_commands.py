@@ -2,9 +2,9 @@
 
 What counts as a command (the rule ``tests/test_docs_commands.py`` applies):
 
-- The documents are README.md, docs/*.md, experiments/README.md and the module docstring of
-  ``llmtraffic.testing`` (its example is the one users copy). The notebooks run in
-  tests/test_notebooks.py.
+- The documents are README.md, docs/*.md, experiments/README.md and the module docstrings of
+  ``llmtraffic.testing`` and its pytest plugin (their examples are the ones users copy). The
+  notebooks run in tests/test_notebooks.py.
 - A fenced block tagged ``sh``, ``bash``, ``shell`` or ``console`` holds shell commands. In a
   ``console`` block only the lines starting with ``$ `` are commands (the rest is output); in
   the others every line is one, except blank lines and ``#`` comment lines, and a line ending
@@ -66,6 +66,7 @@ DOCUMENTS: tuple[str, ...] = (
     *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md")),
     "experiments/README.md",
     "src/llmtraffic/testing/__init__.py",
+    "src/llmtraffic/testing/pytest_plugin.py",
 )
 
 SHELL_TAGS = frozenset({"sh", "bash", "shell", "console"})

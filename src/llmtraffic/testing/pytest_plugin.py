@@ -6,7 +6,7 @@ def test_our_policy_survives_the_fault_battery(llmtraffic_checks):
     llmtraffic_checks("experiments/ci.toml")      # fails with the table of failed checks
 
 def test_brownout_cost(llmtraffic_run):
-    runs = llmtraffic_run("experiments/brownout.toml", replications=3)
+    runs = llmtraffic_run("experiments/quickstart.toml", replications=3)
     assert runs.mean("cost_amplification") < 1.3
 ```
 """
