@@ -351,3 +351,21 @@ def test_a_plugin_that_fails_is_bad_input_naming_the_field(
     assert "policies.mine.retry" in err and message in err, err
     assert "Traceback" not in err
     sys.modules.pop(f"{CANARY}_broken", None)
+
+
+def test_a_worker_task_carries_the_commands_allowance(tmp_path: Path, canary: Path) -> None:
+    """A worker process starts with no allowance of its own: the task carries the command's,
+    so a run sent to a worker is judged as it would be in the command (it allowed all)."""
+    from llmtraffic.experiment.execute import Task, execute_task
+
+    raw = load_config(config(tmp_path, CUSTOM)).model_dump(mode="json", exclude_none=True)
+    raw["run"]["records"] = "summary"
+
+    def task(plugins: frozenset[str] | None, name: str) -> Task:
+        return Task(name, raw, str(tmp_path), 1, str(tmp_path / name), (), plugins)
+
+    refused = execute_task(task(frozenset({"some.other"}), "refused"))
+    assert refused.error is not None and f"--allow-plugin {CANARY}" in refused.error
+    assert events(canary) == []
+    done = execute_task(task(frozenset({CANARY}), "allowed"))
+    assert done.error is None and "built" in events(canary)

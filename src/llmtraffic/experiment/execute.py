@@ -37,6 +37,7 @@ from typing import Any
 
 from llmtraffic.config.loader import scenario_from_dict
 from llmtraffic.errors import LLMTrafficError
+from llmtraffic.client.plugins import Allowance, allowed_plugins, current_allowance
 from llmtraffic.experiment.spec import ExperimentSpec, Run, toml_literal
 from llmtraffic.experiment.store import ExperimentStore, experiment_manifest
 from llmtraffic.runner import run_to_folder
@@ -52,6 +53,9 @@ class Task:
     seed: int
     folder: str | None
     overrides: tuple[str, ...]
+    # The plugin modules the user allowed (None: all, as in the Python API). A worker process
+    # starts with no allowance of its own, so the task carries the command's.
+    plugins: Allowance = None
 
 
 @dataclass
@@ -85,6 +89,11 @@ def execute_task(task: Task, ship_files: bool = False) -> TaskResult:
 
 
 def _execute(task: Task, ship_files: bool) -> TaskResult:
+    with allowed_plugins(task.plugins):
+        return _execute_allowed(task, ship_files)
+
+
+def _execute_allowed(task: Task, ship_files: bool) -> TaskResult:
     t0 = time.perf_counter()
     try:
         scenario = scenario_from_dict(task.raw, base_dir=task.base_dir)
@@ -118,7 +127,15 @@ def make_task(spec: ExperimentSpec, store: ExperimentStore, run: Run, ship: bool
     """The task of one run."""
     folder = None if ship else str(store.run_dir(run.point.id, run.replication))
     overrides = tuple(f"{path}={toml_literal(v)}" for path, v in run.point.values.items())
-    return Task(_key(run), run.point.raw, str(spec.base_dir), run.seed, folder, overrides)
+    return Task(
+        _key(run),
+        run.point.raw,
+        str(spec.base_dir),
+        run.seed,
+        folder,
+        overrides,
+        current_allowance(),
+    )
 
 
 @dataclass
