@@ -35,9 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmtraffic.client.plugins import Allowance, allowed_plugins, current_allowance
 from llmtraffic.config.loader import scenario_from_dict
 from llmtraffic.errors import LLMTrafficError
-from llmtraffic.client.plugins import Allowance, allowed_plugins, current_allowance
 from llmtraffic.experiment.spec import ExperimentSpec, Run, toml_literal
 from llmtraffic.experiment.store import ExperimentStore, experiment_manifest
 from llmtraffic.runner import run_to_folder
