@@ -361,3 +361,17 @@ def test_report_metric_takes_table_labels(
     assert main(["report", str(experiment_folder), "--out", str(bad), "--metric", "sucess"]) == 2
     assert "did you mean success_rate" in capsys.readouterr().err
     assert not bad.exists()
+
+
+def test_an_incident_that_outlasts_the_data_is_named_inside_the_panel(tmp_path: Path) -> None:
+    config = copy.deepcopy(tomllib.loads(SCENARIO))
+    # The brownout starts near the end of arrivals and lasts well past the drain.
+    config["providers"]["main"]["incidents"][0].update({"start": "50s", "duration": "10m"})
+    folder = tmp_path / "late"
+    run_to_folder(scenario_from_dict(config), folder)
+    fig = timeline(load(folder))
+    fig.draw_without_rendering()
+    traffic = fig.get_axes()[0]
+    (label,) = [t for t in traffic.texts if "brownout" in t.get_text()]
+    box, panel = label.get_window_extent(), traffic.get_window_extent()
+    assert panel.x0 <= box.x0 and box.x1 <= panel.x1

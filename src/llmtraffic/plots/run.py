@@ -138,6 +138,22 @@ def incident_label(inc: dict[str, Any]) -> str:
     return f"{str(inc.get('kind', 'incident')).replace('_', ' ')} ({inc.get('provider', '?')})"
 
 
+def _label_anchor(start: float, end: float, data_end: float) -> tuple[float, str]:
+    """Where an incident's label goes (seconds) and how it is aligned: over the middle of the
+    part of the incident the plot shows, but flush with that part's outer edge near either
+    end of the axis, so that the text stays inside the panel (an incident can outlast the
+    data, or start at 0)."""
+    lo, hi = max(0.0, start), min(end, data_end)
+    if hi <= lo:  # nothing of it is visible: name it at the axis's end
+        return (data_end, "right") if start >= data_end else (0.0, "left")
+    middle = (lo + hi) / 2
+    if middle > 0.8 * data_end:
+        return hi - 0.005 * data_end, "right"
+    if middle < 0.2 * data_end:
+        return lo + 0.005 * data_end, "left"
+    return middle, "center"
+
+
 def _has_breaker(run: RunData) -> bool:
     """True when a policy some feature uses has a circuit breaker (a config may define
     policies no feature uses: an experiment's other choices)."""
@@ -302,15 +318,18 @@ def timeline(run: RunData) -> Figure:
         _low, high = ax_traffic.get_ylim()
         ax_traffic.set_ylim(0, max(high, 1e-9) * HEADROOM)
         for inc in incidents:
+            x_label, align = _label_anchor(float(inc["start"]), float(inc["end"]), data_end)
             ax_traffic.text(
-                (inc["start"] + inc["end"]) / 2 / unit,
+                x_label / unit,
                 0.97,
                 incident_label(inc),
                 transform=ax_traffic.get_xaxis_transform(),
-                ha="center",
+                ha=align,
                 va="top",
                 fontsize=10,
                 color="#202020",
+                # Over a marker line (the end of arrivals) the text stays legible.
+                bbox={"facecolor": "white", "alpha": 0.85, "lw": 0, "pad": 1.5},
             )
     for a in (ax_traffic, ax["success"], ax.get("failures"), ax_cost):
         if a is not None and a.get_legend_handles_labels()[0]:
