@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 
-from llmtraffic.config.base import Model
+from llmtraffic.config.base import Model, Slug
 from llmtraffic.config.loader import (
     apply_overrides,
     format_errors,
@@ -61,7 +61,11 @@ one of them is given a longer name: ``run.duration`` instead of ``duration``).""
 class ExperimentSettings(Model):
     """The ``[experiment]`` table."""
 
-    name: str | None = Field(None, description="results folder name (default: the scenario's)")
+    name: Slug | None = Field(
+        None,
+        description="results folder name under runs/ (default: the scenario's): letters, "
+        "digits, '-', '_' and '.' (not first)",
+    )
     replications: int = Field(1, ge=1, description="runs per grid point, with seeds r = 0..N-1")
     seeds: list[int] | None = Field(
         None, description="explicit root seed of each replication (replaces run.seed + r)"
