@@ -360,3 +360,58 @@ def test_a_dask_scheduler_that_never_answers_times_out(
         assert time.monotonic() - started < 20
     err = " ".join(capsys.readouterr().err.split())
     assert f"--dask {address}: no Dask scheduler answered within 1 s" in err
+
+
+def test_run_experiment_raises_when_every_run_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From Python, an experiment whose every run failed raises (it returned an Outcome with
+    done = 0, and the next line failed with a KeyError); the CLI lists the failures instead."""
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path)
+
+    def broken(*_args: Any, **_kw: Any) -> Any:
+        raise RuntimeError("provider exploded")
+
+    monkeypatch.setattr(execute_module, "run_to_folder", broken)
+    spec = llmtraffic.read_experiment("exp.toml")
+    with pytest.raises(execute_module.ExperimentFailedError) as info:
+        llmtraffic.run_experiment(spec, "out", workers=1)
+    assert "all 8 runs failed" in str(info.value) and "provider exploded" in str(info.value)
+    assert info.value.outcome.done == 0 and len(info.value.outcome.failed) == 8
+    outcome = llmtraffic.run_experiment(spec, "out", workers=1, raise_on_failure=False)
+    assert outcome.done == 0 and len(outcome.failed) == 8
+    assert main(["run", "exp.toml", "--out", "out", "--workers", "1", "-q"]) == 1
+
+
+UNGUARDED = """\
+import llmtraffic
+
+spec = llmtraffic.read_experiment("exp.toml")
+outcome = llmtraffic.run_experiment(spec, "out", workers=2)
+print("finished", outcome.done)
+"""
+
+
+def test_a_script_without_a_main_guard_fails_at_once_saying_so(tmp_path: Path) -> None:
+    """Every worker process imports the script; without the guard each one ran the experiment
+    again and died, and run_experiment returned done = 0 without raising."""
+    write(tmp_path)
+    (tmp_path / "script.py").write_text(UNGUARDED, encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, "script.py"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 1 and "finished" not in proc.stdout
+    assert "WorkersDidNotStartError" in proc.stderr
+    assert 'under `if __name__ == "__main__":`' in proc.stderr and "script.py" in proc.stderr
+    guarded = (
+        UNGUARDED.replace("spec =", 'if __name__ == "__main__":\n    spec =')
+        .replace("\noutcome", "\n    outcome")
+        .replace('\nprint("finished"', '\n    print("finished"')
+    )
+    (tmp_path / "script.py").write_text(guarded, encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, "script.py"], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "finished 8" in proc.stdout

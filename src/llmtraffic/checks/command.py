@@ -94,7 +94,9 @@ def run_checks(
     if save_baseline_to is not None:
         check_output_file(Path(save_baseline_to), "--save-baseline", "baseline.json")
     ref = load_baseline(Path(baseline)) if baseline is not None else None
-    outcome = run_experiment(spec, out, workers=workers, dask=dask, force=force)
+    outcome = run_experiment(
+        spec, out, workers=workers, dask=dask, force=force, raise_on_failure=False
+    )
     data = load_experiment(outcome.folder)
     summary = data.summary
     axes = data.axes

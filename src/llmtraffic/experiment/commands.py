@@ -105,7 +105,13 @@ def cmd_run_experiment(args: argparse.Namespace, console: Console) -> int:
         bar.start()
     try:
         outcome = run_experiment(
-            spec, args.out, workers=args.workers, dask=args.dask, force=args.force, progress=hook
+            spec,
+            args.out,
+            workers=args.workers,
+            dask=args.dask,
+            force=args.force,
+            progress=hook,
+            raise_on_failure=False,  # failed runs are listed below, with what to do
         )
     except KeyboardInterrupt:
         if bar is not None:

@@ -31,6 +31,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -159,6 +160,32 @@ class Outcome:
 ProgressHook = Callable[[int, int, int], None]
 """Called with (finished, total, failed) as runs finish (skipped runs count as finished)."""
 
+GUARD_FIX = (
+    'put the lines that run the experiment under `if __name__ == "__main__":` (every worker '
+    "process imports your script, and must not run it again), or pass workers=1"
+)
+
+
+class ExperimentFailedError(RuntimeError):
+    """Every run an experiment started failed (``run_experiment`` raises it unless told not
+    to): the outcome holds each run's traceback, also written beside the runs."""
+
+    def __init__(self, outcome: Outcome, message: str) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+
+
+class WorkersDidNotStartError(RuntimeError):
+    """The worker processes died before any run finished: most often, a script without a
+    ``__main__`` guard that every worker runs again as it starts."""
+
+
+def _main_script() -> str | None:
+    """The script multiprocessing makes every worker import again, if there is one."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    return str(path) if path and str(path).endswith(".py") else None
+
 
 def run_experiment(
     spec: ExperimentSpec,
@@ -168,20 +195,38 @@ def run_experiment(
     dask: str | None = None,
     force: bool = False,
     progress: ProgressHook | None = None,
+    raise_on_failure: bool = True,
 ) -> Outcome:
     """Run every run of ``spec`` that is not done yet and write the experiment's folder.
 
     ``workers``: local worker processes (default: the CPU count; 1 runs in this process).
     ``dask``: a scheduler address, or ``"local"`` for a LocalCluster of ``workers`` processes.
     ``force``: rerun everything. Returns the counts; the tables are in the folder.
+    When every run it started failed, raises ``ExperimentFailedError`` (with the outcome)
+    unless ``raise_on_failure`` is false; some failed runs are in ``Outcome.failed``. From a
+    script, the call must sit under ``if __name__ == "__main__":`` when it uses worker
+    processes (they import the script); without the guard it fails at once, saying so.
     """
     from llmtraffic.experiment.store import default_folder
+
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        # A worker process is importing the user's script, which calls us again: stop it
+        # here (the parent sees its workers fail to start and says why).
+        raise WorkersDidNotStartError(f"run_experiment called while a worker starts: {GUARD_FIX}")
 
     if dask is not None:
         check_dask_address(dask)
     store = ExperimentStore(Path(folder) if folder is not None else default_folder(spec))
     with store.lock():
-        return _run_locked(spec, store, workers, dask, force, progress)
+        outcome = _run_locked(spec, store, workers, dask, force, progress)
+    if raise_on_failure and outcome.failed and outcome.done == 0:
+        first = next(iter(outcome.failed.values())).strip().splitlines() or ["?"]
+        raise ExperimentFailedError(
+            outcome,
+            f"all {len(outcome.failed)} runs failed; the first: {first[-1]} (tracebacks in "
+            f"{outcome.folder / 'runs'}, one .error.txt per run)",
+        )
+    return outcome
 
 
 def _run_locked(
@@ -289,6 +334,9 @@ def _run_tasks(
                     len(outcome.failed),
                 )
         outcome.status = "failed" if outcome.failed else "complete"
+    except WorkersDidNotStartError:
+        outcome.status = "failed"
+        raise
     except BaseException:
         outcome.status = "interrupted"
         raise
@@ -328,8 +376,13 @@ def _pool_results(tasks: list[Task], workers: int) -> Iterator[TaskResult]:
         initargs=(os.getpid(),),
     ) as pool:
         futures: dict[Future[TaskResult], Task] = {pool.submit(execute_task, t): t for t in tasks}
+        finished = 0
         try:
             for fut in as_completed(futures):
+                if not finished and isinstance(fut.exception(), BrokenProcessPool):
+                    # No worker got as far as a run: every other run would fail the same way.
+                    raise WorkersDidNotStartError(_no_workers_message(fut))
+                finished += 1
                 yield _result_of(fut, futures[fut])
         except BaseException:
             for fut in futures:
@@ -340,6 +393,17 @@ def _pool_results(tasks: list[Task], workers: int) -> Iterator[TaskResult]:
                 with contextlib.suppress(OSError, ValueError, AttributeError):
                     proc.terminate()
             raise
+
+
+def _no_workers_message(fut: Future[TaskResult]) -> str:
+    """Why the pool broke before any run finished, with the fix."""
+    script = _main_script()
+    if script is not None:
+        return (
+            f"the worker processes stopped as they started: each one imports {script}, "
+            f"which runs the experiment again; {GUARD_FIX}"
+        )
+    return f"the worker processes stopped before any run finished ({fut.exception()})"
 
 
 _IN_WORKER = False
