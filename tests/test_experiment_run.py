@@ -415,3 +415,18 @@ def test_a_script_without_a_main_guard_fails_at_once_saying_so(tmp_path: Path) -
     )
     assert proc.returncode == 0, proc.stderr
     assert "finished 8" in proc.stdout
+
+
+def test_load_experiment_names_a_truncated_table(tmp_path: Path) -> None:
+    """The Python API, like the reading commands, names a damaged table and the fix (it
+    raised pyarrow's own error)."""
+    from llmtraffic.results.jsonio import ResultFileError
+
+    write(tmp_path)
+    spec = read_experiment(tmp_path / "exp.toml", ["experiment.replications=1"])
+    run_experiment(spec, tmp_path / "out", workers=1)
+    table = tmp_path / "out" / "summary.parquet"
+    table.write_bytes(table.read_bytes()[:200])
+    data = load_experiment(tmp_path / "out")
+    with pytest.raises(ResultFileError, match=r"summary\.parquet is not a readable Parquet"):
+        _ = data.summary

@@ -442,7 +442,17 @@ class ExperimentData:
                 f"{self.folder} has no {name}.parquet yet: the experiment was interrupted "
                 "before it wrote its tables; run its file again to resume"
             )
-        return pd.read_parquet(path)
+        import pyarrow as pa
+
+        from llmtraffic.results.jsonio import RERUN_HINT, ResultFileError
+
+        try:
+            return pd.read_parquet(path)
+        except (OSError, ValueError, pa.ArrowException):
+            # A truncated or corrupted table: say which file, not pyarrow's internals.
+            raise ResultFileError(
+                f"{path} is not a readable Parquet file (truncated or corrupted); {RERUN_HINT}"
+            ) from None
 
     def run(self, point: str | int = 0, replication: int = 0) -> RunData:
         """Open one run's folder (by point id, ``pNNN`` prefix or index)."""
