@@ -19,6 +19,7 @@ from llmtraffic.checks.command import run_checks
 from llmtraffic.checks.evaluate import evaluate
 from llmtraffic.checks.report import junit_xml
 from llmtraffic.checks.spec import parse_checks
+from llmtraffic.cli import main
 from llmtraffic.testing import assert_metric, run_scenario
 from llmtraffic.testing.strategies import scenarios
 
@@ -488,3 +489,24 @@ def test_the_expected_columns_are_the_columns_runs_have(tmp_path: Path) -> None:
     assert real - expected == set()
     assert {c for c in expected - real if not is_count_column(c)} == set()
     assert "incident.0.recovery_time" in real and "feature.f.roi" in real
+
+
+def test_each_battery_file_has_its_own_folder_and_reports_progress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two battery files no longer share runs/<experiment name> (the second replaced the
+    first's runs); check reports progress as runs finish, and -q prints no table."""
+    monkeypatch.chdir(tmp_path)
+    checks = '[[check]]\nmetric = "success_rate"\nop = ">="\nvalue = 0.5\n'
+    first = small(tmp_path, checks)
+    second = tmp_path / "other battery.toml"
+    second.write_text(first.read_text(encoding="utf-8"), encoding="utf-8")
+    seen: list[tuple[int, int, int]] = []
+    report = run_checks(first, workers=1, progress=lambda *a: seen.append(a))
+    assert report.folder == Path("runs/check-small") and report.passed
+    assert seen[-1] == (4, 4, 0)  # 2 points (the policy axis) x 2 replications
+    assert main(["check", str(second), "--workers", "1", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "runs/check-other-battery" in out and "success_rate" not in out
+    assert (tmp_path / "runs/check-small/summary.csv").exists()
+    assert (tmp_path / "runs/check-other-battery/summary.csv").exists()

@@ -56,7 +56,7 @@ WRITTEN = {
         "runs/outage-storm/experiment.json",
         "reports/llmtraffic.xml",
     ],
-    "docs/ci.md": ["runs/ci-battery/summary.csv", "experiments/ci-baseline.json"],
+    "docs/ci.md": ["runs/check-ci/summary.csv", "experiments/ci-baseline.json"],
     "docs/experiments.md": ["runs/cost-amplification/report.html", "runs/storm/experiment.json"],
 }
 GUARDED = ("experiments/ci-baseline.json", "reports")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from rich.console import Console
@@ -15,6 +17,7 @@ from llmtraffic.checks.evaluate import CheckResult, evaluate, select_points
 from llmtraffic.checks.report import junit_xml, load_baseline, results_table, save_baseline
 from llmtraffic.checks.spec import Check, parse_checks, parse_tolerance
 from llmtraffic.errors import ConfigError, OutputError
+from llmtraffic.experiment.execute import ProgressHook
 from llmtraffic.experiment.spec import ExperimentSpec, read_experiment
 
 
@@ -62,12 +65,27 @@ def run_checks(
     tolerance: float | None = None,
     strict: bool = False,
     save_baseline_to: str | Path | None = None,
+    allow_large: bool = False,
+    progress: ProgressHook | None = None,
 ) -> CheckReport:
-    """Run the experiment file (resuming runs already done) and judge its ``[[check]]``s."""
+    """Run the experiment file (resuming runs already done) and judge its ``[[check]]``s.
+
+    The results go to ``out``, by default ``runs/check-<file name>``: one folder per battery
+    file, so that two batteries never replace each other's runs. ``allow_large`` and
+    ``progress`` are as for ``llmtraffic run`` on an experiment."""
     from llmtraffic.experiment.execute import run_experiment
     from llmtraffic.experiment.store import load_experiment
+    from llmtraffic.limits import check_experiment
 
-    spec = read_experiment(config, list(overrides))
+    spec = read_experiment(config, list(overrides), allow_large=allow_large)
+    check_experiment(
+        ((p.id, p.scenario) for p in spec.points),
+        spec.replications,
+        allow_large=allow_large,
+        source=str(config),
+    )
+    if out is None:
+        out = default_check_folder(config)
     checks = parse_checks(spec.checks, source=spec.source)
     if not checks and baseline is None and save_baseline_to is None:
         raise ConfigError(
@@ -95,7 +113,13 @@ def run_checks(
         check_output_file(Path(save_baseline_to), "--save-baseline", "baseline.json")
     ref = load_baseline(Path(baseline)) if baseline is not None else None
     outcome = run_experiment(
-        spec, out, workers=workers, dask=dask, force=force, raise_on_failure=False
+        spec,
+        out,
+        workers=workers,
+        dask=dask,
+        force=force,
+        progress=progress,
+        raise_on_failure=False,
     )
     data = load_experiment(outcome.folder)
     summary = data.summary
@@ -118,6 +142,12 @@ def run_checks(
         failed_runs=len(outcome.failed),
         skipped=len(checks) - len(judged),
     )
+
+
+def default_check_folder(config: str | Path) -> Path:
+    """``runs/check-<file name without .toml>``: where a battery file's runs go by default."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(config).stem).strip("-.") or "battery"
+    return Path("runs") / f"check-{stem}"
 
 
 def precheck(checks: Sequence[Check], spec: ExperimentSpec) -> None:
@@ -159,9 +189,29 @@ def check_output_file(path: Path, flag: str, example: str) -> None:
 def cmd_check(args: argparse.Namespace, console: Console) -> int:
     """Run an experiment file and judge its [[check]] entries: exit 0 when all pass, 1 when
     one fails (or a run fails), 2 on bad input."""
+    from llmtraffic.experiment.commands import runs_progress
+
     if args.junit is not None:
         check_output_file(Path(args.junit), "--junit", "llmtraffic.xml")
-    report = run_checks(
+    bar, hook = runs_progress(Console(stderr=True), 0, args.quiet)
+    try:
+        report = _checked(args, hook, bar)
+    finally:
+        if bar is not None:
+            bar.stop()
+    return _print_report(args, console, report)
+
+
+def _checked(args: argparse.Namespace, hook: ProgressHook | None, bar: Any) -> CheckReport:
+    """``run_checks`` with the command's arguments; the bar learns the total from the hook."""
+
+    def moved(done: int, total: int, failed: int) -> None:
+        if bar is not None and bar.tasks:
+            bar.update(bar.tasks[0].id, total=total)
+        if hook is not None:
+            hook(done, total, failed)
+
+    return run_checks(
         args.config,
         overrides=args.set,
         out=args.out,
@@ -172,8 +222,15 @@ def cmd_check(args: argparse.Namespace, console: Console) -> int:
         tolerance=args.tolerance,
         strict=args.strict,
         save_baseline_to=args.save_baseline,
+        allow_large=args.allow_large,
+        progress=moved if hook is not None else None,
     )
-    if report.results:
+
+
+def _print_report(args: argparse.Namespace, console: Console, report: CheckReport) -> int:
+    """The results table, each failure, the files written and the summary line; the exit
+    code (0 all passed, 1 a check or a run failed)."""
+    if report.results and not args.quiet:
         if not console.is_terminal:
             console.width = max(console.width, 160)  # CI logs: one line per check
         console.print(results_table(report.results, f"Checks: {report.name}"))
@@ -198,7 +255,13 @@ def add_check_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         description=cmd_check.__doc__,
     )
     p.add_argument("config", help="experiment TOML file with [[check]] entries")
-    p.add_argument("--out", type=Path, help="results folder (default runs/<name>)")
+    p.add_argument("--out", type=Path, help="results folder (default runs/check-<file name>)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar, no table of checks")
+    p.add_argument(
+        "--allow-large",
+        action="store_true",
+        help="run a battery whose estimated size exceeds the limits (see llmtraffic run -h)",
+    )
     p.add_argument("--force", action="store_true", help="rerun the runs already done")
     p.add_argument("--junit", type=Path, metavar="FILE", help="write JUnit XML here")
     p.add_argument(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,33 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def runs_progress(
+    err: Console, total: int, quiet: bool
+) -> tuple[Progress | None, Callable[[int, int, int], None] | None]:
+    """A started progress bar of runs (done of total, failed, elapsed, eta) on ``err`` and the
+    hook that moves it; none with ``quiet`` or when ``err`` is not a terminal (a CI log)."""
+    if quiet or not err.is_terminal:
+        return None, None
+    bar = Progress(
+        TextColumn("runs"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[failed]}"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    )
+    task = bar.add_task("runs", total=total, failed="")
+
+    def hook(done: int, total: int, failed: int) -> None:
+        bar.update(task, completed=done, failed=f"[red]{failed} failed[/red]" if failed else "")
+
+    bar.start()
+    return bar, hook
+
+
 def cmd_run_experiment(args: argparse.Namespace, console: Console) -> int:
     """Run every run of an experiment that is not done yet; print the points table."""
     from llmtraffic.client.plugins import check_plugins
@@ -83,26 +111,7 @@ def cmd_run_experiment(args: argparse.Namespace, console: Console) -> int:
             markup=False,
             highlight=False,
         )
-    bar = None
-    hook = None
-    if not args.quiet and err.is_terminal:
-        bar = Progress(
-            TextColumn("runs"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[failed]}"),
-            TimeElapsedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
-            console=err,
-            transient=True,
-        )
-        task = bar.add_task("runs", total=len(spec.runs()), failed="")
-
-        def hook(done: int, total: int, failed: int) -> None:
-            bar.update(task, completed=done, failed=f"[red]{failed} failed[/red]" if failed else "")
-
-        bar.start()
+    bar, hook = runs_progress(err, len(spec.runs()), args.quiet)
     try:
         outcome = run_experiment(
             spec,
