@@ -775,3 +775,21 @@ def test_a_byte_order_mark_is_not_part_of_a_column_name(tmp_path: Path) -> None:
         )
         (tmp_path / name).write_bytes(b"\xef\xbb\xbf" + text.encode())
         assert read(trace(tmp_path / name))[1].tolist()[:1] == [1]
+
+
+def test_validate_says_which_trace_layout_it_recognised(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A config that names only a public trace's path: validate says what it read."""
+    from llmtraffic.cli import main
+
+    config = tmp_path / "replay.toml"
+    config.write_text(
+        '[run]\nduration = "trace"\n[providers.p]\nmodel = "openai/gpt-4o-mini"\n'
+        f'[features.f]\nprovider = "p"\ntrace = {{ path = "{DATA / "burstgpt.csv"}" }}\n',
+        encoding="utf-8",
+    )
+    assert main(["validate", str(config)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "features.f.trace:" in out and "BurstGPT layout" in out
+    assert "input 'Request tokens', output 'Response tokens'" in out

@@ -111,6 +111,18 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
         soft_wrap=True,
     )
     console.print(f"size: {size.describe()}", markup=False, highlight=False, soft_wrap=True)
+    for name, feature in scenario.features.items():
+        trace = feature.trace
+        if trace is not None:
+            layout = trace.layout
+            known = f"{layout.name} layout, " if layout is not None else ""
+            console.print(
+                f"features.{name}.trace: {trace.path} ({known}time {trace.timestamp!r}, "
+                f"input {trace.input_tokens!r}, output {trace.output_tokens!r})",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
     return EXIT_OK
 
 
