@@ -259,10 +259,12 @@ def test_no_empty_panels_in_a_run_where_nothing_failed(tmp_path: Path) -> None:
     assert not any("breaker" in a.get_ylabel() for a in fig.get_axes())  # no breaker twin
 
 
-def _synthetic_experiment(tmp_path: Path, recovery: list[float]) -> ExperimentData:
-    """An experiment over one categorical axis with a given recovery time per point (NaN:
-    never recovered), built in memory."""
-    policies = ["naive", "backoff", "budget"]
+def _synthetic_experiment(
+    tmp_path: Path, recovery: list[float], policies: list[Any] | None = None
+) -> ExperimentData:
+    """An experiment over one axis (categorical unless ``policies`` are numbers) with a given
+    recovery time per point (NaN: never recovered), built in memory."""
+    policies = policies or ["naive", "backoff", "budget"]
     rows = []
     for i, (policy, rec) in enumerate(zip(policies, recovery, strict=True)):
         for metric, mean in (
@@ -375,3 +377,13 @@ def test_an_incident_that_outlasts_the_data_is_named_inside_the_panel(tmp_path: 
     (label,) = [t for t in traffic.texts if "brownout" in t.get_text()]
     box, panel = label.get_window_extent(), traffic.get_window_extent()
     assert panel.x0 <= box.x0 and box.x1 <= panel.x1
+
+
+def test_a_line_comparison_marks_undefined_points_n_a(tmp_path: Path) -> None:
+    data = _synthetic_experiment(tmp_path, [12.0, 20.0, math.nan], policies=[0.01, 0.1, 0.2])
+    fig = comparison(data, ["incident.0.recovery_time"])
+    (ax,) = fig.get_axes()
+    assert ax.get_lines()  # drawn as a line over the numeric axis
+    (mark,) = [t for t in ax.texts if t.get_text() == "n/a"]
+    assert mark.get_position()[0] == pytest.approx(0.2)
+    assert ax.get_title(loc="left").endswith("n/a: never recovered")
