@@ -497,7 +497,7 @@ def test_progress_shows_on_a_terminal(workdir: Path) -> None:
     (workdir / "exp2.toml").write_text(EXPERIMENT, encoding="utf-8")
     code, out, shown = _on_a_terminal(["run", "long.toml", "--out", "a"], workdir)
     assert code == 0 and "results: a" in out
-    assert "simulating" in shown
+    assert "simulating" in shown and "eta" in shown
     code, out, shown = _on_a_terminal(["run", "exp2.toml", "--out", "e", "--workers", "1"], workdir)
     assert code == 0 and "results: e" in out
     assert "runs" in shown and "0/8" in shown

@@ -130,3 +130,26 @@ def test_over_the_limit_the_admitted_rate_is_the_refill(refill: str) -> None:
     burst = rpm if refill == "continuous" else 0.0
     rate = (n_admitted - burst) / duration
     assert rate == pytest.approx(token_bucket_admitted_rate(offered, rpm), rel=0.01)
+
+
+@pytest.mark.parametrize("refill", ["continuous", "window"])
+def test_each_429_is_counted_against_the_limit_that_refused_it(refill: str) -> None:
+    """rpm 60 and tpm 6,000: 1,000-token attempts are refused by the tpm (room for 6 a
+    minute), 10-token ones by the rpm (60); the limit with the longest wait is the one named."""
+    lim = RateLimiter(60, 6000, None, None, refill, False, 1.0)
+    assert all(lim.admit(0.0, 1000, 0, 10) is None for _ in range(6))
+    assert lim.admit(0.0, 1000, 0, 10) is not None
+    assert lim.rejected == [0, 1, 0, 0]
+    lim = RateLimiter(60, 6000, None, None, refill, False, 1.0)
+    assert all(lim.admit(0.0, 10, 0, 10) is None for _ in range(60))
+    assert lim.admit(0.0, 10, 0, 10) is not None
+    assert lim.rejected == [1, 0, 0, 0]
+
+
+def test_the_summary_says_which_limit_refused_the_429s() -> None:
+    """5 requests/s of 100 tokens against rpm 120 (2/s) and a roomy tpm: every 429 is the rpm's."""
+    sc = make_scenario(**{"providers.p.rate_limit": {"rpm": 120, "tpm": 10_000_000}})
+    s = Simulation(sc).run().summary
+    limited = s["attempt_statuses"]["rate_limited"]
+    assert limited > 0 and s["rate_limited_by"] == {"p.rpm": limited}
+    assert Simulation(make_scenario()).run().summary["rate_limited_by"] == {}

@@ -137,18 +137,25 @@ def test_the_summary_says_why_requests_failed(quickstart: dict[str, Any]) -> Non
 
 def test_a_run_locked_out_by_429s_says_so_first(quickstart: dict[str, Any]) -> None:
     """OpenAI tier 3 with gpt-4o for the article's load: almost every attempt is a 429. The
-    summary names the cause first, with its share, and says the limit kind is not recorded."""
+    summary names the cause first, with its share, and which limit refused the 429s (a summary
+    written before that was recorded says it does not know)."""
     s = copy.deepcopy(quickstart)
     s["outcomes"] = {"ok": 120, "exhausted": 51_300}
     s["attempt_statuses"] = {"ok": 120, "rate_limited": 154_020, "server_error": 31}
+    s["rate_limited_by"] = {"gpt-4o.tpm": 150_000, "gpt-4o.rpm": 4_020}
     s["requests"], s["attempts"] = 51_420, 154_171
     s["success_rate"] = 120 / 51_420
     text = check_layout(lambda c: print_summary(c, s))
     attempts_part = text[text.index("attempts that failed") :].splitlines()
     assert attempts_part[1].strip().startswith("429 rate limited")
     assert attempts_part[1].split()[-2:] == ["154,020", f"{154_020 / 154_171:.2%}"]
-    assert " ".join(RATE_LIMIT_NOTE.split()) in " ".join(text.split())
+    assert attempts_part[2].split() == ["by", "gpt-4o's", "tpm", "150,000", "97.29%"]
+    assert attempts_part[3].split()[:3] == ["by", "gpt-4o's", "rpm"]
+    assert " ".join(RATE_LIMIT_NOTE.split()) not in " ".join(text.split())
     assert "exhausted" in text and "51,300" in text
+    del s["rate_limited_by"]
+    text = check_layout(lambda c: print_summary(c, s))
+    assert " ".join(RATE_LIMIT_NOTE.split()) in " ".join(text.split())
 
 
 def test_a_run_without_failures_prints_no_failure_table(quickstart: dict[str, Any]) -> None:

@@ -255,10 +255,11 @@ ATTEMPT_CAUSES = {
 """What failed an attempt, by its status (docs/records.md)."""
 
 RATE_LIMIT_NOTE = (
-    "429: the records do not say which limit (rpm, tpm, itpm or otpm) refused; compare the "
+    "429: this summary does not say which limit (rpm, tpm, itpm or otpm) refused; compare the "
     "request and token rates with the tier (llmtraffic presets --kind tiers)"
 )
-"""The footnote of a failure table with 429s: which limit is not recorded."""
+"""The footnote of a failure table with 429s from a summary without ``rate_limited_by``
+(written before it was recorded)."""
 
 
 def failures_table(s: dict[str, Any]) -> Group | None:
@@ -284,10 +285,18 @@ def failures_table(s: dict[str, Any]) -> Group | None:
     t.add_row(f"[bold]attempts that failed[/bold] (share of {attempts:,})", "", "")
     if not statuses:
         t.add_row("  none", "", "")
+    by_limit = s.get("rate_limited_by")
     for k, v in sorted(statuses.items(), key=lambda kv: -kv[1]):
         t.add_row("  " + escape(ATTEMPT_CAUSES.get(k, k)), f"{v:,}", _share(v, attempts))
-    # A note as a line of its own, wrapped at the output's width rather than the table's.
-    return Group(t, Text(RATE_LIMIT_NOTE)) if "rate_limited" in statuses else Group(t)
+        if k == "rate_limited" and by_limit:
+            # Which limit refused them: "gpt-4o tpm", the largest first.
+            for limit, n in sorted(by_limit.items(), key=lambda kv: -kv[1]):
+                provider, _, kind = limit.rpartition(".")
+                t.add_row(f"    by {escape(provider)}'s {kind}", f"{n:,}", _share(n, attempts))
+    if "rate_limited" in statuses and by_limit is None:
+        # A note as a line of its own, wrapped at the output's width rather than the table's.
+        return Group(t, Text(RATE_LIMIT_NOTE))
+    return Group(t)
 
 
 def _share(count: int, total: int) -> str:

@@ -26,6 +26,7 @@ from llmtraffic.provider.endpoint import Endpoint
 from llmtraffic.provider.incidents import schedule_incidents
 from llmtraffic.results.load import RunResult
 from llmtraffic.results.metrics import (
+    LIMIT_KINDS,
     IncidentSpan,
     RecoveryRule,
     incident_metrics,
@@ -41,6 +42,7 @@ from llmtraffic.workload.source import FeatureSource
 __all__ = ["ProgressFn", "RunResult", "Simulation", "config_hash"]
 
 ProgressFn = Callable[[float], None]
+
 """Called now and then with the fraction of the arrival span simulated so far."""
 
 
@@ -265,6 +267,14 @@ class Simulation:
             for n in names
         }
         summary["incidents"] = incidents
+        # Which limit refused the 429s, per provider: "<provider>.<rpm|tpm|itpm|otpm>".
+        summary["rate_limited_by"] = {
+            f"{name}.{kind}": n
+            for name, ep in self.endpoints.items()
+            if ep.limiter is not None
+            for kind, n in zip(LIMIT_KINDS, ep.limiter.rejected, strict=True)
+            if n
+        }
         summary.update(
             {
                 "scenario": sc.name,

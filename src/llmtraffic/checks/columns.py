@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 from llmtraffic.config.scenario import Scenario
 from llmtraffic.engine.entities import ATTEMPT_STATUSES, REQUEST_OUTCOMES
-from llmtraffic.results.metrics import INCIDENT_KEYS, RUN_KEYS, tally_metric_keys
+from llmtraffic.results.metrics import INCIDENT_KEYS, LIMIT_KINDS, RUN_KEYS, tally_metric_keys
 
 _COUNT = re.compile(
     r"^(?:feature\.[^.]+\.)?(?:outcomes\.(?:{})|attempt_statuses\.(?:{}))$".format(
@@ -44,6 +44,9 @@ def expected_columns(scenarios: Iterable[Scenario]) -> set[str]:
         columns.update(_feature_keys(bool(valued)))
         for name in sc.features:
             columns.update(f"feature.{name}.{k}" for k in _feature_keys(name in valued))
+        for name, provider in sc.providers.items():
+            if provider.rate_limit is not None:
+                columns.update(f"rate_limited_by.{name}.{k}" for k in LIMIT_KINDS)
         incidents = sum(len(p.incidents) for p in sc.providers.values())
         for i in range(incidents):
             columns.update(f"incident.{i}.{k}" for k in INCIDENT_KEYS)

@@ -150,6 +150,7 @@ class RateLimiter:
         "cache_reads_count",
         "count_rejected",
         "otpm",
+        "rejected",
         "resolution",
     )
 
@@ -186,6 +187,9 @@ class RateLimiter:
         self.count_rejected = count_rejected
         self.resolution = resolution
         self.cache_reads_count = cache_reads_count
+        # 429s by the limit that refused (rpm, tpm, itpm, otpm): the one whose wait is the
+        # longest, which the retry_after reports. The summary says which limit bound.
+        self.rejected = [0, 0, 0, 0]
 
     def admit(
         self, now: float, input_tokens: int, cached_tokens: int, max_tokens: int
@@ -248,7 +252,13 @@ class RateLimiter:
         if self.count_rejected:
             for bucket, kind in self._items:
                 bucket.charge(costs[kind], now)
-        wait = max(bucket.wait_for(costs[kind], now) for bucket, kind in self._items)
+        wait = -1.0
+        binding = 0
+        for bucket, kind in self._items:
+            w = bucket.wait_for(costs[kind], now)
+            if w > wait:
+                wait, binding = w, kind
+        self.rejected[binding] += 1
         if math.isinf(wait):
             return math.nan
         res = self.resolution

@@ -174,6 +174,10 @@ BINARY_KEYS = frozenset({"metastable"})
 """Summary keys whose value per run is a flag (true / false, 1 / 0 in summary.csv): checks
 judge them as counts of runs (exact binomial intervals), not with t intervals."""
 
+LIMIT_KINDS = ("rpm", "tpm", "itpm", "otpm")
+"""A provider's rate limits, in the order ``RateLimiter.rejected`` counts its 429s: the
+summary's ``rate_limited_by`` has one count per ``<provider>.<kind>`` that refused any."""
+
 RUN_KEYS = (
     "peak_attempt_rate_ratio",
     "retry_share",
