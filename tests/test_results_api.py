@@ -361,3 +361,16 @@ def test_the_public_module_list_covers_every_module_the_docs_import() -> None:
 def test_the_top_level_api_is_what_the_docs_use() -> None:
     for name in ("Simulation", "RunResult", "load", "load_experiment", "run_experiment"):
         assert name in llmtraffic.__all__
+
+
+def test_an_experiment_spec_and_scenario_runs_have_short_reprs() -> None:
+    """read_experiment's spec printed ~20k characters, run_scenario's result ~7k."""
+    from llmtraffic.testing import run_scenario
+
+    spec = llmtraffic.read_experiment(ROOT / "experiments" / "outage-storm.toml")
+    text = repr(spec)
+    assert len(text) < 600 and "axis policy: naive, backoff, breaker, budget" in text
+    assert f"{len(spec.points)} points x {spec.replications} replications" in text
+    quickstart = ROOT / "experiments" / "quickstart.toml"
+    runs = run_scenario(quickstart, overrides=["run.duration=700"], seeds=[1])
+    assert len(repr(runs)) < 600 and "seed 1: success" in repr(runs)

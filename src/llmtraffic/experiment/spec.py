@@ -163,6 +163,22 @@ class ExperimentSpec:
         """Runs per grid point."""
         return len(self.seeds)
 
+    def __repr__(self) -> str:
+        """A few lines: name, source, axes with their values, points x replications (the
+        dataclass's own repr printed the whole base scenario and every point: ~20k characters)."""
+        lines = [f"<ExperimentSpec {self.name!r} from {self.source or 'a dict'}"]
+        for a in self.axes[:4]:
+            labels = [str(v) for v in (a.labels or a.values)]
+            more = f", ... ({len(labels)} values)" if len(labels) > 5 else ""
+            lines.append(f"  axis {a.name}: {', '.join(labels[:5])}{more}")
+        if len(self.axes) > 4:
+            lines.append(f"  and {len(self.axes) - 4} more axes")
+        lines.append(
+            f"  {len(self.points)} points x {self.replications} replications = "
+            f"{len(self.points) * self.replications} runs; {len(self.checks)} checks>"
+        )
+        return "\n".join(lines)
+
     def runs(self) -> list[Run]:
         """Every run, point by point, replication by replication."""
         return [Run(point, r, seed) for point in self.points for r, seed in enumerate(self.seeds)]

@@ -64,6 +64,16 @@ class ScenarioRuns:
         """The first replication's summary."""
         return self.summaries[0]
 
+    def __repr__(self) -> str:
+        """One line per replication: seed, success rate, billed cost (the dataclass's own
+        repr printed the scenario and every summary: ~7k characters for one)."""
+        lines = [f"<ScenarioRuns {self.scenario.name!r} from {self.source or 'a dict'}"]
+        for seed, s in zip(self.seeds, self.summaries, strict=True):
+            lines.append(
+                f"  seed {seed}: success {s['success_rate']:.2%}, billed ${s['billed_cost']:,.4f}"
+            )
+        return "\n".join(lines) + ">"
+
     def values(self, metric: str) -> list[float]:
         """The metric in each replication; ``metric`` is a summary column (docs/metrics.md):
         ``success_rate``, ``feature.chat.cost_per_month``, ``incident.0.recovery_time``..."""
