@@ -269,3 +269,33 @@ def test_compare_two_folders(
     code, out, _ = _compare(capsys, str(experiment_folder), str(experiment_folder))
     assert code == 0
     assert "paired by replication" in _flat(out) and "+0.0 pp" in out
+
+
+def test_money_has_one_format_across_a_row_of_differences() -> None:
+    """Base $3,180.35 and a difference of $7.04: the row shows cents throughout, not
+    '+$7.0428' beside '$3,180.35'."""
+    import pandas as pd
+    from rich.console import Console
+
+    from llmtraffic.experiment.tables import differences_table
+
+    diffs = pd.DataFrame(
+        [
+            {
+                "metric": "cost_per_month",
+                "value": "sdk",
+                "base_mean": 3180.3512,
+                "value_mean": 3187.3940,
+                "diff": 7.0428,
+                "ci_low": -4.0616,
+                "ci_high": 18.1473,
+                "relative": 7.0428 / 3180.3512,
+                "pairs": 3,
+            }
+        ]
+    )
+    console = Console(width=80, record=True)
+    console.print(differences_table(diffs, [], "t"))
+    text = console.export_text()
+    assert "$3,180.35" in text and "+$7.04" in text and "-$4.06" in text and "+$18.15" in text
+    assert "7.0428" not in text and "4.0616" not in text

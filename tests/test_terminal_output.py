@@ -21,6 +21,8 @@ from llmtraffic.cli import main
 from llmtraffic.experiment.analysis import paired_differences, point_stats
 from llmtraffic.experiment.tables import (
     POINT_METRICS,
+    _money_decimals,
+    _row_value,
     differences_table,
     fmt_half,
     fmt_value,
@@ -244,8 +246,10 @@ def test_compare_fits_80_columns_with_every_difference() -> None:
     text = check_layout(lambda c: print_table(c, differences_table(diffs, others, "t")))
     for _, row in diffs.iterrows():
         m = row["metric"]
+        # Money has the decimals of its row's largest amount (one format per row).
+        dec = _money_decimals(m, row["base_mean"], row["value_mean"])
         for v in (row["base_mean"], row["value_mean"]):
-            assert fmt_value(m, v) in text, (m, v)
+            assert _row_value(m, v, dec) in text, (m, v)
     assert "incidents=brownout, client=sdk" in text
 
 

@@ -252,14 +252,16 @@ def differences_table(diffs: pd.DataFrame, others: Sequence[str], title: str) ->
         for row in rows:
             m = str(row["metric"])
             low, high = row["ci_low"], row["ci_high"]
+            dec = _money_decimals(m, row["base_mean"], row["value_mean"])
             if not math.isfinite(low):
                 interval = ""
             elif stacked:
-                interval = f"{_signed(m, low)} to\n{_signed(m, high)}"
+                interval = f"{_signed(m, low, dec)} to\n{_signed(m, high, dec)}"
             else:
-                interval = f"[{_signed(m, low)}, {_signed(m, high)}]"
+                interval = f"[{_signed(m, low, dec)}, {_signed(m, high, dec)}]"
             rel = row["relative"]
-            base, val = fmt_value(m, row["base_mean"]), fmt_value(m, row["value_mean"])
+            base = _row_value(m, row["base_mean"], dec)
+            val = _row_value(m, row["value_mean"], dec)
             if m.endswith("metastable"):
                 # A verdict the runs could not give is not a missing number: say so.
                 base, val = (_undetermined(v) for v in (base, val))
@@ -267,7 +269,7 @@ def differences_table(diffs: pd.DataFrame, others: Sequence[str], title: str) ->
                 SHORT_NAMES.get(m, escape(m)),
                 base,
                 val,
-                _signed(m, row["diff"]),
+                _signed(m, row["diff"], dec),
                 *([interval] if with_ci else []),
                 f"{rel * 100:+.1f}%" if math.isfinite(rel) else "-",
                 str(int(row["pairs"])),
@@ -294,14 +296,33 @@ def _undetermined(text: str) -> str:
     return "undetermined" if text == "-" else text
 
 
-def _signed(metric: str, value: float) -> str:
-    """A signed difference; a difference of shares is in percentage points."""
+def _signed(metric: str, value: float, decimals: int | None = None) -> str:
+    """A signed difference; a difference of shares is in percentage points; money with
+    ``decimals`` when given (those of its row)."""
     if not math.isfinite(value):
         return "-"
     if metric_label(metric).unit == "%":
         return f"{value * 100:+.1f} pp"
-    text = fmt_value(metric, abs(value))
+    text = _row_value(metric, abs(value), decimals)
     return ("-" if value < 0 else "+") + text
+
+
+def _money_decimals(metric: str, *values: float) -> int | None:
+    """One number of decimals for a row of money (its base, value, difference, interval):
+    those of its largest value, so that ``$3,180.35`` never stands beside ``+$7.0428``. None
+    for a metric that is not money."""
+    if not metric_label(metric).unit.startswith("USD"):
+        return None
+    largest = max((abs(v) for v in values if math.isfinite(v)), default=0.0)
+    # As ``money`` chooses for one amount: whole dollars from $100,000, cents from $100.
+    return 0 if largest >= 100_000 else 2 if largest >= 100 else 4
+
+
+def _row_value(metric: str, value: float, decimals: int | None) -> str:
+    """``fmt_value``, with a row's money decimals when given."""
+    if decimals is None or not math.isfinite(value):
+        return fmt_value(metric, value)
+    return ("-" if value < 0 else "") + f"${abs(value):,.{decimals}f}"
 
 
 def _plain(v: Any) -> Any:
