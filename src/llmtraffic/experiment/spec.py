@@ -255,6 +255,25 @@ def read_experiment(
     )
 
 
+def _check_swept_overrides(overrides: Sequence[str], axes: Sequence[str]) -> list[str]:
+    """A ``--set`` of a path the sweep sets (or of a part of it, or of a table holding it)
+    would be overwritten by every grid point, silently: refuse it, saying how to change the
+    axis instead."""
+    problems = []
+    for item in overrides:
+        path = item.split("=", 1)[0].strip()
+        if path.startswith(("sweep.", "experiment.")):
+            continue
+        for axis in axes:
+            if path == axis or path.startswith(axis + ".") or axis.startswith(path + "."):
+                problems.append(
+                    f"--set {path}: the sweep sets {axis} at every grid point, so this value "
+                    f"would be ignored; change the axis's values instead: "
+                    f"--set 'sweep.{axis}=[...]'"
+                )
+    return problems
+
+
 def experiment_from_dict(
     raw: Mapping[str, Any],
     *,
@@ -287,6 +306,7 @@ def experiment_from_dict(
     set_dotted(scenario_raw, "run.records", records)
     problems = [p for path, _ in axes_raw for p in _check_path(path, scenario_raw)]
     problems += _check_overlap([path for path, _ in axes_raw])
+    problems += _check_swept_overrides(overrides, [path for path, _ in axes_raw])
     problems += _check_labels(settings.labels, axes_raw)
     if (
         settings.seeds is not None
