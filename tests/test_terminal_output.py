@@ -155,6 +155,9 @@ def test_a_run_locked_out_by_429s_says_so_first(quickstart: dict[str, Any]) -> N
     assert attempts_part[3].split()[:3] == ["by", "gpt-4o's", "rpm"]
     assert " ".join(RATE_LIMIT_NOTE.split()) not in " ".join(text.split())
     assert "exhausted" in text and "51,300" in text
+    # The projections of a lockout bill what little was done: said next to them.
+    flat_text = " ".join(text.split())
+    assert "Only 0.23% of requests succeeded: the projections bill the work done" in flat_text
     del s["rate_limited_by"]
     text = check_layout(lambda c: print_summary(c, s))
     assert " ".join(RATE_LIMIT_NOTE.split()) in " ".join(text.split())

@@ -70,17 +70,38 @@ def _pair(a: Any, b: Any) -> str:
     return f"{a:.2f} / {b:.2f} s"
 
 
+UNDONE_WORK = 0.9
+"""Below this success rate a projection is flagged: it bills the work done, not the work asked
+for (a 429 lockout "costs" less than serving the traffic)."""
+
+
 def _steady_note(s: dict[str, Any]) -> str:
-    """What the projections were scaled from (docs/metrics.md, "Projections")."""
+    """What the projections were scaled from (docs/metrics.md, "Projections"), and a warning
+    when most of the work was not done."""
     steady, window = s.get("projection_seconds"), s.get("duration")
     if s.get("cost_per_day") is None or _missing(steady):
         return "steady: no bin outside the incidents to project from (docs/metrics.md)"
     if window is not None and steady < window:
-        return (
+        note = (
             f"steady: projected from the {steady:,.0f} s outside incidents; an incident's own "
             'cost is in its table (docs/metrics.md, "Projections")'
         )
-    return 'steady: the whole window scaled to a day and a month (docs/metrics.md, "Projections")'
+    else:
+        note = (
+            'steady: the whole window scaled to a day and a month (docs/metrics.md, "Projections")'
+        )
+    success, vs = s.get("success_rate"), s.get("cost_vs_baseline")
+    if not _missing(success) and success < UNDONE_WORK:
+        ratio = (
+            f"; billed {vs:.3g}x what serving every request once would cost"
+            if not _missing(vs)
+            else ""
+        )
+        note += (
+            f". Only {success:.2%} of requests succeeded: the projections bill the work done, "
+            f"not the work asked for{ratio}"
+        )
+    return note
 
 
 def summary_table(s: dict[str, Any], title: str = "Summary") -> Table:
