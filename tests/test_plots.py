@@ -387,3 +387,19 @@ def test_a_line_comparison_marks_undefined_points_n_a(tmp_path: Path) -> None:
     (mark,) = [t for t in ax.texts if t.get_text() == "n/a"]
     assert mark.get_position()[0] == pytest.approx(0.2)
     assert ax.get_title(loc="left").endswith("n/a: never recovered")
+
+
+def test_a_long_title_is_wrapped_inside_the_figure(tmp_path: Path) -> None:
+    """A point's title names its axis values, policy, replication and seed: on one line it ran
+    past both edges of the cost figure ('reakdown of article p007: ... wasted $')."""
+    from llmtraffic.plots.run import fitted_title
+
+    long = "Cost breakdown of article p007: " + ", ".join(f"axis{i}=value{i}" for i in range(12))
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    fig.subplots()
+    title = fitted_title(long + ": billed $1,016.25, wasted $3.20", 11, 13)
+    text = fig.suptitle(title, fontsize=13)
+    fig.canvas.draw()
+    box = text.get_window_extent()
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.width, (box, fig.bbox)
+    assert "\n" in text.get_text() and text.get_text().endswith("wasted $3.20")

@@ -91,7 +91,7 @@ def _steady_note(s: dict[str, Any]) -> str:
             'steady: the whole window scaled to a day and a month (docs/metrics.md, "Projections")'
         )
     success, vs = s.get("success_rate"), s.get("cost_vs_baseline")
-    if not _missing(success) and success < UNDONE_WORK:
+    if isinstance(success, float | int) and success < UNDONE_WORK:
         ratio = (
             f"; billed {vs:.3g}x what serving every request once would cost"
             if not _missing(vs)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -198,7 +199,12 @@ def timeline(run: RunData) -> Figure:
         fig.subplots(len(panels), 1, sharex=True, height_ratios=[heights[p] for p in panels])
     )
     ax = dict(zip(panels, axes, strict=True))
-    fig.suptitle(f"Timeline of {describe_run(run)}, {bin_width:g} s bins", fontsize=14)
+    fig.suptitle(
+        fitted_title(
+            f"Timeline of {describe_run(run)}, {bin_width:g} s bins", fig.get_figwidth(), 14
+        ),
+        fontsize=14,
+    )
 
     step = {"drawstyle": "steps-post"}
     ax_traffic = ax["traffic"]
@@ -337,6 +343,14 @@ def timeline(run: RunData) -> Figure:
     return fig
 
 
+def fitted_title(text: str, width_inches: float, fontsize: float) -> str:
+    """``text`` wrapped to the figure's width: a title that names the point, its axis values,
+    the policy and the seed runs past the edges of one line (an average glyph is about 0.55
+    of the font size wide)."""
+    chars = max(20, int(width_inches * 72 / (0.55 * fontsize) * 0.95))
+    return textwrap.fill(text, chars)
+
+
 def cost_breakdown(run: RunData) -> Figure:
     """Useful vs wasted cost per feature; and, when the attempts were kept, what each attempt
     outcome cost."""
@@ -376,11 +390,11 @@ def cost_breakdown(run: RunData) -> Figure:
         ax2.set_title("Billed cost by attempt outcome", loc="left")
         ax2.tick_params(axis="x", labelrotation=20)
         ax2.grid(axis="y", alpha=0.3)
-    fig.suptitle(
+    title = (
         f"Cost breakdown of {describe_run(run)}: billed {usd(s['billed_cost'])}, "
-        f"wasted {usd(s['wasted_cost'])}",
-        fontsize=13,
+        f"wasted {usd(s['wasted_cost'])}"
     )
+    fig.suptitle(fitted_title(title, fig.get_figwidth(), 13), fontsize=13)
     return fig
 
 
@@ -415,7 +429,10 @@ def latency_cdf(run: RunData) -> Figure | None:
     ax.set_xlabel("latency of successful requests, retries included (s, log scale)")
     ax.set_ylabel("share of successful requests (%)")
     ax.set_ylim(0, 101)
-    ax.set_title(f"Latency CDF of {describe_run(run)}", loc="left")
+    ax.set_title(
+        fitted_title(f"Latency CDF of {describe_run(run)}", fig.get_figwidth() * 0.85, 12),
+        loc="left",
+    )
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="lower right", fontsize=9)
     return fig
