@@ -403,3 +403,45 @@ def test_a_long_title_is_wrapped_inside_the_figure(tmp_path: Path) -> None:
     box = text.get_window_extent()
     assert box.x0 >= 0 and box.x1 <= fig.bbox.width, (box, fig.bbox)
     assert "\n" in text.get_text() and text.get_text().endswith("wasted $3.20")
+
+
+def test_a_point_without_the_incident_is_na_for_that_reason_and_in_view(tmp_path: Path) -> None:
+    """A sweep over incidents (none or an outage): the none points' recovery is n/a because
+    they have no incident (the panel said "never recovered"), and the n/a marks sit inside
+    the panel (they were left of the y axis)."""
+    import llmtraffic
+
+    (tmp_path / "exp.toml").write_text(
+        """
+name = "na"
+[run]
+duration = 1200
+timeseries_bin = 10
+[providers.p]
+model = "test-model"
+prices = { input = 1.0, output = 2.0 }
+service = { kind = "deterministic", value = 0.5 }
+[features.f]
+provider = "p"
+arrivals = { kind = "poisson", rate = 2.0 }
+input_tokens = { kind = "fixed", value = 10 }
+output_tokens = { kind = "fixed", value = 10 }
+[experiment]
+labels = { "providers.p.incidents" = ["none", "outage"] }
+[sweep]
+"providers.p.incidents" = [[], [{ kind = "outage", start = 60, duration = 30 }]]
+""",
+        encoding="utf-8",
+    )
+    spec = llmtraffic.read_experiment(tmp_path / "exp.toml")
+    llmtraffic.run_experiment(spec, tmp_path / "out", workers=1)
+    data = llmtraffic.load_experiment(tmp_path / "out")
+    fig = comparison(data, ["incident.0.recovery_time"])
+    ax = fig.axes[0]
+    recovered = data.points.query("metric == 'incident.0.recovery_time' and n > 0")
+    assert list(recovered["incidents"]) == ["outage"], data.points  # only none is n/a
+    assert "n/a: no incident 1 at these points" in ax.get_title(loc="left")
+    marks = [t for t in ax.texts if t.get_text() == "n/a"]
+    assert marks
+    low, high = ax.get_xlim()
+    assert all(low <= t.get_position()[0] <= high for t in marks)

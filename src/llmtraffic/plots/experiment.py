@@ -109,12 +109,12 @@ def comparison(
         lab = metric_label(metric)
         title = lab.title
         if not _defined(sub).all():
-            title += f"\nn/a: {na_reason(metric)}"
+            title += f"\nn/a: {na_reason(metric, pts, sub)}"
         if not _defined(sub).any():
             ax.text(
                 0.5,
                 0.5,
-                f"n/a at every point\n({na_reason(metric)})",
+                f"n/a at every point\n({na_reason(metric, pts, sub)})",
                 transform=ax.transAxes,
                 ha="center",
                 va="center",
@@ -192,9 +192,19 @@ NA_REASONS = {
 """Why a metric can be undefined in a run, by its last name part (others: "undefined")."""
 
 
-def na_reason(metric: str) -> str:
-    """Why a point shows ``n/a`` for ``metric``: in words a reader of the plot can act on."""
-    return NA_REASONS.get(metric.rsplit(".", 1)[-1], "undefined in these runs")
+def na_reason(metric: str, pts: pd.DataFrame | None = None, sub: pd.DataFrame | None = None) -> str:
+    """Why a point shows ``n/a`` for ``metric``: in words a reader of the plot can act on.
+    An incident metric is n/a where the point has no such incident (a sweep with incidents =
+    none): said so, rather than "never recovered" (``pts``: every metric's point means;
+    ``sub``: this metric's)."""
+    parts = metric.split(".")
+    if pts is not None and sub is not None and parts[0] == "incident" and len(parts) == 3:
+        missing = set(sub.loc[~_defined(sub), "point_id"])
+        start = pts[(pts["metric"] == f"incident.{parts[1]}.start") & (pts["n"] > 0)]
+        # A point without the incident has no start row, or one that counts no run.
+        if missing and len(start) and not missing & set(start["point_id"]):
+            return f"no incident {int(parts[1]) + 1} at these points"
+    return NA_REASONS.get(parts[-1], "undefined in these runs")
 
 
 def _defined(sub: pd.DataFrame) -> np.ndarray:
@@ -325,6 +335,8 @@ def _bars(
             if not np.isfinite(mean):  # say so, rather than draw nothing
                 _mark_na(ax, float(x_pos), upright=len(groups) > 4)
     ax.set_xticks(np.arange(len(cats)), [_fmt(c) for c in cats])
+    # Every category in view, an n/a one included (autoscaling saw no bar there).
+    ax.set_xlim(-0.5, len(cats) - 0.5)
     if len(cats) > 4:
         ax.tick_params(axis="x", labelrotation=20)
 
