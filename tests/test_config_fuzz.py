@@ -55,7 +55,11 @@ model = "test-model"
 prices = { input = 1.0, output = 2.0, cached_input = 0.5 }
 capacity = { slots = 8, queue_limit = 20, overload_status = 529 }
 service = { kind = "tokens", ttft = "0.3s", decode_tps = 80.0, noise_sigma = 0.2 }
-failures = { error_rate = 0.02, error_status = 500, error_latency = "50ms", midstream_rate = 0.01 }
+failures.error_rate = 0.02
+failures.error_status = 500
+failures.error_latency = "50ms"
+failures.midstream_rate = 0.01
+failures.stall_rate = 0.01
 rate_limit = { rpm = 600, tpm = 200000, retry_after_resolution = 1.0 }
 
 [[providers.p.incidents]]
@@ -122,6 +126,8 @@ rag_tokens = { kind = "fixed", value = 500 }
 cached_fraction = 0.3
 max_tokens = 300
 value_per_success = 0.01
+stream = true
+slo = { ttft = "2s", tpot = "50ms", e2e = "20s" }
 
 [features.daily]
 provider = "q"
@@ -178,6 +184,8 @@ output_tokens = { kind = "fixed", value = 50 }
 [policies.backoff]
 timeout = "8s"
 deadline = "30s"
+first_token_timeout = "4s"
+idle_timeout = "2s"
 max_attempts = 12
 retryable_http = { codes = [429, 500, 503], at_least = 529 }
 budget = { kind = "token_bucket", ratio = 0.2, max_tokens = 10.0 }

@@ -19,6 +19,7 @@ from llmtraffic.client.client import Client
 from llmtraffic.client.plugins import check_plugins
 from llmtraffic.config.scenario import Scenario
 from llmtraffic.config.span import resolve_duration
+from llmtraffic.config.workload import Feature
 from llmtraffic.engine.entities import UNFINISHED
 from llmtraffic.engine.kernel import Call, Kernel
 from llmtraffic.engine.streams import Streams
@@ -29,6 +30,7 @@ from llmtraffic.results.metrics import (
     LIMIT_KINDS,
     IncidentSpan,
     RecoveryRule,
+    SloBounds,
     incident_metrics,
     peak_attempt_rate_ratio,
     steady_cost_rate,
@@ -233,6 +235,7 @@ class Simulation:
         names = list(sc.features)
         tallies = [recorder.tallies[n] for n in names]
         values = [sc.features[n].value_per_success for n in names]
+        slos = [_slo_bounds(sc.features[n]) for n in names]
         n_bins = recorder.used_bins()
         incidents = incident_summaries(sc, recorder, duration)
         # Projections from each feature's steady state: outside the incidents that hit it.
@@ -254,7 +257,9 @@ class Simulation:
         # state); the seconds behind it are the fewest of any feature's.
         total_rate = sum(rate for rate, _ in steady.values())
         fewest = min((sec for _, sec in steady.values()), default=duration)
-        summary: dict[str, Any] = tally_metrics(tallies, duration, values, (total_rate, fewest))
+        summary: dict[str, Any] = tally_metrics(
+            tallies, duration, values, (total_rate, fewest), slos
+        )
         summary["peak_attempt_rate_ratio"] = peak_attempt_rate_ratio(
             recorder.bins, n_bins, summary["requests"], duration
         )
@@ -262,9 +267,9 @@ class Simulation:
         summary["retry_share"] = sum(t.retries for t in tallies) / sent if sent else math.nan
         summary["features"] = {
             n: tally_metrics(
-                [recorder.tallies[n]], duration, [sc.features[n].value_per_success], steady[n]
+                [recorder.tallies[n]], duration, [sc.features[n].value_per_success], steady[n], [s]
             )
-            for n in names
+            for n, s in zip(names, slos, strict=True)
         }
         summary["incidents"] = incidents
         # Which limit refused the 429s, per provider: "<provider>.<rpm|tpm|itpm|otpm>".
@@ -329,3 +334,9 @@ def incident_summaries(sc: Scenario, recorder: Recorder, duration: float) -> lis
         features = [f for f in sc.features if f in scopes[i]]
         out.append(incident_metrics(s, recorder.bins, duration, rule, features, stop))
     return out
+
+
+def _slo_bounds(feature: Feature) -> SloBounds | None:
+    """A feature's SLO as the summary reads it (None: the feature has none)."""
+    slo = feature.slo
+    return None if slo is None else SloBounds(slo.ttft, slo.tpot, slo.e2e)

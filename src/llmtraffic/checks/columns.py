@@ -28,9 +28,9 @@ def is_count_column(name: str) -> bool:
     return _COUNT.match(name) is not None
 
 
-def _feature_keys(with_value: bool) -> list[str]:
+def _feature_keys(with_value: bool, with_slo: bool) -> list[str]:
     """Scalar keys of one feature's (or the whole run's) metrics, counts included."""
-    keys = tally_metric_keys(with_value)
+    keys = tally_metric_keys(with_value, with_slo)
     keys += [f"outcomes.{o}" for o in REQUEST_OUTCOMES]
     keys += [f"attempt_statuses.{s}" for s in ATTEMPT_STATUSES]
     return keys
@@ -41,9 +41,11 @@ def expected_columns(scenarios: Iterable[Scenario]) -> set[str]:
     columns: set[str] = set(RUN_KEYS)
     for sc in scenarios:
         valued = {n for n, f in sc.features.items() if f.value_per_success is not None}
-        columns.update(_feature_keys(bool(valued)))
+        slo = {n for n, f in sc.features.items() if f.slo is not None}
+        columns.update(_feature_keys(bool(valued), bool(slo)))
         for name in sc.features:
-            columns.update(f"feature.{name}.{k}" for k in _feature_keys(name in valued))
+            keys = _feature_keys(name in valued, name in slo)
+            columns.update(f"feature.{name}.{k}" for k in keys)
         for name, provider in sc.providers.items():
             if provider.rate_limit is not None:
                 columns.update(f"rate_limited_by.{name}.{k}" for k in LIMIT_KINDS)

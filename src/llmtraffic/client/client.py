@@ -76,7 +76,18 @@ class Client:
         self.kernel = kernel
         self.recorder = recorder
         self.max_tokens = feature.max_tokens
-        self.timeout = policy.timeout
+        self.stream = feature.stream
+        # Before its first token an attempt waits at most the least of the timeouts (for a
+        # non-streamed call the first token is the whole answer: one read, one limit). A
+        # streamed attempt whose first token came in time is then held to the total timeout
+        # (``late_timeout``; Endpoint lifts the limit), and a stalled one to ``idle_timeout``
+        # after its last token (at an even pace no later silence is longer than the first).
+        first_limit = min(policy.timeout, policy.first_token_timeout, policy.idle_timeout)
+        self.timeout = first_limit
+        self.idle_timeout = policy.idle_timeout
+        self.late_timeout: float | None = (
+            policy.timeout if feature.stream and first_limit < policy.timeout else None
+        )
         self.deadline = policy.deadline
         self.max_attempts = policy.max_attempts
         self.controller = controller_for(policy)
@@ -228,7 +239,11 @@ class Client:
         req.attempts = number + 1
         req.provider_attempts += 1
         req.last_provider = endpoint
-        endpoint.submit(Attempt(req, self, number, endpoint, now, abandon, wait, epoch), now)
+        att = Attempt(req, self, number, endpoint, now, abandon, wait, epoch)
+        if self.late_timeout is not None:
+            late = now + self.late_timeout
+            att.late = late if late < req.deadline_at else req.deadline_at
+        endpoint.submit(att, now)
 
     def on_response(self, att: Attempt) -> None:
         """The client sees the outcome of ``att`` now."""
@@ -266,6 +281,7 @@ class Client:
                 self._finish_first_try(req, att, now)
                 return
         rows = self.recorder.attempts
+        ttft, tpot = self.token_times(att, now)
         if rows is not None:
             start = att.start
             started = start == start
@@ -287,14 +303,35 @@ class Client:
                     att.generated,  # what the bill counts (0 for work never run)
                     cost,
                     att.wait_before,
+                    ttft,
+                    tpot,
                 )
             )
         if status is OK:
+            tally.ttfts.append(ttft + (att.send - req.arrival))
+            tally.tpots.append(tpot)
             self.finish(req, OK, now)
         else:
             tally.failed_attempts += 1
             tally.wasted += cost
             self._after_failure(att, req, now)
+
+    def token_times(self, att: Attempt, now: float) -> tuple[float, float]:
+        """What the user saw of ``att``, whose outcome reached the client at ``now``: its time
+        to first token from when it was sent (a streamed call's first token; a non-streamed
+        call's whole answer, so only a success has one), and its time per output token (the
+        provider's decode pace, ``Endpoint.token_pace``). NaN where undefined: no token
+        generated, never started."""
+        start = att.start
+        if not att.generated or start != start:
+            return NAN, NAN
+        provider = att.provider
+        ft = provider.first_token_offset(att)
+        tpot = provider.token_pace(att)
+        if self.stream:
+            first = start + ft
+            return (first - att.send if first <= now else NAN), tpot
+        return (now - att.send if att.status is OK else NAN), tpot
 
     def _after_failure(self, att: Attempt, req: Request, now: float) -> None:
         if now >= req.deadline_at:
@@ -481,7 +518,17 @@ class Client:
         tally = self.tally
         tally.outcomes[OK] += 1
         tally.useful += req.useful
-        tally.latencies.append(now - req.arrival)
+        latency = now - req.arrival
+        tally.latencies.append(latency)
+        # token_times, inlined for the path most requests take (started, sent on arrival).
+        gen = att.generated
+        if gen:
+            tpot = (att.service - att.first_token) / gen
+            ttft = att.start + att.first_token + tpot - req.arrival if self.stream else latency
+        else:
+            ttft = tpot = NAN
+        tally.ttfts.append(ttft)
+        tally.tpots.append(tpot)
         tally.ok_input_tokens += req.input_tokens
         tally.ok_output_tokens += req.output_tokens
         if self.live is not None:
@@ -503,6 +550,8 @@ class Client:
                     att.generated,
                     req.useful,
                     req.baseline,
+                    ttft,
+                    tpot,
                 )
             )
             if len(simple) >= FLUSH_ROWS:

@@ -379,6 +379,16 @@ class Policy(Model):
     deadline: PositiveDuration = Field(
         float("inf"), description="per-request deadline: when the user gives up"
     )
+    first_token_timeout: PositiveDuration = Field(
+        float("inf"),
+        description="per-attempt limit on the wait for the first token (a non-streamed "
+        "call's first token is its whole answer)",
+    )
+    idle_timeout: PositiveDuration = Field(
+        float("inf"),
+        description="longest silence between chunks (httpx's read timeout, reset by each "
+        "chunk while streaming; a non-streamed call is one read, so it bounds the whole call)",
+    )
     retryable: list[FailureKind] = Field(
         list(ALL_FAILURES), description="attempt statuses that may be retried"
     )

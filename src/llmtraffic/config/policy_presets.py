@@ -72,8 +72,12 @@ LITELLM_SOURCE = (
 
 
 def _sdk(retry_after: dict[str, Any], retryable: list[str]) -> dict[str, Any]:
+    # DEFAULT_TIMEOUT is httpx.Timeout(600, connect=5): a limit on each read, which a stream's
+    # every chunk resets, not on the whole call. A non-streamed call is one read, so for it
+    # the idle timeout bounds the whole call, as a 600 s timeout did.
     return {
-        "timeout": 600.0,
+        "timeout": math.inf,
+        "idle_timeout": 600.0,
         "retryable": retryable,
         "retryable_http": _SDK_HTTP,
         "retry": {**_SDK_BACKOFF, **retry_after},
@@ -93,14 +97,14 @@ POLICIES: dict[str, Preset] = {
             "The official OpenAI Python SDK, non-streaming calls: 2 retries of 408, 409, 429, "
             ">= 500, timeouts and broken-off bodies; backoff min(0.5 * 2^n, 8) s shortened by "
             "up to 25%; a retry-after of up to 120 s honoured, a longer one not retried; 600 s "
-            "timeout.",
+            "read timeout (idle_timeout: the whole call when not streamed).",
             OPENAI_SOURCE,
             _sdk(_OPENAI_RETRY_AFTER, ALL_STATUSES),
         ),
         Preset(
             "openai-sdk-stream",
             "The OpenAI SDK with stream=True: as openai-sdk, but a failure mid-stream reaches "
-            "the caller without a retry.",
+            "the caller without a retry, and the 600 s read timeout is reset by every chunk.",
             OPENAI_SOURCE + "; streamed responses are returned before their body is read",
             _sdk(_OPENAI_RETRY_AFTER, _STREAMED),
         ),
@@ -109,14 +113,15 @@ POLICIES: dict[str, Preset] = {
             "The official Anthropic Python SDK, non-streaming calls: 2 retries of 408, 409, "
             "429, >= 500 (529 included, 424 not), timeouts and broken-off bodies; backoff "
             "min(0.5 * 2^n, 8) s shortened by up to 25%; any positive retry-after honoured "
-            "(no cut-off); 600 s timeout.",
+            "(no cut-off); 600 s read timeout (idle_timeout: the whole call when not streamed).",
             ANTHROPIC_SOURCE,
             _sdk(_ANTHROPIC_RETRY_AFTER, ALL_STATUSES),
         ),
         Preset(
             "anthropic-sdk-stream",
             "The Anthropic SDK with stream=True: as anthropic-sdk, but a failure mid-stream "
-            "reaches the caller without a retry.",
+            "reaches the caller without a retry, and the 600 s read timeout is reset by every "
+            "chunk.",
             ANTHROPIC_SOURCE + "; streamed responses are returned before their body is read",
             _sdk(_ANTHROPIC_RETRY_AFTER, _STREAMED),
         ),

@@ -177,6 +177,23 @@ class Failures(Model):
     midstream_rate: float = Field(
         0.0, ge=0, le=1, description="probability that generation fails part-way through"
     )
+    stall_rate: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="probability that a response stalls part-way through: no more tokens "
+        "and no error, until the client's timeout cuts it (never, without one)",
+    )
+
+    @model_validator(mode="after")
+    def _one_fate(self) -> Self:
+        # One draw decides an attempt's fate in generation: it stalls, fails or completes.
+        if self.midstream_rate + self.stall_rate > 1.0:
+            raise ValueError(
+                f"midstream_rate + stall_rate must be <= 1 (one attempt fails or stalls, not "
+                f"both), got {self.midstream_rate:g} + {self.stall_rate:g}"
+            )
+        return self
 
 
 class Billing(Model):

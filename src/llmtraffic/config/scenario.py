@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os.path
 from collections.abc import Mapping
 from pathlib import Path
@@ -185,9 +186,38 @@ class Scenario(Model):
                         f"policies.{pname}.fallback.providers[{i}]: unknown provider "
                         f"{target!r}; defined: {_names(self.providers)}"
                     )
+        if not problems:
+            problems.extend(self._endless_stalls())
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def _endless_stalls(self) -> list[str]:
+        """A stalled stream ends only when the client's timeout cuts it: with no timeout, no
+        deadline and an unbounded drain, the run would never end (a problem line per feature)."""
+        if not math.isinf(self.run.drain):
+            return []
+        problems = []
+        for name, feat in self.features.items():
+            policy = self.policy_of(name)
+            chain = [feat.provider, *(policy.fallback.providers if policy.fallback else [])]
+            stalls = [
+                p for p in chain if p in self.providers and self.providers[p].failures.stall_rate
+            ]
+            limits = (
+                policy.timeout,
+                policy.first_token_timeout,
+                policy.idle_timeout,
+                policy.deadline,
+            )
+            if stalls and all(math.isinf(x) for x in limits):
+                problems.append(
+                    f"features.{name}: provider {stalls[0]!r} has failures.stall_rate > 0 and "
+                    f"the policy has no timeout, idle_timeout, first_token_timeout or deadline, "
+                    f"so a stalled stream never ends and the run never would; set "
+                    f"idle_timeout (the SDKs: 600 s) or a finite run.drain"
+                )
+        return problems
 
     def policy_of(self, feature: str) -> Policy:
         """The policy a feature uses (its named one, the only one defined, or no retries)."""

@@ -266,6 +266,28 @@ TokenDist = Annotated[
 ]
 
 
+class Slo(Model):
+    """Latency objectives of a feature's requests, as GuideLLM and inference-perf define them:
+    a request meets its SLO when it succeeds and each bound given holds; a failed request
+    misses. Times are the user's: from the request's arrival, retries included."""
+
+    ttft: FiniteDuration | None = Field(
+        None, description="time to first token: arrival to the first token the user sees"
+    )
+    tpot: FiniteDuration | None = Field(
+        None, description="time per output token after the first (the decode pace)"
+    )
+    e2e: FiniteDuration | None = Field(
+        None, description="end-to-end latency: arrival to the last token"
+    )
+
+    @model_validator(mode="after")
+    def _some_bound(self) -> Self:
+        if self.ttft is None and self.tpot is None and self.e2e is None:
+            raise ValueError("an slo needs at least one of ttft, tpot, e2e (seconds)")
+        return self
+
+
 class Feature(Model):
     """A stream of requests with its own arrivals, token sizes, provider and client policy.
 
@@ -302,6 +324,15 @@ class Feature(Model):
     )
     value_per_success: float | None = Field(
         None, ge=0.0, description="business value of one successful request, USD (for ROI)"
+    )
+    stream: bool = Field(
+        False,
+        description="streamed responses (the SDKs' stream=True): tokens reach the user as "
+        "generated, so the first token comes before the end; false (the SDKs' default): "
+        "the whole answer at once",
+    )
+    slo: Slo | None = Field(
+        None, description="latency objectives: SLO attainment and goodput within them"
     )
 
     @model_validator(mode="after")

@@ -23,6 +23,9 @@ SERVER_ERROR = "server_error"
 OVERLOADED = "overloaded"
 TIMEOUT = "timeout"
 MIDSTREAM_ERROR = "midstream_error"
+STALLED = "stalled"
+"""Not an outcome: the provider's mark on an attempt whose stream will stop part-way without an
+error. The client sees it as a ``timeout`` when its timeout cuts the stream."""
 ATTEMPT_STATUSES = (OK, RATE_LIMITED, SERVER_ERROR, OVERLOADED, TIMEOUT, MIDSTREAM_ERROR)
 
 # Request outcomes (the ``outcome`` column of the requests table); exactly one per request.
@@ -128,6 +131,7 @@ class Attempt:
         "first_token",
         "generated",
         "http_status",
+        "late",
         "number",
         "provider",
         "queued_at",
@@ -174,3 +178,6 @@ class Attempt:
         self.cost = 0.0
         self.abandoned = False
         self.timer: Call | None = None
+        # A streamed attempt's limit once its first token arrives (0: the limit does not
+        # change; see Client.late_timeout). 0 rather than inf: a constant, tested by truth.
+        self.late = 0.0

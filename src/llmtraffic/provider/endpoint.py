@@ -24,6 +24,7 @@ from llmtraffic.engine.entities import (
     OVERLOADED,
     RATE_LIMITED,
     SERVER_ERROR,
+    STALLED,
     TIMEOUT,
     Attempt,
 )
@@ -92,6 +93,7 @@ class Endpoint:
         self.error_latency = f.error_latency
         self.base_midstream_rate = f.midstream_rate
         self.midstream_rate = f.midstream_rate
+        self.stall_rate = f.stall_rate
         self.outage_status = 0
         self.slowdown = 1.0
         b = cfg.billing
@@ -107,6 +109,7 @@ class Endpoint:
         self.u = streams.uniforms(f"provider/{name}/errors")
         self.u_midstream = streams.uniforms(f"provider/{name}/midstream")
         self.u_fail_point = streams.uniforms(f"provider/{name}/fail_point")
+        self.u_stall_point = streams.uniforms(f"provider/{name}/stall_point")
         self.queue_heap = kernel.queue
         self.eid = kernel.eid
         # SimPy reads an event's callbacks list without changing it, so one list serves all.
@@ -188,10 +191,8 @@ class Endpoint:
         out = att.request.output_tokens
         factor = next(self.svc_factors)
         per_token = self.svc_per_token
-        if self.midstream_rate and next(self.u_midstream) < self.midstream_rate:
-            frac = next(self.u_fail_point)
-            generated = int(out * frac)
-            att.status = MIDSTREAM_ERROR
+        if self.midstream_rate or self.stall_rate:
+            generated, frac = self._fate(att, out)
         else:
             frac = 1.0
             generated = out
@@ -219,10 +220,8 @@ class Endpoint:
             # Straight into a slot: ``_draw``, inlined on the path most attempts take.
             out = att.request.output_tokens
             factor = next(self.svc_factors) * slowdown
-            if self.midstream_rate and next(self.u_midstream) < self.midstream_rate:
-                frac = next(self.u_fail_point)
-                out = int(out * frac)
-                att.status = MIDSTREAM_ERROR
+            if self.midstream_rate or self.stall_rate:
+                out, frac = self._fate(att, out)
             else:
                 frac = 1.0
             att.generated = out
@@ -234,6 +233,11 @@ class Endpoint:
             else:
                 svc = self.svc_fixed * factor * frac
         att.service = svc
+        if att.status is STALLED:
+            self._stall(att, now, svc)
+            return
+        if att.late:
+            self._after_first_token(att, now, svc)
         if att.abandoned:
             # The client left while this waited in the queue; the provider serves it anyway.
             callbacks = self._release_callbacks
@@ -247,6 +251,81 @@ class Endpoint:
         # The attempt is itself the event of its end at the provider (see engine.entities).
         att.callbacks = callbacks
         heappush(self.queue_heap, (now + svc, NORMAL, next(self.eid), att))
+
+    def _fate(self, att: Attempt, out: int) -> tuple[int, float]:
+        """Whether generation fails or stalls part-way (one draw decides: fails with
+        ``midstream_rate``, else stalls with ``stall_rate``): the output tokens it reaches and
+        their share of the answer, and the mark on ``att``."""
+        u = next(self.u_midstream)
+        rate = self.midstream_rate
+        if u < rate:
+            frac = next(self.u_fail_point)
+            att.status = MIDSTREAM_ERROR
+        elif u < rate + self.stall_rate:
+            frac = next(self.u_stall_point)
+            att.status = STALLED
+        else:
+            return out, 1.0
+        return int(out * frac), frac
+
+    @staticmethod
+    def first_token_offset(att: Attempt) -> float:
+        """Seconds from the attempt's start until its first token is complete: after the time
+        to first token (``first_token``: the prefill, 0 for a service-time distribution),
+        tokens come at an even pace, so the first is done one pace later (the rule partial
+        billing counts by, ``_generated_by``). NaN when it generates none."""
+        gen = att.generated
+        if not gen:
+            return math.nan
+        return att.first_token + (att.service - att.first_token) / gen
+
+    @staticmethod
+    def token_pace(att: Attempt) -> float:
+        """Seconds between output tokens of an attempt's generation (its service after the
+        time to first token, over its tokens): 1 / decode_tps times the attempt's noise and
+        slowdown for the token model; vLLM's TPOT, (end - first token) / (tokens - 1). NaN
+        when it generates none."""
+        gen = att.generated
+        return (att.service - att.first_token) / gen if gen else math.nan
+
+    def _after_first_token(self, att: Attempt, now: float, svc: float) -> None:
+        """A streamed attempt whose client has first-token or idle timeouts: once its first
+        token arrives in time, only the total timeout (``att.late``) bounds it. The idle
+        timeout needs no check after the first token: at an even pace the longest silence is
+        the one before it (the prefill plus one token), which the first limit bounds."""
+        if now + self.first_token_offset(att) <= att.abandon_at:  # NaN (no token): False
+            att.abandon_at = att.late
+
+    def _stall(self, att: Attempt, now: float, svc: float) -> None:
+        """A stream that stops after ``att.generated`` tokens (at ``now + svc``) with no error:
+        it holds its slot until the client's timeout cuts it, the idle timeout one idle span
+        after the last token it saw; with no timeout, to the end of the run."""
+        if att.abandoned:
+            # The client left while it queued: the provider runs it to the stall and drops it.
+            att.callbacks = self._release_callbacks
+            heappush(self.queue_heap, (now + svc, NORMAL, next(self.eid), att))
+            return
+        cut = att.abandon_at
+        if att.late and now + self.first_token_offset(att) <= cut:
+            # Streamed, and the first token came in time: the total timeout, or the idle
+            # timeout after the last token (the silence before the first is already bounded).
+            cut = min(att.late, now + svc + att.client.idle_timeout)
+        if cut != INF:
+            att.timer = self.kernel.call_in(cut - now, self._on_stall_cut, att)
+
+    def _on_stall_cut(self, ev: Call) -> None:
+        """The client's timeout cuts a stalled stream: the provider drops it and bills what it
+        generated by then as a mid-stream failure (``billing.midstream``)."""
+        att: Attempt = ev._value
+        now = self.kernel.now
+        att.timer = None
+        att.abandoned = True
+        att.status = TIMEOUT
+        att.http_status = 0
+        att.generated = self._generated_by(att, now)
+        att.cost = self._failed_cost(self.bill_midstream, att, att.generated)
+        self._free_slot(att, now)
+        att.client.on_response(att)
 
     def _free_slot(self, att: Attempt, now: float) -> None:
         self.busy -= 1

@@ -34,16 +34,51 @@ def ratio(num: float, den: float) -> float:
     return num / den if den else math.nan
 
 
+@dataclass(frozen=True)
+class SloBounds:
+    """A feature's latency objectives in seconds (None: no bound), as ``tally_metrics`` reads
+    them (config: ``features.NAME.slo``)."""
+
+    ttft: float | None = None
+    tpot: float | None = None
+    e2e: float | None = None
+
+
+def _percentiles(values: np.ndarray, prefix: str) -> dict[str, float]:
+    """p50, p95 and p99 of the defined (non-NaN) values; NaN when there are none."""
+    defined = values[~np.isnan(values)]
+    if not defined.size:
+        return {f"{prefix}_p{q}": math.nan for q in (50, 95, 99)}
+    p50, p95, p99 = (float(x) for x in np.percentile(defined, [50, 95, 99]))
+    return {f"{prefix}_p50": p50, f"{prefix}_p95": p95, f"{prefix}_p99": p99}
+
+
+def _within_slo(tally: Tally, slo: SloBounds) -> int:
+    """Successful requests of ``tally`` that meet every bound of ``slo`` (an undefined time,
+    such as the time per token of a one-token answer, meets its bound)."""
+    met = np.ones(len(tally.latencies), dtype=bool)
+    for times, bound in (
+        (tally.ttfts, slo.ttft),
+        (tally.tpots, slo.tpot),
+        (tally.latencies, slo.e2e),
+    ):
+        if bound is not None:
+            met &= ~(np.frombuffer(times, dtype=float) > bound)
+    return int(met.sum())
+
+
 def tally_metrics(
     tallies: list[Tally],
     duration: float,
     values: list[float | None],
     steady: tuple[float, float] | None = None,
+    slos: list[SloBounds | None] | None = None,
 ) -> dict[str, Any]:
     """Request, attempt, cost and latency metrics over the given tallies (a feature, or all).
 
     ``steady`` is (billed cost per second, seconds) of the steady state (``steady_cost_rate``):
     the projections per hour, day and month scale it. Without it they scale the whole run.
+    ``slos``, one per tally, adds SLO attainment and goodput over the tallies that have one.
     """
     requests = sum(t.requests for t in tallies)
     ok = sum(t.ok for t in tallies)
@@ -102,10 +137,23 @@ def tally_metrics(
         "outcomes": dict(sorted(outcomes.items())),
         "attempt_statuses": dict(sorted(statuses.items())),
     }
+
+    def times(name: str) -> np.ndarray:
+        arrays = [np.frombuffer(getattr(t, name), dtype=float) for t in tallies]
+        return np.concatenate(arrays) if arrays else np.empty(0)
+
+    out.update(_percentiles(times("ttfts"), "ttft"))
+    out.update(_percentiles(times("tpots"), "tpot"))
     if any(v is not None for v in values):
         value = sum(t.ok * (v or 0.0) for t, v in zip(tallies, values, strict=True))
         out["value"] = value
         out["roi"] = ratio(value - billed, billed)
+    if slos is not None and any(s is not None for s in slos):
+        # GuideLLM's and inference-perf's rule: every request counts, a failed one misses.
+        judged = [(t, s) for t, s in zip(tallies, slos, strict=True) if s is not None]
+        met = sum(_within_slo(t, s) for t, s in judged)
+        out["slo_attainment"] = ratio(met, sum(t.requests for t, _ in judged))
+        out["slo_goodput_rps"] = met / duration
     return out
 
 
@@ -195,10 +243,12 @@ RUN_KEYS = (
 ``incidents`` (written by ``llmtraffic.simulation``)."""
 
 
-def tally_metric_keys(with_value: bool = True) -> list[str]:
-    """The scalar keys ``tally_metrics`` writes (``value`` and ``roi`` only ``with_value``),
-    without the count tables ``outcomes`` and ``attempt_statuses``."""
-    keys = tally_metrics([Tally()], 1.0, [1.0 if with_value else None])
+def tally_metric_keys(with_value: bool = True, with_slo: bool = True) -> list[str]:
+    """The scalar keys ``tally_metrics`` writes (``value`` and ``roi`` only ``with_value``,
+    the SLO metrics only ``with_slo``), without the count tables ``outcomes`` and
+    ``attempt_statuses``."""
+    slo = [SloBounds(e2e=1.0) if with_slo else None]
+    keys = tally_metrics([Tally()], 1.0, [1.0 if with_value else None], slos=slo)
     return [k for k in keys if k not in ("outcomes", "attempt_statuses")]
 
 

@@ -67,6 +67,8 @@ class Tally:
         "retries",
         "sent",
         "status",
+        "tpots",
+        "ttfts",
         "useful",
         "wasted",
     )
@@ -84,6 +86,10 @@ class Tally:
         self.ok_input_tokens = 0
         self.ok_output_tokens = 0
         self.latencies = array("d")
+        # Per successful request, in the order of ``latencies``: its time to first token from
+        # arrival, and its time per output token (NaN: fewer than two tokens).
+        self.ttfts = array("d")
+        self.tpots = array("d")
         self.outcomes: dict[str, int] = dict.fromkeys(REQUEST_OUTCOMES, 0)
         self.status: dict[str, int] = dict.fromkeys(ATTEMPT_STATUSES, 0)
         self.inflight_acc = 0.0
@@ -341,7 +347,7 @@ class Recorder:
             c["provider"], c["model"], arrival, start, end, pa.repeat(pa.scalar("ok"), n),
             pa.repeat(pa.scalar(200, pa.int32()), n), pa.repeat(pa.scalar(math.nan), n),
             pc.subtract(start, arrival), c["input_tokens"], c["output_tokens"], cost,
-            pa.repeat(pa.scalar(0.0), n),
+            pa.repeat(pa.scalar(0.0), n), c["ttft"], c["tpot"],
         ]  # fmt: skip
         self.sink.write("requests", pa.RecordBatch.from_arrays(requests, schema=REQUESTS))
         self.sink.write("attempts", pa.RecordBatch.from_arrays(attempts, schema=ATTEMPTS))

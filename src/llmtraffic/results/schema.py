@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 REQUESTS = pa.schema(
     [
@@ -47,6 +47,8 @@ ATTEMPTS = pa.schema(
         ("output_tokens", pa.int64()),
         ("cost", pa.float64()),
         ("wait_before", pa.float64()),
+        ("ttft", pa.float64()),
+        ("tpot", pa.float64()),
     ]
 )
 
@@ -101,6 +103,8 @@ SIMPLE = pa.schema(
         ("output_tokens", pa.int64()),
         ("cost", pa.float64()),
         ("baseline", pa.float64()),
+        ("ttft", pa.float64()),
+        ("tpot", pa.float64()),
     ]
 )
 """Internal, not a table: a request that succeeded on its first attempt, one row standing for
