@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from llmtraffic.plots.labels import metric_label
-from llmtraffic.report_table import WIDTH, money, print_fixed
+from llmtraffic.report_table import WIDTH, money, money_decimals, print_fixed
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -73,15 +73,15 @@ def fmt_value(metric: str, value: float) -> str:
     return f"{value:.3f}" if abs(value) < 100 else f"{value:,.0f}"
 
 
-def fmt_half(metric: str, half: float, mean: float = 0.0) -> str:
+def fmt_half(metric: str, half: float, mean: float = 0.0, decimals: int | None = None) -> str:
     """An interval's half-width in the metric's unit and the precision of its mean (``±0.4%``,
-    ``±$12.30``), empty when unknown."""
+    ``±$12.30``), or of its column when ``decimals`` is given; empty when unknown."""
     if half is None or not math.isfinite(half):
         return ""
     unit = metric_label(metric).unit
     if unit.startswith("USD"):
         # The precision of the mean (whole dollars from $100,000, cents from $100).
-        digits = 0 if abs(mean) >= 100_000 else 2 if abs(mean) >= 100 else 4
+        digits = money_decimals(mean) if decimals is None else decimals
         return f" ±${half:,.{digits}f}"
     return " ±" + fmt_value(metric, half)
 
@@ -118,6 +118,8 @@ def points_table(
     labels: list[list[str]] = []
     cells: list[dict[str, str]] = []
     undetermined = False
+    # One money format per column: the decimals of its largest mean, whichever point has it.
+    decimals = {m: _money_decimals(m, *points.loc[points["metric"] == m, "mean"]) for m in metrics}
     for point_id, g in points.groupby("point_id", sort=False):
         by = g.set_index("metric")
         runs = int(by.loc["requests", "n"]) if "requests" in by.index else None
@@ -138,8 +140,8 @@ def points_table(
                 row[m] = text
                 continue
             half = (float(by.loc[m, "ci_high"]) - float(by.loc[m, "ci_low"])) / 2
-            interval = fmt_half(m, half, mean).lstrip(" ")
-            row[m] = fmt_value(m, mean) + ("\n" + interval if interval else "")
+            interval = fmt_half(m, half, mean, decimals[m]).lstrip(" ")
+            row[m] = _row_value(m, mean, decimals[m]) + ("\n" + interval if interval else "")
         cells.append(row)
     heads = list(axes) or ["point"]
 
@@ -313,9 +315,7 @@ def _money_decimals(metric: str, *values: float) -> int | None:
     for a metric that is not money."""
     if not metric_label(metric).unit.startswith("USD"):
         return None
-    largest = max((abs(v) for v in values if math.isfinite(v)), default=0.0)
-    # As ``money`` chooses for one amount: whole dollars from $100,000, cents from $100.
-    return 0 if largest >= 100_000 else 2 if largest >= 100 else 4
+    return money_decimals(*values)
 
 
 def _row_value(metric: str, value: float, decimals: int | None) -> str:
