@@ -223,6 +223,11 @@ def test_many_incidents_are_counted_not_listed() -> None:
     assert len(run.summary["incidents"]) == 7
     assert len(text) < 600, text
     assert "and 4 more (.incidents)" in text
+    # Numbered from 1, as the CLI's incident tables and the plots number them.
+    labels = [
+        line.split()[:2] for line in text.splitlines() if line.strip().startswith("incident ")
+    ]
+    assert labels == [["incident", "1"], ["incident", "2"], ["incident", "3"]], text
     assert "none kept (run.records = 'summary')" in text
 
 
