@@ -49,7 +49,16 @@ def money(v: Any, decimals: int | None = None) -> str:
     if _missing(v):
         return "-"
     d = money_decimals(v) if decimals is None else decimals
-    return f"${v:,.{d}f}" if v >= 0 else f"-${-v:,.{d}f}"
+    return unsigned_zero(f"${v:,.{d}f}" if v >= 0 else f"-${-v:,.{d}f}")
+
+
+def unsigned_zero(text: str) -> str:
+    """``text`` without its leading sign when every digit in it is 0: a value that rounds to
+    zero is 0 (``-0.000`` and ``+0.0 pp`` read ``0.000`` and ``0.0 pp``)."""
+    digits = [c for c in text if c.isdigit()]
+    if text[:1] in ("-", "+") and digits and set(digits) == {"0"}:
+        return text[1:]
+    return text
 
 
 def money_decimals(*values: Any) -> int:

@@ -359,18 +359,18 @@ def compare_cells(metric: str, a: float, b: float, fmt: Any) -> tuple[str, str, 
     ``+$7.04``, never ``+$7.0428`` beside it), and an undefined value or difference reads
     ``-`` (never ``nan``); ``fmt(metric, value)`` formats the rest."""
     from llmtraffic.plots.labels import metric_label
+    from llmtraffic.report_table import money_decimals, unsigned_zero
 
     unit = metric_label(metric).unit
     diff = b - a if math.isfinite(a) and math.isfinite(b) else math.nan
     if unit.startswith("USD"):
-        largest = max((abs(v) for v in (a, b) if math.isfinite(v)), default=0.0)
-        decimals = 2 if largest >= 100 else 4
+        decimals = money_decimals(a, b)
 
         def show(v: float, sign: bool = False) -> str:
             if not math.isfinite(v):
                 return "-"
             text = f"${abs(v):,.{decimals}f}"
-            return ("-" if v < 0 else "+" if sign else "") + text
+            return unsigned_zero(("-" if v < 0 else "+" if sign else "") + text)
 
         cells = [show(a), show(b), show(diff, sign=True)]
     else:
@@ -382,8 +382,8 @@ def compare_cells(metric: str, a: float, b: float, fmt: Any) -> tuple[str, str, 
             signed = f"{diff:+,.0f}"  # counts differ by a count: +13, not +13.000
         else:
             signed = ("-" if diff < 0 else "+") + fmt(metric, abs(diff))
-        cells = [fmt(metric, a), fmt(metric, b), signed]
-    relative = f"{diff / a * 100:+.1f}%" if math.isfinite(diff) and a else "-"
+        cells = [fmt(metric, a), fmt(metric, b), unsigned_zero(signed)]
+    relative = unsigned_zero(f"{diff / a * 100:+.1f}%") if math.isfinite(diff) and a else "-"
     return cells[0], cells[1], cells[2], relative
 
 

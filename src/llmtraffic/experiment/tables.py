@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from llmtraffic.plots.labels import metric_label
-from llmtraffic.report_table import WIDTH, money, money_decimals, print_fixed
+from llmtraffic.report_table import WIDTH, money, money_decimals, print_fixed, unsigned_zero
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -70,7 +70,7 @@ def fmt_value(metric: str, value: float) -> str:
         return "inf" if math.isinf(value) else f"{value:.2f} s"
     if math.isinf(value):
         return "inf"
-    return f"{value:.3f}" if abs(value) < 100 else f"{value:,.0f}"
+    return unsigned_zero(f"{value:.3f}" if abs(value) < 100 else f"{value:,.0f}")
 
 
 def fmt_half(metric: str, half: float, mean: float = 0.0, decimals: int | None = None) -> str:
@@ -273,7 +273,7 @@ def differences_table(diffs: pd.DataFrame, others: Sequence[str], title: str) ->
                 val,
                 _signed(m, row["diff"], dec),
                 *([interval] if with_ci else []),
-                f"{rel * 100:+.1f}%" if math.isfinite(rel) else "-",
+                unsigned_zero(f"{rel * 100:+.1f}%") if math.isfinite(rel) else "-",
                 str(int(row["pairs"])),
             )
         return t
@@ -304,9 +304,9 @@ def _signed(metric: str, value: float, decimals: int | None = None) -> str:
     if not math.isfinite(value):
         return "-"
     if metric_label(metric).unit == "%":
-        return f"{value * 100:+.1f} pp"
+        return unsigned_zero(f"{value * 100:+.1f} pp")
     text = _row_value(metric, abs(value), decimals)
-    return ("-" if value < 0 else "+") + text
+    return unsigned_zero(("-" if value < 0 else "+") + text)
 
 
 def _money_decimals(metric: str, *values: float) -> int | None:
@@ -322,7 +322,7 @@ def _row_value(metric: str, value: float, decimals: int | None) -> str:
     """``fmt_value``, with a row's money decimals when given."""
     if decimals is None or not math.isfinite(value):
         return fmt_value(metric, value)
-    return ("-" if value < 0 else "") + f"${abs(value):,.{decimals}f}"
+    return unsigned_zero(("-" if value < 0 else "") + f"${abs(value):,.{decimals}f}")
 
 
 def _plain(v: Any) -> Any:
