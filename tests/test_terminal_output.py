@@ -320,3 +320,13 @@ def test_undefined_values_show_as_a_dash(quickstart: dict[str, Any]) -> None:
     assert "-x" not in text and "nan" not in text.lower()
     row = next(line for line in text.splitlines() if "cost amplification" in line)
     assert row.split("│")[-2].strip() == "-"
+
+
+def test_counts_are_singular_for_one() -> None:
+    from llmtraffic.wording import counted
+
+    assert counted(1, "replication") == "1 replication"
+    assert counted(2, "replication") == "2 replications"
+    assert counted(0, "run") == "0 runs"
+    assert counted(12_000, "run") == "12,000 runs"
+    assert counted(1, "axis", "axes") == "1 axis" and counted(3, "axis", "axes") == "3 axes"

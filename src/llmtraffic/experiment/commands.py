@@ -23,6 +23,7 @@ from rich.progress import (
 
 from llmtraffic.config.loader import read_toml
 from llmtraffic.errors import LLMTrafficError
+from llmtraffic.wording import counted
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -141,7 +142,7 @@ def cmd_run_experiment(args: argparse.Namespace, console: Console) -> int:
     if not args.quiet and len(data.points):
         print_points(console, data.points, data.axes, spec.replications)
     say = (
-        f"{outcome.total} runs: {outcome.done} run now, {outcome.skipped} already done"
+        f"{counted(outcome.total, 'run')}: {outcome.done} run now, {outcome.skipped} already done"
         + (f", {len(outcome.failed)} failed" if outcome.failed else "")
         + f"; {outcome.wall_s:.1f} s"
     )
@@ -172,11 +173,13 @@ def cmd_validate_experiment(args: argparse.Namespace, console: Console) -> int:
         allow_large=args.allow_large,
         source=args.config,
     )
-    axes = "; ".join(f"{a.name}: {len(a.values)} values" for a in spec.axes) or "no sweep"
+    axes = "; ".join(f"{a.name}: {counted(len(a.values), 'value')}" for a in spec.axes)
+    axes = axes or "no sweep"
     console.print(
-        f"{args.config}: valid experiment {spec.name!r} ({axes}; {len(spec.points)} points x "
-        f"{spec.replications} replications = {len(spec.runs())} runs"
-        + (f"; {len(spec.checks)} checks" if spec.checks else "")
+        f"{args.config}: valid experiment {spec.name!r} ({axes}; "
+        f"{counted(len(spec.points), 'point')} x {counted(spec.replications, 'replication')} "
+        f"= {counted(len(spec.runs()), 'run')}"
+        + (f"; {counted(len(spec.checks), 'check')}" if spec.checks else "")
         + ")",
         markup=False,
         highlight=False,
