@@ -65,8 +65,8 @@ class Check(Model):
     )
     incident: int | Literal["any"] | None = Field(
         None,
-        description="for incident metrics: the incident's index from 0, as in the column "
-        "incident.<i>.<metric> (the tables' incident 1 is 0), or 'any'",
+        description="for incident metrics: the incident's index, from 0 as in the column "
+        "names incident.0.* (the tables' incident 1), or 'any'",
     )
     where: dict[str, Any] = Field(
         default_factory=dict, description="sweep axis -> the value(s) of the points it checks"

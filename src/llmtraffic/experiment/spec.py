@@ -60,7 +60,8 @@ one of them is given a longer name: ``run.duration`` instead of ``duration``).""
 
 
 class ExperimentSettings(Model):
-    """The ``[experiment]`` table."""
+    """How many runs each grid point gets, with which seeds, keeping which tables: the
+    ``[experiment]`` table."""
 
     name: Slug | None = Field(
         None,
