@@ -231,10 +231,15 @@ def experiment_summary() -> pd.DataFrame:
                             "attempt_amplification": 1 + 0.322 * k * j * wobble,
                             "cost_amplification": 1.002 + 0.18 * j * wobble,
                             "billed_cost": 28.80 * price * wobble,
+                            "cost_per_day": 1_975.07 * price * wobble,
                             "cost_per_month": 59_252.07 * price * wobble,
                             "latency_p95": 5.76 * wobble,
                             "peak_attempt_rate_ratio": 1.109 + 0.7 * k * j * wobble,
                             "incident.0.start": 600.0 if j else math.nan,
+                            # Without retries a brownout bills less: work not done.
+                            "incident.0.extra_cost": (
+                                (5.54 if k else -2.1) * price * wobble if j else math.nan
+                            ),
                             "incident.0.recovery_time": (10.0 + rep) if j else math.nan,
                             "incident.0.metastable": float(rep == 0) if j else math.nan,
                         }
@@ -262,6 +267,13 @@ def test_an_experiments_points_fit_80_columns_with_every_mean_and_interval() -> 
     # $987,554 a month gives that column whole dollars.
     assert "$28.80" in text and "$28.8000" not in text
     assert "$59,252 " in text and "$59,252.07" not in text
+    # The article's answer is printed, not only in summary.csv: per day, and what the brownout
+    # itself added (gpt-4o's -$35 beside gpt-4o-mini's -$2.10, in cents).
+    assert "per day" in text and "extra cost" in text
+    assert "$1,975.07" in text and "$32,918.49" in text  # gpt-4o: 1,975.07 x 16.667
+    extra = stats[stats["metric"] == "incident.0.extra_cost"].set_index("point_id")["mean"]
+    assert extra["p002"] == pytest.approx(-2.1) and "-$2.10" in text
+    assert "-$35.00" in text and "+$" not in text
     assert "1 of 2" in text  # the metastable verdicts
     for value in ("gpt-4o-mini", "brownout", "no retries"):
         assert value in text

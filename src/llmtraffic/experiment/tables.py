@@ -31,9 +31,11 @@ SHORT_NAMES = {
     "billed_cost": "billed",
     "wasted_cost": "wasted",
     "cost_amplification": "cost x",
+    "cost_per_day": "per day",
     "cost_per_month": "per month",
     "latency_p95": "p95 latency",
     "peak_attempt_rate_ratio": "peak/mean",
+    "incident.0.extra_cost": "extra cost",
     "incident.0.recovery_time": "recovery",
     "incident.0.metastable": "metastable",
 }
@@ -43,12 +45,16 @@ POINT_METRICS = (
     "attempt_amplification",
     "cost_amplification",
     "billed_cost",
+    "cost_per_day",
     "cost_per_month",
     "latency_p95",
     "peak_attempt_rate_ratio",
+    "incident.0.extra_cost",
     "incident.0.recovery_time",
     "incident.0.metastable",
 )
+"""The metrics of an experiment's printed points table, in order: the projections per day and
+per month and the first incident's own extra cost are the article's answer (issue 13)."""
 
 
 def print_table(console: Console, table: RenderableType) -> None:
