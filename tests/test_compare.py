@@ -336,3 +336,23 @@ def test_a_difference_that_rounds_to_zero_prints_0() -> None:
     for line in (cells["att/req"], cells["success"], cells["billed"]):
         assert line[-2] == "0.0%", text  # the relative difference
     assert "-0.0" not in text and "+0.0" not in text and "-$0.0" not in text, text
+
+
+def test_a_long_metric_name_folds_rather_than_being_cut() -> None:
+    from rich.console import Console
+
+    from llmtraffic.experiment.tables import differences_table
+
+    m = "incident.0.unserved_requests"
+    diffs = pd.DataFrame(
+        [{"metric": m, "value": "sdk", "base_mean": 15_892.0, "value_mean": 3_312.0,
+          "diff": -12_580.0, "ci_low": -12_700.0, "ci_high": -12_460.0,
+          "relative": -12_580 / 15_892, "pairs": 2}]
+    )  # fmt: skip
+    console = Console(width=80, record=True)
+    console.print(differences_table(diffs, [], "t"))
+    text = console.export_text()
+    assert "…" not in text
+    lines = [line for line in text.splitlines() if line.strip()]
+    first = next(j for j, line in enumerate(lines) if line.startswith("incident."))
+    assert (lines[first].split()[0] + lines[first + 1].split()[0]) == m, text

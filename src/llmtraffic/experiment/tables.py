@@ -247,7 +247,8 @@ def differences_table(diffs: pd.DataFrame, others: Sequence[str], title: str) ->
         value = str(key[-1])
         name = f"{value} minus the base" if value else "difference from the base"
         t = _table(escape(name + (f" ({where})" if where else "")))
-        t.add_column("metric", max_width=16)
+        # A long column name folds onto a second line rather than being cut.
+        t.add_column("metric", max_width=16, overflow="fold")
         t.add_column("base", justify="right", no_wrap=True)
         t.add_column(escape(value) or "value", justify="right", max_width=14)
         t.add_column("difference", justify="right", no_wrap=True)
