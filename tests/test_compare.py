@@ -274,7 +274,9 @@ def test_compare_two_folders(
     assert "single runs: no interval" in _flat(out)
     code, out, _ = _compare(capsys, str(experiment_folder), str(experiment_folder))
     assert code == 0
-    assert "paired by replication" in _flat(out) and "+0.0 pp" in out
+    assert "paired by replication" in _flat(out)
+    # A folder against itself: every difference is zero, printed unsigned.
+    assert "0.0 pp" in out and "+0.0 pp" not in out and "-0.0" not in out
 
 
 def test_money_has_one_format_across_a_row_of_differences() -> None:
