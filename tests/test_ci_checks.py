@@ -510,3 +510,15 @@ def test_each_battery_file_has_its_own_folder_and_reports_progress(
     assert "runs/check-other-battery" in out and "success_rate" not in out
     assert (tmp_path / "runs/check-small/summary.csv").exists()
     assert (tmp_path / "runs/check-other-battery/summary.csv").exists()
+
+
+def test_an_incident_checks_label_names_the_column_it_reads() -> None:
+    """A check's `incident` is the column's index (from 0); its label says incident.0.*, not
+    "incident 0", which would read as a different incident than the tables' "#1"."""
+    from llmtraffic.checks.spec import Check
+
+    one = Check(metric="recovery_time", incident=0, op="<=", value=120)
+    every = Check(metric="recovery_time", incident="any", op="<=", value=120)
+    assert one.label == "incident.0.recovery_time <= 120"
+    assert every.label == "incident.*.recovery_time <= 120"
+    assert Check(metric="success_rate", op=">=", value=0.9).label == "success_rate >= 0.9"

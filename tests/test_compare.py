@@ -201,6 +201,12 @@ def test_two_runs_show_points_and_one_money_format(
         ("incident.0.recovery_time", math.nan, 20.0, ("-", "20.00 s", "-", "-")),
         ("requests", 469.0, 482.0, ("469", "482", "+13", "+2.8%")),
         ("cost_amplification", math.inf, math.inf, ("inf", "inf", "-", "-")),
+        # A difference that rounds to zero is 0, not -0.000 or +0.0 pp.
+        ("attempt_amplification", 1.0003, 1.0001, ("1.000", "1.000", "0.000", "0.0%")),
+        ("success_rate", 0.9931, 0.99305, ("99.3%", "99.3%", "0.0 pp", "0.0%")),
+        ("billed_cost", 28.80001, 28.8, ("$28.8000", "$28.8000", "$0.0000", "0.0%")),
+        # Whole dollars from $100,000, as everywhere money is shown.
+        ("cost_per_month", 987_554.2, 987_560.0, ("$987,554", "$987,560", "+$6", "0.0%")),
     ],
 )
 def test_the_cells_of_two_runs(
@@ -268,7 +274,9 @@ def test_compare_two_folders(
     assert "single runs: no interval" in _flat(out)
     code, out, _ = _compare(capsys, str(experiment_folder), str(experiment_folder))
     assert code == 0
-    assert "paired by replication" in _flat(out) and "+0.0 pp" in out
+    assert "paired by replication" in _flat(out)
+    # A folder against itself: every difference is zero, printed unsigned.
+    assert "0.0 pp" in out and "+0.0 pp" not in out and "-0.0" not in out
 
 
 def test_money_has_one_format_across_a_row_of_differences() -> None:
@@ -299,3 +307,54 @@ def test_money_has_one_format_across_a_row_of_differences() -> None:
     text = console.export_text()
     assert "$3,180.35" in text and "+$7.04" in text and "-$4.06" in text and "+$18.15" in text
     assert "7.0428" not in text and "4.0616" not in text
+
+
+def test_a_difference_that_rounds_to_zero_prints_0() -> None:
+    """A paired difference of -0.0001 attempts per request, -0.01 pp of success and -$0.00001:
+    each reads 0 in its format, never -0.000 (nor its interval's bounds, nor the relative)."""
+    from rich.console import Console
+
+    from llmtraffic.experiment.tables import differences_table
+
+    rows = [
+        ("attempt_amplification", 1.0002, 1.0001, -0.0001, -0.0003, 0.0001),
+        ("success_rate", 0.9931, 0.99309, -0.00001, -0.00004, 0.00002),
+        ("billed_cost", 28.80001, 28.8, -0.00001, -0.00003, 0.00001),
+    ]
+    diffs = pd.DataFrame(
+        [
+            {"metric": m, "value": "sdk", "base_mean": base, "value_mean": value, "diff": d,
+             "ci_low": low, "ci_high": high, "relative": d / base, "pairs": 3}
+            for m, base, value, d, low, high in rows
+        ]
+    )  # fmt: skip
+    console = Console(width=80, record=True)
+    console.print(differences_table(diffs, [], "t"))
+    text = console.export_text()
+    cells = {line.split()[0]: line.split() for line in text.splitlines() if line.split()}
+    assert cells["att/req"][3:6] == ["0.000", "[0.000,", "0.000]"], text
+    assert cells["success"][3:7] == ["0.0", "pp", "[0.0", "pp,"], text
+    assert cells["billed"][3] == "$0.0000", text
+    for line in (cells["att/req"], cells["success"], cells["billed"]):
+        assert line[-2] == "0.0%", text  # the relative difference
+    assert "-0.0" not in text and "+0.0" not in text and "-$0.0" not in text, text
+
+
+def test_a_long_metric_name_folds_rather_than_being_cut() -> None:
+    from rich.console import Console
+
+    from llmtraffic.experiment.tables import differences_table
+
+    m = "incident.0.unserved_requests"
+    diffs = pd.DataFrame(
+        [{"metric": m, "value": "sdk", "base_mean": 15_892.0, "value_mean": 3_312.0,
+          "diff": -12_580.0, "ci_low": -12_700.0, "ci_high": -12_460.0,
+          "relative": -12_580 / 15_892, "pairs": 2}]
+    )  # fmt: skip
+    console = Console(width=80, record=True)
+    console.print(differences_table(diffs, [], "t"))
+    text = console.export_text()
+    assert "…" not in text
+    lines = [line for line in text.splitlines() if line.strip()]
+    first = next(j for j, line in enumerate(lines) if line.startswith("incident."))
+    assert (lines[first].split()[0] + lines[first + 1].split()[0]) == m, text

@@ -231,6 +231,12 @@ def test_validate_an_experiment_file(
     out = " ".join(capsys.readouterr().out.split())
     assert "valid experiment 'tiny'" in out
     assert "4 points x 2 replications = 8 runs" in out
+    # One of each: singular ("1 replication", not "1 replications").
+    one = EXPERIMENT.replace("[0.01, 0.1]", "[0.01]").replace('["naive", "backoff"]', '["naive"]')
+    write(tmp_path, one.replace("replications = 2", "replications = 1"))
+    assert main(["validate", "exp.toml"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "1 point x 1 replication = 1 run" in out, out
     write(tmp_path, EXPERIMENT.replace("[0.01, 0.1]", "[0.01, -1]"))
     assert main(["validate", "exp.toml"]) == 2
     err = " ".join(capsys.readouterr().err.split())

@@ -4,6 +4,7 @@ the emitted scenario reproduces the trace's load."""
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import tomllib
 from pathlib import Path
@@ -128,9 +129,49 @@ def test_the_fitted_scenario_reproduces_the_traces_load(tmp_path: Path) -> None:
     assert req.output_tokens.mean() == pytest.approx(211.1, rel=0.03)
     assert req.output_tokens.max() <= 1000
     # The snippet names the replay alternative, which validates as it is.
-    line = next(ln for ln in text.splitlines() if ln.startswith("#   trace = "))
-    trace = tomllib.loads(line.removeprefix("#   "))["trace"]
-    assert Trace.model_validate(trace).timestamp == "TIMESTAMP"
+    assert Trace.model_validate(replay_table(text)).timestamp == "TIMESTAMP"
+
+
+def replay_table(snippet: str) -> dict[str, object]:
+    """The commented-out ``[features.X.trace]`` table of a fitted snippet, parsed."""
+    lines = snippet.splitlines()
+    start = next(j for j, ln in enumerate(lines) if ln.startswith("#   [features."))
+    table = itertools.takewhile(lambda ln: ln.startswith("#   "), lines[start:])
+    raw = tomllib.loads("\n".join(ln.removeprefix("#   ") for ln in table))
+    (feature,) = raw["features"].values()
+    return dict(feature["trace"])
+
+
+def test_the_fitted_snippet_keeps_to_80_columns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The TOML `fit` prints keeps to 80 columns like its tables, in a pipe or a wide
+    terminal: comments wrap, and a token column in the tens of thousands has its percentiles
+    five to a line. Only a path longer than a line (TOML cannot break it) runs past."""
+    rng = np.random.default_rng(3)
+    n = 400
+    times = np.cumsum(rng.exponential(0.5, n))
+    inp = rng.integers(10_000, 99_000, n)  # long contexts: bimodal, so no lognormal fits
+    inp[: n // 2] = rng.integers(20, 40, n // 2)
+    out = rng.integers(1, 500, n)
+    folder = tmp_path / ("a-folder-with-a-long-name-" * 4)
+    folder.mkdir()
+    for where, columns in ((tmp_path, "80"), (tmp_path, "200"), (folder, "80")):
+        path = synthetic(where, times, inp, out).path
+        monkeypatch.setenv("COLUMNS", columns)
+        assert main(["fit", path, "--name", "a-rather-long-feature-name"]) == 0
+        text = capsys.readouterr().out
+        snippet = text[text.index("# Fitted by") :]
+        assert "quantiles = [" in snippet  # the long lists are in it
+        assert "…" not in text  # the token table too: nothing cut
+        for line in text.splitlines():
+            # A path alone on its line, with at most the replay table's `#   path = ""`.
+            line = line.rstrip()
+            assert len(line) <= 80 or (path in line and len(line) <= len(path) + 13), line
+        # The wrapped snippet still runs, and its replay alternative names the trace.
+        sc = scenario_from_dict(tomllib.loads(snippet))
+        assert sc.features["a-rather-long-feature-name"].input_tokens is not None
+        assert replay_table(snippet)["path"] == path
 
 
 def test_fit_command_prints_the_tables_and_writes_the_scenario(
@@ -264,7 +305,8 @@ def test_fit_reads_a_public_layout_with_no_flags_and_names_it(
         inp = df[next(c for c in df if c in ("ContextTokens", "Request tokens", "prompt_size"))]
     assert f"rows read / replayed {len(inp)} / {len(inp)}" in out, out
     text = (tmp_path / "fitted.toml").read_text(encoding="utf-8")
-    assert f"mean {inp.mean():,.1f}" in text
+    flat = " ".join(line.removeprefix("#") for line in text.splitlines())  # comments wrap
+    assert f"mean {inp.mean():,.1f}" in " ".join(flat.split())
     assert load_config(tmp_path / "fitted.toml").features["replayed"].trace is None
 
 

@@ -223,6 +223,11 @@ def test_many_incidents_are_counted_not_listed() -> None:
     assert len(run.summary["incidents"]) == 7
     assert len(text) < 600, text
     assert "and 4 more (.incidents)" in text
+    # Numbered from 1, as the CLI's incident tables and the plots number them.
+    labels = [
+        line.split()[:2] for line in text.splitlines() if line.strip().startswith("incident ")
+    ]
+    assert labels == [["incident", "1"], ["incident", "2"], ["incident", "3"]], text
     assert "none kept (run.records = 'summary')" in text
 
 
@@ -242,7 +247,8 @@ def test_an_experiments_repr_is_a_few_lines(experiment: Path) -> None:
     assert len(repr(data.spec)) > len(text)  # what the repr printed before
     assert "axis policy" in text and "naive, backoff" in text
     assert "axis error_rate" in text
-    assert "4 points x 1 replications = 4 runs" in text
+    assert "4 points x 1 replication = 4 runs" in text  # one replication: singular
+    assert "1 replications" not in text
     assert "complete (4 done, 0 skipped, 0 failed)" in text
     assert (data.replications, data.status) == (1, "complete")
     page = data._repr_html_()

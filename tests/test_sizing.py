@@ -175,7 +175,7 @@ def test_ten_million_replications_are_refused_before_the_grid_is_built(tmp_path:
     assert time.monotonic() - started < 5  # 2 GB and minutes when the runs were built
     text = flat(str(info.value))
     assert (
-        "experiment.replications: 4 grid points x 10000000 replications make 4.0e+07 runs" in text
+        "experiment.replications: 4 grid points x 10,000,000 replications make 4.0e+07 runs" in text
     )
     assert "100,000" in text and "--allow-large" in text
 

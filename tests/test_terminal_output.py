@@ -25,7 +25,6 @@ from llmtraffic.experiment.tables import (
     _row_value,
     differences_table,
     fmt_half,
-    fmt_value,
     print_points,
     print_table,
 )
@@ -34,6 +33,7 @@ from llmtraffic.report_table import (
     RATE_LIMIT_NOTE,
     REQUEST_CAUSES,
     money,
+    money_decimals,
     print_summary,
 )
 
@@ -92,9 +92,12 @@ def test_the_run_summary_fits_80_columns_and_shows_every_number_in_full(
             f"{s['success_rate']:.2%}",
             *(money(s[k]) for k in ("billed_cost", "wasted_cost", "cost_per_month")),
         ]
+        for k in ("billed_cost", "wasted_cost", "cost_per_month"):
+            # One format per column: the decimals of its largest amount.
+            column = [f[k] for f in s["features"].values()]
+            expected += [money(v, money_decimals(*column)) for v in column]
         for name, f in s["features"].items():
             expected += [name, f"{f['requests']:,}", f"{f['success_rate']:.2%}"]
-            expected += [money(f[k]) for k in ("billed_cost", "wasted_cost", "cost_per_month")]
         for inc in s["incidents"]:
             expected += [
                 inc["provider"],
@@ -106,6 +109,26 @@ def test_the_run_summary_fits_80_columns_and_shows_every_number_in_full(
             ]
         missing = [e for e in expected if e not in text]
         assert not missing, (missing, text)
+
+
+def test_a_money_column_has_one_format(quickstart: dict[str, Any]) -> None:
+    """Each money column of the per-feature and incident tables has the decimals of its
+    largest amount (as ``money`` gives it): never $102.77 beside $85.8761."""
+    s = copy.deepcopy(quickstart)
+    chat, rag = s["features"].values()
+    chat.update(billed_cost=2.1834, cost_per_day=102.77, cost_per_month=150_000.4)
+    rag.update(billed_cost=1.95831, cost_per_day=85.8761, cost_per_month=2_576.28)
+    s["incidents"].append({**s["incidents"][0], "extra_cost": 312.5, "unserved_cost": 0.0421})
+    s["incidents"][0].update(extra_cost=0.212, unserved_cost=0.1888)
+    text = check_layout(lambda c: print_summary(c, s))
+    rows = {line.split()[0]: line.split() for line in text.splitlines() if line.split()}
+    assert rows["chat"][1:] == ["$2.1834", f"${chat['wasted_cost']:.4f}", rows["chat"][3],
+                                "$102.77", "$150,000"]  # fmt: skip
+    assert rows["rag-search"][1:] == ["$1.9583", f"${rag['wasted_cost']:.4f}",
+                                      rows["rag-search"][3], "$85.88", "$2,576"]  # fmt: skip
+    cost = text[text.index("Incidents: cost") :].splitlines()
+    assert cost[2].split()[:4] == ["1", "$0.21", "509", "$0.1888"], cost
+    assert cost[3].split()[:4] == ["2", "$312.50", "509", "$0.0421"], cost
 
 
 def test_the_projections_say_they_are_the_steady_state(quickstart: dict[str, Any]) -> None:
@@ -208,10 +231,15 @@ def experiment_summary() -> pd.DataFrame:
                             "attempt_amplification": 1 + 0.322 * k * j * wobble,
                             "cost_amplification": 1.002 + 0.18 * j * wobble,
                             "billed_cost": 28.80 * price * wobble,
+                            "cost_per_day": 1_975.07 * price * wobble,
                             "cost_per_month": 59_252.07 * price * wobble,
                             "latency_p95": 5.76 * wobble,
                             "peak_attempt_rate_ratio": 1.109 + 0.7 * k * j * wobble,
                             "incident.0.start": 600.0 if j else math.nan,
+                            # Without retries a brownout bills less: work not done.
+                            "incident.0.extra_cost": (
+                                (5.54 if k else -2.1) * price * wobble if j else math.nan
+                            ),
                             "incident.0.recovery_time": (10.0 + rep) if j else math.nan,
                             "incident.0.metastable": float(rep == 0) if j else math.nan,
                         }
@@ -228,10 +256,24 @@ def test_an_experiments_points_fit_80_columns_with_every_mean_and_interval() -> 
     for m in POINT_METRICS:
         if m.endswith("metastable"):
             continue
-        for _, row in stats[stats["metric"] == m].iterrows():
+        rows = stats[stats["metric"] == m]
+        # Money has the decimals of its column's largest mean (one format per column).
+        dec = _money_decimals(m, *rows["mean"])
+        for _, row in rows.iterrows():
             mean, half = row["mean"], (row["ci_high"] - row["ci_low"]) / 2
-            assert fmt_value(m, mean) in text, (m, fmt_value(m, mean))
-            assert fmt_half(m, half, mean).strip() in text, (m, fmt_half(m, half, mean))
+            assert _row_value(m, mean, dec) in text, (m, _row_value(m, mean, dec))
+            assert fmt_half(m, half, mean, dec).strip() in text, (m, half)
+    # By hand: gpt-4o's $480 beside gpt-4o-mini's $28.80 gives the column cents, and its
+    # $987,554 a month gives that column whole dollars.
+    assert "$28.80" in text and "$28.8000" not in text
+    assert "$59,252 " in text and "$59,252.07" not in text
+    # The article's answer is printed, not only in summary.csv: per day, and what the brownout
+    # itself added (gpt-4o's -$35 beside gpt-4o-mini's -$2.10, in cents).
+    assert "per day" in text and "extra cost" in text
+    assert "$1,975.07" in text and "$32,918.49" in text  # gpt-4o: 1,975.07 x 16.667
+    extra = stats[stats["metric"] == "incident.0.extra_cost"].set_index("point_id")["mean"]
+    assert extra["p002"] == pytest.approx(-2.1) and "-$2.10" in text
+    assert "-$35.00" in text and "+$" not in text
     assert "1 of 2" in text  # the metastable verdicts
     for value in ("gpt-4o-mini", "brownout", "no retries"):
         assert value in text
@@ -290,3 +332,13 @@ def test_undefined_values_show_as_a_dash(quickstart: dict[str, Any]) -> None:
     assert "-x" not in text and "nan" not in text.lower()
     row = next(line for line in text.splitlines() if "cost amplification" in line)
     assert row.split("│")[-2].strip() == "-"
+
+
+def test_counts_are_singular_for_one() -> None:
+    from llmtraffic.wording import counted
+
+    assert counted(1, "replication") == "1 replication"
+    assert counted(2, "replication") == "2 replications"
+    assert counted(0, "run") == "0 runs"
+    assert counted(12_000, "run") == "12,000 runs"
+    assert counted(1, "axis", "axes") == "1 axis" and counted(3, "axis", "axes") == "3 axes"

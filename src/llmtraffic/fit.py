@@ -15,7 +15,8 @@ from __future__ import annotations
 import itertools
 import math
 import os
-from collections.abc import Mapping
+import textwrap
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import NormalDist
@@ -149,27 +150,31 @@ class TraceFit:
         """A runnable scenario TOML that reproduces the trace's load with distributions."""
         a, i, o = self.arrivals, self.input_tokens, self.output_tokens
         t = self.trace
-        lines = [
-            f"# Fitted by `llmtraffic fit` from {t.path} ({self.describe_format()}):",
-            f"# {a.requests:,} requests over {a.span:,.1f} s ({a.mean_rate:.3f} per second), "
-            f"inter-arrival CV {a.gap_cv:.2f},",
-            f"# per-minute counts {a.per_minute_min:g}..{a.per_minute_max:g} (peak/mean "
-            f"{a.peak_to_mean:.2f}, index of dispersion {a.dispersion_minute:.1f}): {a.kind}.",
+        notes = [
+            f"Fitted by `llmtraffic fit` from {t.path} ({self.describe_format()}):",
+            f"{a.requests:,} requests over {a.span:,.1f} s ({a.mean_rate:.3f} per second), "
+            f"inter-arrival CV {a.gap_cv:.2f}, per-minute counts {a.per_minute_min:g}.."
+            f"{a.per_minute_max:g} (peak/mean {a.peak_to_mean:.2f}, index of dispersion "
+            f"{a.dispersion_minute:.1f}): {a.kind}.",
         ]
         for tf, name in ((i, "input"), (o, "output")):
-            lines.append(
-                f"# {name} tokens ({tf.column}): mean {tf.mean:,.1f}, p50 {tf.p50:g}, p99 "
+            notes.append(
+                f"{name} tokens ({tf.column}): mean {tf.mean:,.1f}, p50 {tf.p50:g}, p99 "
                 f"{tf.p99:g}, max {tf.maximum:,}; lognormal KS {tf.ks:.3f}: {tf.kind}."
             )
         if "empirical" in (i.kind, o.kind):
-            lines.append(
-                "# empirical = percentiles p0..p100; the last is moved from the maximum so "
+            notes.append(
+                "empirical = percentiles p0..p100; the last is moved from the maximum so "
                 "that the mean matches."
             )
-        lines += [
-            "# To replay the trace itself instead of these distributions, replace arrivals,",
-            "# input_tokens and output_tokens with:",
-            f"#   trace = {_inline(_trace_table(t))}",
+        notes.append(
+            "To replay the trace itself instead of these distributions, replace the arrivals, "
+            "input_tokens and output_tokens tables with:"
+        )
+        lines = [
+            *_comment(notes),
+            f"#   [features.{_key(feature)}.trace]",
+            *(f"#   {line}" for line in _table_lines(_trace_table(t))),
             "",
             f'name = "{feature}-fitted"',
             "",
@@ -177,7 +182,8 @@ class TraceFit:
             f"duration = {math.ceil(a.span)}  # the trace's span, in seconds",
             "",
             "[providers.main]",
-            f'model = "{model}"  # prices from the preset; add rate_limit, capacity, ...',
+            "# prices from the model's preset; add rate_limit, capacity, ... here",
+            f'model = "{model}"',
             "",
             f"[features.{_key(feature)}]",
             'provider = "main"',
@@ -559,29 +565,31 @@ def print_fit(console: Console, fit: TraceFit) -> None:
     console.print(head)
     console.print()
     # The columns' names are on the format line: a long name would squeeze the numbers.
+    # One row per figure, one column per token column: a context in the millions of tokens
+    # still fits 80 columns, as nine figures side by side would not.
     tok = Table(
         title="Token sizes",
         title_justify="left",
         box=box.SIMPLE_HEAD,
         show_edge=False,
         pad_edge=False,
-        collapse_padding=True,  # nine columns fit 80 characters
     )
-    heads = ("", "mean", "p50", "p99", "max", "fit p50", "fit p99", "KS", "model")
-    for col in heads:
-        tok.add_column(col, justify="left" if col in ("", "model") else "right", no_wrap=True)
-    for name, tf in (("input", fit.input_tokens), ("output", fit.output_tokens)):
-        tok.add_row(
-            name,
-            f"{tf.mean:,.1f}",
-            f"{tf.p50:,g}",
-            f"{tf.p99:,g}",
-            f"{tf.maximum:,}",
-            f"{math.exp(tf.mu):,.0f}",
-            f"{math.exp(tf.mu + Z99 * tf.sigma):,.0f}",
-            f"{tf.ks:.3f}",
-            tf.kind,
-        )
+    tok.add_column("")
+    for name in ("input", "output"):
+        tok.add_column(name, justify="right", no_wrap=True)
+    i, o = fit.input_tokens, fit.output_tokens
+    figures: list[tuple[str, Callable[[TokenFit], str]]] = [
+        ("mean", lambda tf: f"{tf.mean:,.1f}"),
+        ("p50", lambda tf: f"{tf.p50:,g}"),
+        ("p99", lambda tf: f"{tf.p99:,g}"),
+        ("max", lambda tf: f"{tf.maximum:,}"),
+        ("lognormal fit p50", lambda tf: f"{math.exp(tf.mu):,.0f}"),
+        ("lognormal fit p99", lambda tf: f"{math.exp(tf.mu + Z99 * tf.sigma):,.0f}"),
+        ("KS distance", lambda tf: f"{tf.ks:.3f}"),
+        ("model", lambda tf: tf.kind),
+    ]
+    for label, show in figures:
+        tok.add_row(label, show(i), show(o))
     console.print(tok)
     console.print()
 
@@ -627,16 +635,26 @@ def _toml(value: Any) -> str:
 
 
 def _table_lines(table: dict[str, Any]) -> list[str]:
+    """``table`` as TOML lines; a long list (percentiles) ten values a line, so that a line
+    starts at p0, p10, ..., or five when ten would run past 80 columns."""
     lines = []
     for k, v in table.items():
         if isinstance(v, list) and len(v) > 8:
             lines.append(f"{k} = [")
-            for j in range(0, len(v), 10):
-                lines.append("  " + ", ".join(_toml(x) for x in v[j : j + 10]) + ",")
-            lines.append("]")
+            rows = _list_rows(v, 10)
+            if max(map(len, rows)) > 80:
+                rows = _list_rows(v, 5)
+            lines += [*rows, "]"]
         else:
             lines.append(f"{k} = {_toml(v)}")
     return lines
+
+
+def _list_rows(values: list[Any], per_row: int) -> list[str]:
+    return [
+        "  " + ", ".join(_toml(x) for x in values[j : j + per_row]) + ","
+        for j in range(0, len(values), per_row)
+    ]
 
 
 def _trace_table(t: Trace) -> dict[str, Any]:
@@ -648,6 +666,23 @@ def _trace_table(t: Trace) -> dict[str, Any]:
         if name != "path" and value is not None and value != info.default:
             out[name] = value
     return out
+
+
+def _comment(paragraphs: list[str]) -> list[str]:
+    """``paragraphs`` as TOML comment lines of at most 80 columns, like the rest of the
+    command's output; only a word longer than a line (a long path) runs past it."""
+    return [
+        line
+        for text in paragraphs
+        for line in textwrap.wrap(
+            text,
+            80,
+            break_long_words=False,
+            break_on_hyphens=False,
+            initial_indent="# ",
+            subsequent_indent="# ",
+        )
+    ]
 
 
 def _inline(table: dict[str, Any]) -> str:

@@ -42,16 +42,37 @@ def _times(v: Any, fmt: str) -> str:
     return "-" if _missing(v) else format(v, fmt) + "x"
 
 
-def money(v: Any) -> str:
+def money(v: Any, decimals: int | None = None) -> str:
     """USD with precision suited to the magnitude: cents from $100, whole dollars from
-    $100,000 (where cents are noise and only widen a column)."""
+    $100,000 (where cents are noise and only widen a column). ``decimals`` imposes a column's
+    (``money_decimals``) instead."""
     if _missing(v):
         return "-"
-    if abs(v) >= 100_000:
-        return f"${v:,.0f}" if v >= 0 else f"-${-v:,.0f}"
-    if abs(v) >= 100:
-        return f"${v:,.2f}" if v >= 0 else f"-${-v:,.2f}"
-    return f"${v:,.4f}" if v >= 0 else f"-${-v:,.4f}"
+    d = money_decimals(v) if decimals is None else decimals
+    return unsigned_zero(f"${v:,.{d}f}" if v >= 0 else f"-${-v:,.{d}f}")
+
+
+def unsigned_zero(text: str) -> str:
+    """``text`` without its leading sign when every digit in it is 0: a value that rounds to
+    zero is 0 (``-0.000`` and ``+0.0 pp`` read ``0.000`` and ``0.0 pp``)."""
+    digits = [c for c in text if c.isdigit()]
+    if text[:1] in ("-", "+") and digits and set(digits) == {"0"}:
+        return text[1:]
+    return text
+
+
+def money_decimals(*values: Any) -> int:
+    """The decimals ``money`` gives the largest of ``values`` (missing ones left out): one
+    format for a column or row of money, so that $102.77 never stands beside $85.8761."""
+    amounts = [abs(v) for v in values if not _missing(v) and math.isfinite(v)]
+    largest = max(amounts, default=0.0)
+    return 0 if largest >= 100_000 else 2 if largest >= 100 else 4
+
+
+def money_column(values: list[Any]) -> list[str]:
+    """``values`` formatted as one column of money: the decimals of its largest amount."""
+    decimals = money_decimals(*values)
+    return [money(v, decimals) for v in values]
 
 
 def seconds(v: Any) -> str:
@@ -166,7 +187,11 @@ def features_table(s: dict[str, Any]) -> Group:
         traffic.add_column(col, justify="right", no_wrap=True)
     for col in ("billed", "wasted", "cost x", "per day", "per month"):
         cost.add_column(col, justify="right", no_wrap=True)
-    for name, m in s["features"].items():
+    features = s["features"]
+    money_keys = ("billed_cost", "wasted_cost", "cost_per_day", "cost_per_month")
+    # One format per column: the decimals of its largest amount, whichever feature has it.
+    columns = {k: money_column([m.get(k) for m in features.values()]) for k in money_keys}
+    for row, (name, m) in enumerate(features.items()):
         traffic.add_row(
             escape(name),
             f"{m['requests']:,}",
@@ -177,11 +202,11 @@ def features_table(s: dict[str, Any]) -> Group:
         )
         cost.add_row(
             escape(name),
-            money(m["billed_cost"]),
-            money(m["wasted_cost"]),
+            columns["billed_cost"][row],
+            columns["wasted_cost"][row],
             _num(m["cost_amplification"], ".3f"),
-            money(m.get("cost_per_day")),
-            money(m["cost_per_month"]),
+            columns["cost_per_day"][row],
+            columns["cost_per_month"][row],
         )
     return Group(traffic, cost)
 
@@ -206,6 +231,8 @@ def incidents_table(s: dict[str, Any]) -> Group:
     cost.add_column("metastable", max_width=16)
     notes: list[str] = []
     negative = False
+    extra_dec = money_decimals(*(inc["extra_cost"] for inc in s["incidents"]))
+    worth_dec = money_decimals(*(inc.get("unserved_cost") for inc in s["incidents"]))
     for i, inc in enumerate(s["incidents"]):
         n = str(i + 1)
         what.add_row(
@@ -226,9 +253,9 @@ def incidents_table(s: dict[str, Any]) -> Group:
         negative |= below
         cost.add_row(
             n,
-            money(extra) + (" *" if below else ""),
+            money(extra, extra_dec) + (" *" if below else ""),
             "-" if _missing(unserved) else f"{unserved:,.0f}",
-            money(inc.get("unserved_cost")),
+            money(inc.get("unserved_cost"), worth_dec),
             seconds(inc["recovery_time"]),
             verdict(meta, len(notes)),
         )

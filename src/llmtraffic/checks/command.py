@@ -19,6 +19,7 @@ from llmtraffic.checks.spec import Check, parse_checks, parse_tolerance
 from llmtraffic.errors import ConfigError, OutputError
 from llmtraffic.experiment.execute import ProgressHook
 from llmtraffic.experiment.spec import ExperimentSpec, read_experiment
+from llmtraffic.wording import counted
 
 
 @dataclass
@@ -45,9 +46,9 @@ class CheckReport:
     def summary_line(self) -> str:
         """'12 checks: 11 passed, 1 failed' and the results folder."""
         n, bad = len(self.results), len(self.failures)
-        text = f"{n} checks: {n - bad} passed, {bad} failed"
+        text = f"{counted(n, 'check')}: {n - bad} passed, {bad} failed"
         if self.failed_runs:
-            text += f"; {self.failed_runs} runs failed"
+            text += f"; {counted(self.failed_runs, 'run')} failed"
         if self.skipped:
             text += f"; {self.skipped} 'within' checks not judged (no --baseline yet)"
         return f"{text} (results: {self.folder})"

@@ -64,7 +64,9 @@ class Check(Model):
         None, description="for 'within': allowed relative change from the baseline"
     )
     incident: int | Literal["any"] | None = Field(
-        None, description="for incident metrics: the incident's index, or 'any'"
+        None,
+        description="for incident metrics: the incident's index, from 0 as in the column "
+        "names incident.0.* (the tables' incident 1), or 'any'",
     )
     where: dict[str, Any] = Field(
         default_factory=dict, description="sweep axis -> the value(s) of the points it checks"
@@ -100,10 +102,16 @@ class Check(Model):
         """The check's name, or a description of it."""
         if self.name:
             return self.name
-        what = self.metric if self.incident is None else f"incident {self.incident} {self.metric}"
+        # An incident's check is named by the column it reads (incident.0.recovery_time): its
+        # `incident` is that index, from 0, where tables number incidents from 1.
+        what = self.metric if self.incident is None else f"incident.{self._index}.{self.metric}"
         if self.op == "within":
             return f"{what} within {self.tolerance:.0%} of baseline"
         return f"{what} {self.op} {self.value:g}"
+
+    @property
+    def _index(self) -> str:
+        return "*" if self.incident == "any" else str(self.incident)
 
     def columns(self, available: Iterable[str]) -> list[str]:
         """The summary columns this check reads (several for ``incident = "any"``).

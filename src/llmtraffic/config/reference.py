@@ -2,7 +2,8 @@
 
 ``python -m llmtraffic.config.reference > docs/reference.md`` writes every section of a scenario
 file with every key, its type, default, bounds and description, in the order a scenario nests
-them; ``tests/test_reference.py`` fails when docs/reference.md differs from what this prints.
+them, then the tables an experiment file adds (with pointers to docs/experiments.md and
+docs/ci.md); ``tests/test_reference.py`` fails when docs/reference.md differs from what this prints.
 """
 
 from __future__ import annotations
@@ -230,6 +231,35 @@ def section_markdown(section: Section) -> str:
     return "\n".join(lines) + "\n"
 
 
+EXPERIMENT_HEADER = """\
+# Experiment files: `[experiment]`, `[sweep]`, `[[check]]`
+
+An experiment file is a scenario with up to three more tables: `[experiment]` (replications,
+seeds), `[sweep]` (the grid of settings to vary) and `[[check]]` (thresholds that
+`llmtraffic check` judges, in CI). How they run and what they write: docs/experiments.md
+([`[experiment]`](experiments.md#experiment), [`[sweep]`](experiments.md#sweep),
+[`[[check]]`](experiments.md#check)); checks, baselines and CI: docs/ci.md
+([Writing checks](ci.md#writing-checks)). Their keys:
+"""
+
+SWEEP_SECTION = """\
+## `[sweep]`
+
+No fixed keys: each key is a dotted scenario path (as `--set` takes them), each value the list
+of values it takes; the grid is their Cartesian product, in file order
+(docs/experiments.md, [`[sweep]`](experiments.md#sweep)).
+"""
+
+
+def experiment_sections() -> list[Section]:
+    """The tables an experiment file adds to a scenario, whose keys have a model."""
+    # Imported here: the experiment package builds on the scenario config this module reads.
+    from llmtraffic.checks.spec import Check
+    from llmtraffic.experiment.spec import ExperimentSettings
+
+    return [Section("[experiment]", ExperimentSettings), Section("[[check]]", Check)]
+
+
 def reference_markdown() -> str:
     """The whole reference page, as docs/reference.md holds it."""
     seen: set[tuple[str, type[BaseModel]]] = set()
@@ -239,6 +269,9 @@ def reference_markdown() -> str:
             continue
         seen.add((section.path, section.model))
         parts.append(section_markdown(section))
+    experiment, check = experiment_sections()
+    parts += [EXPERIMENT_HEADER, section_markdown(experiment), SWEEP_SECTION]
+    parts.append(section_markdown(check))
     return "\n".join(parts)
 
 
@@ -246,7 +279,7 @@ def undocumented() -> list[str]:
     """Keys without a description, as ``path.key``: what the reference cannot explain yet."""
     return [
         f"{s.path}.{name}" if s.path else name
-        for s in sections()
+        for s in [*sections(), *experiment_sections()]
         for name, field in s.model.model_fields.items()
         if not _description(field) and not (name == "kind" and _kind(s.model))
     ]

@@ -23,6 +23,7 @@ from rich.progress import (
 
 from llmtraffic.config.loader import read_toml
 from llmtraffic.errors import LLMTrafficError
+from llmtraffic.wording import counted
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -141,7 +142,7 @@ def cmd_run_experiment(args: argparse.Namespace, console: Console) -> int:
     if not args.quiet and len(data.points):
         print_points(console, data.points, data.axes, spec.replications)
     say = (
-        f"{outcome.total} runs: {outcome.done} run now, {outcome.skipped} already done"
+        f"{counted(outcome.total, 'run')}: {outcome.done} run now, {outcome.skipped} already done"
         + (f", {len(outcome.failed)} failed" if outcome.failed else "")
         + f"; {outcome.wall_s:.1f} s"
     )
@@ -172,11 +173,13 @@ def cmd_validate_experiment(args: argparse.Namespace, console: Console) -> int:
         allow_large=args.allow_large,
         source=args.config,
     )
-    axes = "; ".join(f"{a.name}: {len(a.values)} values" for a in spec.axes) or "no sweep"
+    axes = "; ".join(f"{a.name}: {counted(len(a.values), 'value')}" for a in spec.axes)
+    axes = axes or "no sweep"
     console.print(
-        f"{args.config}: valid experiment {spec.name!r} ({axes}; {len(spec.points)} points x "
-        f"{spec.replications} replications = {len(spec.runs())} runs"
-        + (f"; {len(spec.checks)} checks" if spec.checks else "")
+        f"{args.config}: valid experiment {spec.name!r} ({axes}; "
+        f"{counted(len(spec.points), 'point')} x {counted(spec.replications, 'replication')} "
+        f"= {counted(len(spec.runs()), 'run')}"
+        + (f"; {counted(len(spec.checks), 'check')}" if spec.checks else "")
         + ")",
         markup=False,
         highlight=False,
@@ -359,18 +362,18 @@ def compare_cells(metric: str, a: float, b: float, fmt: Any) -> tuple[str, str, 
     ``+$7.04``, never ``+$7.0428`` beside it), and an undefined value or difference reads
     ``-`` (never ``nan``); ``fmt(metric, value)`` formats the rest."""
     from llmtraffic.plots.labels import metric_label
+    from llmtraffic.report_table import money_decimals, unsigned_zero
 
     unit = metric_label(metric).unit
     diff = b - a if math.isfinite(a) and math.isfinite(b) else math.nan
     if unit.startswith("USD"):
-        largest = max((abs(v) for v in (a, b) if math.isfinite(v)), default=0.0)
-        decimals = 2 if largest >= 100 else 4
+        decimals = money_decimals(a, b)
 
         def show(v: float, sign: bool = False) -> str:
             if not math.isfinite(v):
                 return "-"
             text = f"${abs(v):,.{decimals}f}"
-            return ("-" if v < 0 else "+" if sign else "") + text
+            return unsigned_zero(("-" if v < 0 else "+" if sign else "") + text)
 
         cells = [show(a), show(b), show(diff, sign=True)]
     else:
@@ -382,8 +385,8 @@ def compare_cells(metric: str, a: float, b: float, fmt: Any) -> tuple[str, str, 
             signed = f"{diff:+,.0f}"  # counts differ by a count: +13, not +13.000
         else:
             signed = ("-" if diff < 0 else "+") + fmt(metric, abs(diff))
-        cells = [fmt(metric, a), fmt(metric, b), signed]
-    relative = f"{diff / a * 100:+.1f}%" if math.isfinite(diff) and a else "-"
+        cells = [fmt(metric, a), fmt(metric, b), unsigned_zero(signed)]
+    relative = unsigned_zero(f"{diff / a * 100:+.1f}%") if math.isfinite(diff) and a else "-"
     return cells[0], cells[1], cells[2], relative
 
 

@@ -120,6 +120,11 @@ def _execute_allowed(task: Task, ship_files: bool) -> TaskResult:
         return TaskResult(task.key, error=traceback.format_exc(), wall_s=time.perf_counter() - t0)
 
 
+def _every(n: int) -> str:
+    """The subject of "... failed" for all ``n`` runs of an experiment."""
+    return "the only run" if n == 1 else f"all {n:,} runs"
+
+
 def _key(run: Run) -> str:
     return f"{run.point.id}/rep-{run.replication}"
 
@@ -223,7 +228,7 @@ def run_experiment(
         first = next(iter(outcome.failed.values())).strip().splitlines() or ["?"]
         raise ExperimentFailedError(
             outcome,
-            f"all {len(outcome.failed)} runs failed; the first: {first[-1]} (tracebacks in "
+            f"{_every(len(outcome.failed))} failed; the first: {first[-1]} (tracebacks in "
             f"{outcome.folder / 'runs'}, one .error.txt per run)",
         )
     return outcome

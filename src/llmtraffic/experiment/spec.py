@@ -43,6 +43,7 @@ from llmtraffic.errors import ConfigError
 from llmtraffic.limits import check_runs
 from llmtraffic.results.metrics import RUN_KEYS, tally_metric_keys
 from llmtraffic.simulation import config_hash
+from llmtraffic.wording import counted
 
 EXPERIMENT_KEYS = ("experiment", "sweep", "check")
 """Top-level tables of an experiment file that are not part of the scenario."""
@@ -59,7 +60,8 @@ one of them is given a longer name: ``run.duration`` instead of ``duration``).""
 
 
 class ExperimentSettings(Model):
-    """The ``[experiment]`` table."""
+    """How many runs each grid point gets, with which seeds, keeping which tables: the
+    ``[experiment]`` table."""
 
     name: Slug | None = Field(
         None,
@@ -174,8 +176,10 @@ class ExperimentSpec:
         if len(self.axes) > 4:
             lines.append(f"  and {len(self.axes) - 4} more axes")
         lines.append(
-            f"  {len(self.points)} points x {self.replications} replications = "
-            f"{len(self.points) * self.replications} runs; {len(self.checks)} checks>"
+            f"  {counted(len(self.points), 'point')} x "
+            f"{counted(self.replications, 'replication')} = "
+            f"{counted(len(self.points) * self.replications, 'run')}; "
+            f"{counted(len(self.checks), 'check')}>"
         )
         return "\n".join(lines)
 
@@ -330,9 +334,9 @@ def experiment_from_dict(
     # Before the grid is built: a million points take minutes to validate.
     n_points = math.prod(len(values) for _, values in axes_raw)
     why = (
-        f"{n_points} grid points x {n_seeds} replications"
+        f"{counted(n_points, 'grid point')} x {counted(n_seeds, 'replication')}"
         if axes_raw
-        else f"{n_seeds} replications"
+        else counted(n_seeds, "replication")
     )
     check_runs(n_points * n_seeds, allow_large=allow_large, source=source, fields=why)
     axes = _make_axes(axes_raw, settings.labels)

@@ -46,6 +46,7 @@ from llmtraffic.results.folders import (
 from llmtraffic.results.jsonio import read_json, write_json
 from llmtraffic.results.load import RunData, load, repr_html_table
 from llmtraffic.runner import git_revision
+from llmtraffic.wording import counted
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -386,7 +387,13 @@ class ExperimentData:
             rows.append(("axes", "none (one point)"))
         points = len(self.spec.get("points", []))
         reps = self.replications
-        rows.append(("runs", f"{points} points x {reps} replications = {points * reps} runs"))
+        rows.append(
+            (
+                "runs",
+                f"{counted(points, 'point')} x {counted(reps, 'replication')} = "
+                f"{counted(points * reps, 'run')}",
+            )
+        )
         m = self.manifest
         counts = ", ".join(
             f"{m[f'runs_{k}']} {k}" for k in ("done", "skipped", "failed") if f"runs_{k}" in m

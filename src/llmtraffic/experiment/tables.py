@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from llmtraffic.plots.labels import metric_label
-from llmtraffic.report_table import WIDTH, money, print_fixed
+from llmtraffic.report_table import WIDTH, money, money_decimals, print_fixed, unsigned_zero
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -31,9 +31,11 @@ SHORT_NAMES = {
     "billed_cost": "billed",
     "wasted_cost": "wasted",
     "cost_amplification": "cost x",
+    "cost_per_day": "per day",
     "cost_per_month": "per month",
     "latency_p95": "p95 latency",
     "peak_attempt_rate_ratio": "peak/mean",
+    "incident.0.extra_cost": "extra cost",
     "incident.0.recovery_time": "recovery",
     "incident.0.metastable": "metastable",
 }
@@ -43,12 +45,16 @@ POINT_METRICS = (
     "attempt_amplification",
     "cost_amplification",
     "billed_cost",
+    "cost_per_day",
     "cost_per_month",
     "latency_p95",
     "peak_attempt_rate_ratio",
+    "incident.0.extra_cost",
     "incident.0.recovery_time",
     "incident.0.metastable",
 )
+"""The metrics of an experiment's printed points table, in order: the projections per day and
+per month and the first incident's own extra cost are the article's answer (issue 13)."""
 
 
 def print_table(console: Console, table: RenderableType) -> None:
@@ -70,18 +76,18 @@ def fmt_value(metric: str, value: float) -> str:
         return "inf" if math.isinf(value) else f"{value:.2f} s"
     if math.isinf(value):
         return "inf"
-    return f"{value:.3f}" if abs(value) < 100 else f"{value:,.0f}"
+    return unsigned_zero(f"{value:.3f}" if abs(value) < 100 else f"{value:,.0f}")
 
 
-def fmt_half(metric: str, half: float, mean: float = 0.0) -> str:
+def fmt_half(metric: str, half: float, mean: float = 0.0, decimals: int | None = None) -> str:
     """An interval's half-width in the metric's unit and the precision of its mean (``±0.4%``,
-    ``±$12.30``), empty when unknown."""
+    ``±$12.30``), or of its column when ``decimals`` is given; empty when unknown."""
     if half is None or not math.isfinite(half):
         return ""
     unit = metric_label(metric).unit
     if unit.startswith("USD"):
         # The precision of the mean (whole dollars from $100,000, cents from $100).
-        digits = 0 if abs(mean) >= 100_000 else 2 if abs(mean) >= 100 else 4
+        digits = money_decimals(mean) if decimals is None else decimals
         return f" ±${half:,.{digits}f}"
     return " ±" + fmt_value(metric, half)
 
@@ -118,6 +124,8 @@ def points_table(
     labels: list[list[str]] = []
     cells: list[dict[str, str]] = []
     undetermined = False
+    # One money format per column: the decimals of its largest mean, whichever point has it.
+    decimals = {m: _money_decimals(m, *points.loc[points["metric"] == m, "mean"]) for m in metrics}
     for point_id, g in points.groupby("point_id", sort=False):
         by = g.set_index("metric")
         runs = int(by.loc["requests", "n"]) if "requests" in by.index else None
@@ -138,8 +146,8 @@ def points_table(
                 row[m] = text
                 continue
             half = (float(by.loc[m, "ci_high"]) - float(by.loc[m, "ci_low"])) / 2
-            interval = fmt_half(m, half, mean).lstrip(" ")
-            row[m] = fmt_value(m, mean) + ("\n" + interval if interval else "")
+            interval = fmt_half(m, half, mean, decimals[m]).lstrip(" ")
+            row[m] = _row_value(m, mean, decimals[m]) + ("\n" + interval if interval else "")
         cells.append(row)
     heads = list(axes) or ["point"]
 
@@ -239,7 +247,8 @@ def differences_table(diffs: pd.DataFrame, others: Sequence[str], title: str) ->
         value = str(key[-1])
         name = f"{value} minus the base" if value else "difference from the base"
         t = _table(escape(name + (f" ({where})" if where else "")))
-        t.add_column("metric", max_width=16)
+        # A long column name folds onto a second line rather than being cut.
+        t.add_column("metric", max_width=16, overflow="fold")
         t.add_column("base", justify="right", no_wrap=True)
         t.add_column(escape(value) or "value", justify="right", max_width=14)
         t.add_column("difference", justify="right", no_wrap=True)
@@ -271,7 +280,7 @@ def differences_table(diffs: pd.DataFrame, others: Sequence[str], title: str) ->
                 val,
                 _signed(m, row["diff"], dec),
                 *([interval] if with_ci else []),
-                f"{rel * 100:+.1f}%" if math.isfinite(rel) else "-",
+                unsigned_zero(f"{rel * 100:+.1f}%") if math.isfinite(rel) else "-",
                 str(int(row["pairs"])),
             )
         return t
@@ -302,9 +311,9 @@ def _signed(metric: str, value: float, decimals: int | None = None) -> str:
     if not math.isfinite(value):
         return "-"
     if metric_label(metric).unit == "%":
-        return f"{value * 100:+.1f} pp"
+        return unsigned_zero(f"{value * 100:+.1f} pp")
     text = _row_value(metric, abs(value), decimals)
-    return ("-" if value < 0 else "+") + text
+    return unsigned_zero(("-" if value < 0 else "+") + text)
 
 
 def _money_decimals(metric: str, *values: float) -> int | None:
@@ -313,16 +322,14 @@ def _money_decimals(metric: str, *values: float) -> int | None:
     for a metric that is not money."""
     if not metric_label(metric).unit.startswith("USD"):
         return None
-    largest = max((abs(v) for v in values if math.isfinite(v)), default=0.0)
-    # As ``money`` chooses for one amount: whole dollars from $100,000, cents from $100.
-    return 0 if largest >= 100_000 else 2 if largest >= 100 else 4
+    return money_decimals(*values)
 
 
 def _row_value(metric: str, value: float, decimals: int | None) -> str:
     """``fmt_value``, with a row's money decimals when given."""
     if decimals is None or not math.isfinite(value):
         return fmt_value(metric, value)
-    return ("-" if value < 0 else "") + f"${abs(value):,.{decimals}f}"
+    return unsigned_zero(("-" if value < 0 else "") + f"${abs(value):,.{decimals}f}")
 
 
 def _plain(v: Any) -> Any:

@@ -21,6 +21,7 @@ from llmtraffic.plots.experiment import comparison, resolve_metrics
 from llmtraffic.plots.labels import metric_label
 from llmtraffic.plots.run import check_tables, cost_breakdown, latency_cdf, timeline
 from llmtraffic.results.load import RunData, load
+from llmtraffic.wording import counted
 
 STYLE = """
 body { font-family: system-ui, -apple-system, Segoe UI, sans-serif; margin: 2em auto;
@@ -295,8 +296,9 @@ def experiment_body(
         f"{_e(m.get('runs_total', '?'))} runs ({_e(m.get('runs_failed', 0))} failed) &middot; "
         f"{_e(m.get('executor', ''))} &middot; version {_e(m.get('version', ''))} &middot; "
         f"git {_e(m.get('git_revision') or '-')} &middot; {_e(m.get('started_utc', ''))}</p>",
-        f"<h2>Setup</h2><ul>{axes}</ul><p>{len(spec['points'])} points &times; "
-        f"{spec['replications']} replications (seeds {_e(spec['seeds'])}; every point uses the "
+        f"<h2>Setup</h2><ul>{axes}</ul><p>{counted(len(spec['points']), 'point')} &times; "
+        f"{counted(spec['replications'], 'replication')} (seeds {_e(spec['seeds'])}; every "
+        "point uses the "
         "same seeds, so differences between points are paired).</p>",
     ]
     pts = data.points

@@ -303,7 +303,9 @@ class RunResult:
         incidents = s.get("incidents") or []
         if not incidents:
             rows.append(("incidents", "none"))
-        for i, inc in enumerate(incidents[:MAX_INCIDENT_ROWS]):
+        # Numbered from 1 as the CLI's tables and the plots number them (the metric names
+        # keep their index: incident.0.* is incident 1).
+        for i, inc in enumerate(incidents[:MAX_INCIDENT_ROWS], start=1):
             rows.append((f"incident {i}", _incident_line(inc)))
         if len(incidents) > MAX_INCIDENT_ROWS:
             more = len(incidents) - MAX_INCIDENT_ROWS

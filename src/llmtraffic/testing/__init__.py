@@ -34,6 +34,7 @@ from llmtraffic.config.loader import apply_overrides, load_config, scenario_from
 from llmtraffic.config.scenario import Scenario
 from llmtraffic.experiment.analysis import flatten_summary, mean_ci
 from llmtraffic.simulation import Simulation
+from llmtraffic.wording import counted
 
 __all__ = [
     "ScenarioRuns",
@@ -164,7 +165,7 @@ def assert_checks_pass(config: str | Path, **kwargs: Any) -> CheckReport:
     if not report.passed:
         lines = [r.message() for r in report.failures]
         if report.failed_runs:
-            lines.append(f"{report.failed_runs} runs failed: see {report.folder}")
+            lines.append(f"{counted(report.failed_runs, 'run')} failed: see {report.folder}")
         raise AssertionError(
             f"{len(report.failures)} of {len(report.results)} checks failed in {config}:\n  "
             + "\n  ".join(lines)
