@@ -197,7 +197,7 @@ def test_the_total_timeout_still_bounds_a_streamed_attempt() -> None:
 def test_a_stalled_stream_is_cut_one_idle_timeout_after_its_last_token() -> None:
     """Every response stalls part-way (stall_rate = 1): the stream stops after k tokens with no
     error. A 3 s idle timeout cuts it 3 s after the last token; the provider bills the input
-    and the k tokens (billing.midstream = partial) and frees the slot then."""
+    and the k tokens (billing.timeout = partial) and frees the slot then."""
     result = run(
         [0.0, 2.5],
         stream=True,

@@ -189,6 +189,7 @@ def providers(draw: st.DrawFn, duration: float) -> dict[str, Any]:
             "error_status": draw(st.sampled_from([500, 502, 503])),
             "error_latency": draw(floats(0.0, 0.5)),
             "midstream_rate": draw(st.one_of(st.just(0.0), floats(0.0, 0.3))),
+            "stall_rate": draw(st.one_of(st.just(0.0), floats(0.0, 0.2))),
         },
         "billing": {
             # "none" bills nothing for abandoned work, which is valid only when the provider
@@ -263,6 +264,10 @@ def policies(draw: st.DrawFn) -> dict[str, Any]:
         out["timeout"] = timeout
     if draw(st.booleans()):
         out["deadline"] = draw(floats(0.5, 120.0))
+    if draw(st.integers(0, 3)) == 0:
+        out["first_token_timeout"] = draw(floats(0.05, 30.0))
+    if draw(st.integers(0, 2)) == 0:
+        out["idle_timeout"] = draw(floats(0.05, 60.0))
     if draw(st.booleans()):
         out["retryable"] = draw(st.lists(st.sampled_from(FAILURES), unique=True))
     if draw(st.booleans()):
@@ -329,6 +334,10 @@ def scenarios(draw: st.DrawFn, policy: dict[str, Any] | None = None) -> dict[str
             feat["rag_tokens"] = draw(token_dists(3000))
         if draw(st.booleans()):
             feat["cached_fraction"] = draw(floats(0.0, 1.0))
+        if draw(st.booleans()):
+            feat["stream"] = True
+        if draw(st.integers(0, 3)) == 0:
+            feat["slo"] = {"ttft": draw(floats(0.05, 10.0)), "e2e": draw(floats(0.1, 60.0))}
         feats[f"f{i}"] = feat
     run: dict[str, Any] = {
         "duration": duration,
@@ -336,7 +345,9 @@ def scenarios(draw: st.DrawFn, policy: dict[str, Any] | None = None) -> dict[str
         "timeseries_bin": draw(floats(1.0, 30.0)),
         "start_hour": draw(floats(0.0, 23.9)),
     }
-    if draw(st.integers(0, 3)) == 0:
+    if draw(st.integers(0, 3)) == 0 or any(p["failures"]["stall_rate"] for p in provs.values()):
+        # A stalled stream with no timeout would hold its request forever: a finite drain
+        # ends the run (the config is refused without one when the policy has no timeout).
         run["drain"] = draw(floats(0.0, 60.0))
     if policy is not None:
         pols = {"under-test": copy.deepcopy(policy)}
