@@ -342,3 +342,22 @@ def test_counts_are_singular_for_one() -> None:
     assert counted(0, "run") == "0 runs"
     assert counted(12_000, "run") == "12,000 runs"
     assert counted(1, "axis", "axes") == "1 axis" and counted(3, "axis", "axes") == "3 axes"
+
+
+def test_a_streamed_feature_with_an_slo_shows_what_its_users_see(
+    quickstart: dict[str, Any],
+) -> None:
+    """The quickstart with its chat feature streamed and given an SLO: a latency table says
+    ttft, tpot and SLO attainment per feature; without either it is left out."""
+    assert "latency users see" not in render(lambda c: print_summary(c, quickstart), 80)
+    config = llmtraffic.load_config(ROOT / "experiments" / "quickstart.toml")
+    raw = config.model_dump(mode="json")
+    raw["features"]["chat"]["stream"] = True
+    raw["features"]["chat"]["slo"] = {"ttft": 1.0, "e2e": 10.0}
+    s = llmtraffic.Simulation(llmtraffic.Scenario.model_validate(raw)).run().summary
+    text = check_layout(lambda c: print_summary(c, s))
+    assert "Per feature: latency users see" in text
+    chat = s["features"]["chat"]
+    (row,) = [line for line in text.splitlines() if line.startswith("chat ") and " ms" in line]
+    assert f"{chat['slo_attainment']:.2%}" in row
+    assert chat["ttft_p50"] < chat["latency_p50"]  # streamed: the first token comes first

@@ -208,7 +208,38 @@ def features_table(s: dict[str, Any]) -> Group:
             columns["cost_per_day"][row],
             columns["cost_per_month"][row],
         )
-    return Group(traffic, cost)
+    latency = latency_table(features)
+    return Group(traffic, cost) if latency is None else Group(traffic, cost, latency)
+
+
+def latency_table(features: dict[str, dict[str, Any]]) -> Table | None:
+    """Per feature, what its users see of latency: time to first token and per output token,
+    and SLO attainment. Shown when it says more than the latency column: some feature
+    streams (its first token comes before the end) or has an SLO."""
+    streamed = any(
+        not _missing(m.get("ttft_p50")) and m["ttft_p50"] < m["latency_p50"]
+        for m in features.values()
+    )
+    slo = any("slo_attainment" in m for m in features.values())
+    if not streamed and not slo:
+        return None
+    t = _plain_table(
+        "Per feature: latency users see",
+        "ttft: to the first token, from arrival; tpot: per output token",
+    )
+    t.add_column("feature", max_width=24)
+    for col in ("ttft p50", "ttft p95", "tpot p50", "tpot p95", "in SLO"):
+        t.add_column(col, justify="right", no_wrap=True)
+    for name, m in features.items():
+        t.add_row(
+            escape(name),
+            seconds(m.get("ttft_p50")),
+            seconds(m.get("ttft_p95")),
+            seconds(m.get("tpot_p50")),
+            seconds(m.get("tpot_p95")),
+            _num(m.get("slo_attainment"), ".2%") if "slo_attainment" in m else "",
+        )
+    return t
 
 
 def incidents_table(s: dict[str, Any]) -> Group:
