@@ -6,6 +6,7 @@ tenacity's are. They never sleep: the simulation carries the wait out.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -29,6 +30,13 @@ class RetryState:
     attempt_number - 1 is the number of retries already made there. ``total_attempts``
     counts every attempt of the request. ``elapsed`` is the time since the request arrived
     and ``prev_wait`` the wait before the attempt that just failed (0 for the first).
+
+    The ``ratelimit_*`` fields are what OpenAI's ``x-ratelimit-remaining-requests``,
+    ``-remaining-tokens``, ``-reset-requests`` and ``-reset-tokens`` headers would carry,
+    read from the provider's limits when the client sees the failure: whole requests and
+    tokens left now, and seconds until each limit is back to full (for a fixed window, until
+    it resets). Of several limits of a kind (rpm and rpd; tpm, tpd, itpm and otpm) they report
+    the binding one, the one with the fewest left. NaN when the provider has no such limit.
     """
 
     attempt_number: int
@@ -40,6 +48,10 @@ class RetryState:
     now: float
     total_attempts: int = 0
     provider: str = ""
+    ratelimit_remaining_requests: float = math.nan
+    ratelimit_remaining_tokens: float = math.nan
+    ratelimit_reset_requests: float = math.nan
+    ratelimit_reset_tokens: float = math.nan
 
     @property
     def retries(self) -> int:
