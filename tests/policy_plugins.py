@@ -87,3 +87,18 @@ def touches_and_returns_nothing() -> None:
     from pathlib import Path
 
     Path("pwned").touch()
+
+
+class WaitsForRateLimitReset:
+    """Retries a 429 when the requests limit resets, as a client reading
+    ``x-ratelimit-reset-requests`` would; records every state it was given."""
+
+    def __init__(self, retries: int = 3) -> None:
+        self.retries = retries
+        self.seen: list[RetryState] = []
+
+    def decide(self, state: RetryState, uniforms: Iterator[float]) -> Decision:
+        self.seen.append(state)
+        if state.status != "rate_limited" or state.retries >= self.retries:
+            return Decision(None, EXHAUSTED)
+        return Decision(state.ratelimit_reset_requests)

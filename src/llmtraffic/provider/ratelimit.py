@@ -88,6 +88,13 @@ class TokenBucket:
         self.inv_rate = self.span / self.capacity
         self.full_at = now + (self.capacity - level) * self.inv_rate
 
+    def fits(self, cost: float, now: float) -> bool:
+        """Whether ``cost`` can be paid now: the fast path's comparison (full again, after
+        paying, within one window of now). A nanosecond forgives float noise: ten steps of
+        0.1 s do not add up to exactly the 1 s a bucket of 10 refills in."""
+        full_at = self.full_at if self.full_at > now else now
+        return full_at + cost * self.inv_rate <= now + self.span + 1e-9
+
     def reset_in(self, now: float) -> float:
         """Seconds until the bucket is full again (OpenAI's ``x-ratelimit-reset-*``)."""
         return max(0.0, self.full_at - now)
@@ -136,6 +143,10 @@ class FixedWindow:
             return 0.0
         return self.reset_in(now)
 
+    def fits(self, cost: float, now: float) -> bool:
+        """Whether ``cost`` fits in the window of ``now``."""
+        return self.refill(now) >= cost
+
     def reset_in(self, now: float) -> float:
         """Seconds until the next window starts, when usage is counted from zero again."""
         self.refill(now)
@@ -169,6 +180,7 @@ class Bucket(Protocol):
     def scale(self, factor: float, now: float) -> None: ...  # noqa: D102
     def fraction(self, now: float) -> float: ...  # noqa: D102
     def reset_in(self, now: float) -> float: ...  # noqa: D102
+    def fits(self, cost: float, now: float) -> bool: ...  # noqa: D102
 
 
 # Kinds of bucket, as indices into the costs tuple of an attempt (and into
@@ -322,7 +334,7 @@ class RateLimiter:
         costs = self._costs(input_tokens, cached_tokens, max_tokens)
         ok = True
         for bucket, kind in self._items:
-            if bucket.refill(now) < costs[kind]:
+            if not bucket.fits(costs[kind], now):
                 ok = False
         if ok:
             for bucket, kind in self._items:
