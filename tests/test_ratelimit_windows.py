@@ -132,7 +132,7 @@ def test_a_continuous_daily_bucket_refills_one_request_every_day_over_rpd() -> N
     assert admit(lim, 60.0) is None
     one = RateLimiter(None, None, None, None, "continuous", False, 1.0, rpd=200)
     assert admit(one, 0.0) is None
-    assert one.headers(0.0)[::2] == (199, pytest.approx(432.0))  # 7m12s
+    assert one.headers(0.0)[::2] == pytest.approx((199, 432.0))  # 7m12s
 
 
 def test_tpd_counts_tokens_as_tpm_does() -> None:
@@ -208,7 +208,7 @@ def test_headers_on_a_hand_worked_sequence() -> None:
     daily = RateLimiter(60, None, None, None, "continuous", False, 0.0, rpd=50)
     assert admit(daily, 0.0) is None
     left, tokens, reset, tokens_reset = daily.headers(0.0)
-    assert (left, reset) == (49, pytest.approx(1728.0))
+    assert (left, reset) == pytest.approx((49, 1728.0))
     assert math.isnan(tokens) and math.isnan(tokens_reset)  # no token limit: no header
 
 
@@ -217,8 +217,8 @@ def test_headers_of_a_fixed_window() -> None:
     lim = rpm_limiter(600, 1.0, "window")
     for t in (0.0, 0.1, 0.25):
         assert admit(lim, t) is None
-    assert lim.headers(0.25)[::2] == (7, pytest.approx(0.75))
-    assert lim.headers(1.0)[::2] == (10, pytest.approx(1.0))  # a new window: all left
+    assert lim.headers(0.25)[::2] == pytest.approx((7, 0.75))
+    assert lim.headers(1.0)[::2] == pytest.approx((10, 1.0))  # a new window: all left
 
 
 def test_a_policy_reads_the_reset_and_waits_for_it() -> None:
