@@ -89,11 +89,10 @@ class TokenBucket:
         self.full_at = now + (self.capacity - level) * self.inv_rate
 
     def fits(self, cost: float, now: float) -> bool:
-        """Whether ``cost`` can be paid now: the fast path's comparison (full again, after
-        paying, within one window of now). A nanosecond forgives float noise: ten steps of
-        0.1 s do not add up to exactly the 1 s a bucket of 10 refills in."""
+        """Whether ``cost`` can be paid now: the fast path's comparison, with its rounding
+        (full again, after paying, within one window of now)."""
         full_at = self.full_at if self.full_at > now else now
-        return full_at + cost * self.inv_rate <= now + self.span + 1e-9
+        return full_at + cost * self.inv_rate <= now + self.span
 
     def reset_in(self, now: float) -> float:
         """Seconds until the bucket is full again (OpenAI's ``x-ratelimit-reset-*``)."""
