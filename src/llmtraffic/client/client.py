@@ -345,7 +345,6 @@ class Client:
             status in self.fallback_statuses or req.provider_attempts >= self.fallback_after
         ) and self._fall_back(req, now):
             return
-        limiter = att.provider.limiter
         state = RetryState(
             req.provider_attempts,
             status,
@@ -356,8 +355,7 @@ class Client:
             now,
             req.attempts,
             att.provider.name,
-            # What the x-ratelimit-* headers would say; read only of a limited provider.
-            *(limiter.headers(now) if limiter is not None else ()),
+            att.provider.limiter,  # the x-ratelimit-* values, computed only when read
         )
         decided = self.controller.decide(state, self.u)
         decision = decided if self._plain_decisions else as_decision(decided)
