@@ -8,9 +8,11 @@ import math
 from typing import Any
 
 import pytest
+from rich.console import Console
 
 from llmtraffic import Simulation, scenario_from_dict
 from llmtraffic.provider.ratelimit import DAY, RateLimiter
+from llmtraffic.report_table import print_summary
 from tests.conftest import make_scenario
 from tests.test_gate_compositions import audit, provider
 
@@ -150,12 +152,17 @@ def test_tpd_counts_tokens_as_tpm_does() -> None:
 
 def test_the_summary_names_the_daily_limit_that_bound_the_run() -> None:
     """5 requests/s for 600 s without retries against rpd 1,000 reset daily: the first 1,000
-    are admitted, every later attempt is refused by the rpd, and the summary says so."""
+    are admitted, every later attempt is refused by the rpd, and the summary says so, in
+    summary.json and in the failure table the terminal prints."""
     sc = make_scenario(**{"providers.p.rate_limit": {"rpd": 1000, "daily_refill": "window"}})
     s = Simulation(sc).run().summary
     limited = s["attempt_statuses"]["rate_limited"]
     assert s["attempts"] - limited == 1000
     assert s["rate_limited_by"] == {"p.rpd": limited}
+    console = Console(record=True, width=80)
+    print_summary(console, s)
+    lines = [line.split() for line in console.export_text().splitlines()]
+    assert ["by", "p's", "rpd", f"{limited:,}", f"{limited / s['attempts']:.2%}"] in lines
 
 
 # --- Azure deployments --------------------------------------------------------------------------
