@@ -87,3 +87,28 @@ def touches_and_returns_nothing() -> None:
     from pathlib import Path
 
     Path("pwned").touch()
+
+
+class WaitsForRateLimitReset:
+    """Retries a 429 when the requests limit resets, as a client reading
+    ``x-ratelimit-reset-requests`` would; records what it read of every state it was given
+    (now, status, remaining requests and tokens, reset of the requests limit)."""
+
+    def __init__(self, retries: int = 3) -> None:
+        self.retries = retries
+        self.seen: list[tuple[float, str, float, float, float]] = []
+
+    def decide(self, state: RetryState, uniforms: Iterator[float]) -> Decision:
+        reset = state.ratelimit_reset_requests
+        self.seen.append(
+            (
+                state.now,
+                state.status,
+                state.ratelimit_remaining_requests,
+                state.ratelimit_remaining_tokens,
+                reset,
+            )
+        )
+        if state.status != "rate_limited" or state.retries >= self.retries:
+            return Decision(None, EXHAUSTED)
+        return Decision(reset)

@@ -99,7 +99,17 @@ model = "test-model-q"
 prices = { input = 0.5, output = 1.5 }
 capacity = { slots = 4 }
 service = { kind = "exponential", mean = "1s" }
-rate_limit = { rpm = 300, itpm = 50000, otpm = 20000 }
+
+[providers.q.rate_limit]
+rpm = 300
+itpm = 50000
+otpm = 20000
+window = "10s"
+rpm_window = "1s"
+rpd = 100000
+tpd = 5000000
+daily_refill = "window"
+day_starts_at = "8h"
 
 [providers.r]
 model = "test-model-r"

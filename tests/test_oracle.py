@@ -317,6 +317,20 @@ def exact_scenarios(draw: st.DrawFn, issue11_rules: bool = False) -> dict[str, A
             per_minute = draw(st.sampled_from([6, 20, 45]))
             # Token limits: about that many requests a minute (tokens are 50-700 each).
             limit[what] = per_minute if what == "rpm" else per_minute * 300
+            # Enforced over a shorter window (at least one request's worth of 6 a minute),
+            # the rpm over its own (Azure), tokens as Azure counts them, and a daily limit
+            # that binds within the run, refilled or reset (at a reset inside the run).
+            limit["window"] = draw(st.sampled_from([60.0, 60.0, 20.0, 10.0]))
+            if what == "rpm" and draw(st.booleans()):
+                limit["rpm_window"] = draw(st.sampled_from([10.0, 30.0]))
+            if what == "tpm":
+                limit["tpm_counts"] = draw(st.sampled_from(["max", "sum"]))
+            if draw(st.booleans()):
+                daily = draw(st.sampled_from(["rpd", "tpd"] if what == "tpm" else ["rpd"]))
+                limit[daily] = draw(st.sampled_from([4, 15])) * (1 if daily == "rpd" else 300)
+                limit["daily_refill"] = draw(st.sampled_from(["continuous", "window"]))
+                if limit["daily_refill"] == "window":
+                    limit["day_starts_at"] = draw(st.sampled_from([0.0, 40.0]))
             cfg["rate_limit"] = limit
         keeps = draw(st.booleans())
         timeout_rule = draw(st.sampled_from(["partial", "full", "none"]))

@@ -139,11 +139,11 @@ def test_each_429_is_counted_against_the_limit_that_refused_it(refill: str) -> N
     lim = RateLimiter(60, 6000, None, None, refill, False, 1.0)
     assert all(lim.admit(0.0, 1000, 0, 10) is None for _ in range(6))
     assert lim.admit(0.0, 1000, 0, 10) is not None
-    assert lim.rejected == [0, 1, 0, 0]
+    assert lim.rejected == [0, 1, 0, 0, 0, 0]
     lim = RateLimiter(60, 6000, None, None, refill, False, 1.0)
     assert all(lim.admit(0.0, 10, 0, 10) is None for _ in range(60))
     assert lim.admit(0.0, 10, 0, 10) is not None
-    assert lim.rejected == [1, 0, 0, 0]
+    assert lim.rejected == [1, 0, 0, 0, 0, 0]
 
 
 def test_the_summary_says_which_limit_refused_the_429s() -> None:

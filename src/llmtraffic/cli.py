@@ -337,7 +337,8 @@ def _print_tiers(console: Console, models: Mapping[str, Any]) -> None:
         caption="Rules a tier sets: "
         + "; ".join(f"{p}: {r or 'none'}" for p, r in rules.items())
         + ". Sources: OpenAI's rate-limit guide (per-model limits as last published, late "
-        "2024), Anthropic's rate-limit docs (2025-11-08); see data/tiers.toml",
+        "2024), Anthropic's rate-limit docs (2025-11-08), Microsoft Learn's Azure OpenAI "
+        "quota page (2025-05); see data/tiers.toml",
         caption_justify="left",
         box=box.SIMPLE_HEAD,
         show_edge=False,  # laid out for 80 columns (report_table.print_fixed)
@@ -348,6 +349,13 @@ def _print_tiers(console: Console, models: Mapping[str, Any]) -> None:
     for col in _LIMIT_COLS:
         table.add_column(col, justify="right", no_wrap=True)
     for tier in tiers:
+        ratio = tier.rpm_per_1000_tpm
+        if ratio is not None:
+            # A quota-based tier: the config gives the deployment's tpm; rpm follows from it.
+            table.add_row(
+                tier.name, "any: give tpm", f"{ratio:g}/1K tpm", "quota", "", "", end_section=True
+            )
+            continue
         for i, (model, lim) in enumerate(tier.limits.items()):
             table.add_row(
                 tier.name if i == 0 else "",

@@ -3,8 +3,9 @@
 The data live in the package: ``data/models.toml`` (list prices and context limits, USD per
 million tokens, each entry with its source and date) and ``data/tiers.toml`` (OpenAI tiers 1-5
 and Anthropic tiers 1-4: requests and tokens per minute per model, and how each provider counts
-them). A scenario names them (``model = "openai/gpt-4o-mini"``, ``tier = "openai/tier-3"``) and
-the config validator fills in the numbers, so a resolved scenario holds concrete prices and
+them; Azure OpenAI deployments, whose limits derive from the TPM quota given in the config).
+A scenario names them (``model = "openai/gpt-4o-mini"``, ``tier = "openai/tier-3"``) and the
+config validator fills in the numbers, so a resolved scenario holds concrete prices and
 limits. A user price file has the format of ``models.toml``; its entries add to the built-in
 ones and override those of the same name (docs/presets.md).
 """
@@ -37,7 +38,7 @@ _MODEL_KEYS = {
 }
 _LIMIT_KEYS = ("rpm", "tpm", "itpm", "otpm")
 # The counting rules a tier may state: the names of the rate_limit keys they fill in.
-_RULE_KEYS = ("refill", "count_rejected", "cache_reads_count")
+_RULE_KEYS = ("refill", "count_rejected", "cache_reads_count", "rpm_window", "tpm_counts")
 _TIER_KEYS = {
     "provider",
     "counting",
@@ -46,6 +47,7 @@ _TIER_KEYS = {
     "source",
     "as_of",
     "limits",
+    "rpm_per_1000_tpm",
     *_RULE_KEYS,
 }
 
@@ -95,7 +97,8 @@ class TierPreset:
     name: str
     provider: str
     counting: str
-    """``openai`` (one TPM bucket: input + max_tokens) or ``anthropic`` (ITPM and OTPM)."""
+    """``openai`` (one TPM bucket: the larger of input and max_tokens), ``azure`` (their
+    sum, from a TPM quota) or ``anthropic`` (ITPM and OTPM)."""
     limits: Mapping[str, TierLimits] = field(default_factory=dict)
     refill: str | None = None
     """``continuous`` or ``window`` when the provider documents it, else None."""
@@ -103,6 +106,13 @@ class TierPreset:
     """Whether 429s count against the limits (None: the rate_limit default)."""
     cache_reads_count: bool | None = None
     """Whether prompt-cache reads count against itpm (None: the rate_limit default)."""
+    rpm_window: float | None = None
+    """Seconds over which the rpm limit is checked (None: the rate_limit default)."""
+    tpm_counts: str | None = None
+    """``max`` or ``sum`` of input and max_tokens against tpm (None: the default)."""
+    rpm_per_1000_tpm: float | None = None
+    """A quota-based tier (Azure OpenAI): no per-model limits; the config gives the
+    deployment's tpm and the tier grants this many rpm per 1,000 of it."""
     qualification: str = ""
     monthly_usage_cap_usd: float | None = None
     source: str = ""
@@ -167,6 +177,9 @@ def parse_tiers(raw: Mapping[str, Any]) -> dict[str, TierPreset]:
             refill=entry.get("refill"),
             count_rejected=entry.get("count_rejected"),
             cache_reads_count=entry.get("cache_reads_count"),
+            rpm_window=entry.get("rpm_window"),
+            tpm_counts=entry.get("tpm_counts"),
+            rpm_per_1000_tpm=entry.get("rpm_per_1000_tpm"),
             qualification=entry.get("qualification", ""),
             monthly_usage_cap_usd=entry.get("monthly_usage_cap_usd"),
             source=entry.get("source", ""),

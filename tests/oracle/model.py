@@ -80,6 +80,7 @@ from llmtraffic.config.workload import (
 )
 
 MINUTE = 60.0
+DAY = 86_400.0
 INF = math.inf
 NAN = math.nan
 ProcessGen = Generator[simpy.Event, Any, Any]
@@ -202,25 +203,29 @@ class OracleResult:
 
 
 class ContinuousBucket:
-    """A bucket of one minute's worth, refilled continuously at limit / 60 per second.
+    """A bucket of ``span`` seconds' worth (one minute unless the limit is enforced over a
+    shorter window, or a day for a daily limit), refilled continuously at limit / 60 per
+    second.
 
     Kept as the time ``full_at`` at which it is full again (the generic cell rate algorithm,
     which docs/providers.md names): the level at ``now`` is ``capacity - (full_at - now) *
     rate`` while ``full_at > now``. Written in time rather than in tokens on purpose: a client
     that paces itself exactly at the provider's limit sends each attempt at the very instant
     the bucket holds it, and only the same arithmetic on both sides keeps that instant exact.
-    The level may go negative when rejected attempts are charged, down to minus one minute's
+    The level may go negative when rejected attempts are charged, down to minus one window's
     worth (docs/providers.md, "Rejected attempts count").
     """
 
-    def __init__(self, per_minute: float) -> None:
-        self.base = per_minute
-        self.capacity = per_minute
+    def __init__(self, per_minute: float, span: float = MINUTE, capacity: float = 0.0) -> None:
+        self.span = span
+        # A window's share of the limit (exactly the limit over a minute), or given (a day's).
+        self.base = capacity or (per_minute if span == MINUTE else per_minute * span / MINUTE)
+        self.capacity = self.base
         self.full_at = 0.0
 
     def seconds_per_unit(self) -> float:
         """Refill time of one unit."""
-        return MINUTE / self.capacity
+        return self.span / self.capacity
 
     def level_at(self, now: float) -> float:
         """The level at ``now``."""
@@ -228,19 +233,19 @@ class ContinuousBucket:
         return self.capacity - owed / self.seconds_per_unit()
 
     def can_pay(self, cost: float, now: float) -> bool:
-        """Whether ``cost`` fits now: what is owed after paying it refills within a minute."""
-        return max(self.full_at, now) + cost * self.seconds_per_unit() <= now + MINUTE
+        """Whether ``cost`` fits now: what is owed after paying it refills within a window."""
+        return max(self.full_at, now) + cost * self.seconds_per_unit() <= now + self.span
 
     def wait_for(self, cost: float, now: float) -> float:
         """Seconds until ``cost`` fits; inf when it never can."""
         if cost > self.capacity:
             return INF
-        return max(0.0, self.full_at + cost * self.seconds_per_unit() - MINUTE - now)
+        return max(0.0, self.full_at + cost * self.seconds_per_unit() - self.span - now)
 
     def charge(self, cost: float, now: float) -> None:
-        """Take ``cost`` (down to a debt of one minute's worth)."""
+        """Take ``cost`` (down to a debt of one window's worth)."""
         owed_until = max(self.full_at, now) + cost * self.seconds_per_unit()
-        self.full_at = min(owed_until, now + 2 * MINUTE)
+        self.full_at = min(owed_until, now + 2 * self.span)
 
     def scale(self, factor: float, now: float) -> None:
         """The limit becomes ``factor`` times the configured one; the level is kept (capped)."""
@@ -250,17 +255,22 @@ class ContinuousBucket:
 
 
 class WindowBucket:
-    """Usage counted in fixed one-minute windows [60 k, 60 (k + 1))."""
+    """Usage counted in fixed windows [start + span k, start + span (k + 1)): one minute
+    unless enforced over a shorter window, or a day for a daily limit."""
 
-    def __init__(self, per_minute: float) -> None:
-        self.base = per_minute
-        self.capacity = per_minute
-        self.window = 0
+    def __init__(
+        self, per_minute: float, span: float = MINUTE, start: float = 0.0, capacity: float = 0.0
+    ) -> None:
+        self.span = span
+        self.start = start
+        self.base = capacity or (per_minute if span == MINUTE else per_minute * span / MINUTE)
+        self.capacity = self.base
+        self.window = int((0.0 - start) // span)
         self.used = 0.0
 
     def settle(self, now: float) -> None:
         """Start the window ``now`` falls in."""
-        w = int(now // MINUTE)
+        w = int((now - self.start) // self.span)
         if w != self.window:
             self.window = w
             self.used = 0.0
@@ -276,7 +286,7 @@ class WindowBucket:
             return INF
         if self.can_pay(cost, now):
             return 0.0
-        return (self.window + 1) * MINUTE - now
+        return self.start + (self.window + 1) * self.span - now
 
     def charge(self, cost: float, now: float) -> None:
         """Count ``cost`` in this window."""
@@ -293,29 +303,44 @@ class Limits:
     """A provider's rate limits: what each attempt costs in each bucket, and the 429s."""
 
     def __init__(self, cfg: RateLimit) -> None:
-        make = WindowBucket if cfg.refill == "window" else ContinuousBucket
-        self.buckets: list[tuple[str, ContinuousBucket | WindowBucket]] = [
-            (what, make(limit))
-            for what, limit in (
-                ("rpm", cfg.rpm),
-                ("tpm", cfg.tpm),
-                ("itpm", cfg.itpm),
-                ("otpm", cfg.otpm),
-            )
-            if limit
-        ]
+        windowed = cfg.refill == "window"
+        self.buckets: list[tuple[str, ContinuousBucket | WindowBucket]] = []
+        for what, limit in (
+            ("rpm", cfg.rpm),
+            ("tpm", cfg.tpm),
+            ("itpm", cfg.itpm),
+            ("otpm", cfg.otpm),
+        ):
+            if limit:
+                span = cfg.rpm_window if what == "rpm" and cfg.rpm_window else cfg.window
+                bucket = WindowBucket(limit, span) if windowed else ContinuousBucket(limit, span)
+                self.buckets.append((what, bucket))
+        for what, limit in (("rpd", cfg.rpd), ("tpd", cfg.tpd)):
+            if limit:
+                # A day's limit, over a day: reset at day_starts_at + 24 h k, or refilled.
+                per_minute = limit * MINUTE / DAY
+                daily: ContinuousBucket | WindowBucket = (
+                    WindowBucket(per_minute, DAY, cfg.day_starts_at, capacity=limit)
+                    if cfg.daily_refill == "window"
+                    else ContinuousBucket(per_minute, DAY, capacity=limit)
+                )
+                self.buckets.append((what, daily))
         self.count_rejected = cfg.count_rejected
         self.cache_reads_count = cfg.cache_reads_count
+        self.tpm_sum = cfg.tpm_counts == "sum"
         self.resolution = cfg.retry_after_resolution
 
     def cost(self, what: str, req: OracleRequest, max_tokens: int) -> float:
         """What an attempt costs in the bucket ``what`` at admission (docs/providers.md,
-        "What counts"): RPM one; TPM the larger of input and max_tokens; ITPM the input
-        without cache reads (unless they count); OTPM nothing (the output is charged as it
-        is generated, and admission only needs the bucket out of debt)."""
-        if what == "rpm":
+        "What counts"): RPM and RPD one; TPM and TPD the larger of input and max_tokens (their
+        sum for Azure); ITPM the input without cache reads (unless they count); OTPM nothing
+        (the output is charged as it is generated, and admission only needs the bucket out of
+        debt)."""
+        if what in ("rpm", "rpd"):
             return 1.0
-        if what == "tpm":
+        if what in ("tpm", "tpd"):
+            if self.tpm_sum:
+                return float(req.input_tokens + max_tokens)
             return float(max(req.input_tokens, max_tokens))
         if what == "itpm":
             cached = 0 if self.cache_reads_count else req.cached_tokens

@@ -355,6 +355,7 @@ class Client:
             now,
             req.attempts,
             att.provider.name,
+            att.provider.limiter,  # the x-ratelimit-* values, computed only when read
         )
         decided = self.controller.decide(state, self.u)
         decision = decided if self._plain_decisions else as_decision(decided)

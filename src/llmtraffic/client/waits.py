@@ -6,8 +6,13 @@ tenacity's are. They never sleep: the simulation carries the wait out.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from llmtraffic.provider.ratelimit import RateLimiter
 
 __all__ = [
     "RetryState",
@@ -29,6 +34,15 @@ class RetryState:
     attempt_number - 1 is the number of retries already made there. ``total_attempts``
     counts every attempt of the request. ``elapsed`` is the time since the request arrived
     and ``prev_wait`` the wait before the attempt that just failed (0 for the first).
+
+    The ``ratelimit_*`` properties are what OpenAI's ``x-ratelimit-remaining-requests``,
+    ``-remaining-tokens``, ``-reset-requests`` and ``-reset-tokens`` headers would carry,
+    read from the provider's limits at ``now``, when the client sees the failure: whole
+    requests and tokens left, and seconds until each limit is back to full (for a fixed
+    window, until it resets). Of several limits of a kind (rpm and rpd; tpm, tpd, itpm and
+    otpm) they report the binding one, the one with the fewest left. NaN when the provider
+    has no such limit. Read them in ``decide``: they are computed when read, from the
+    limits as they are then.
     """
 
     attempt_number: int
@@ -40,11 +54,40 @@ class RetryState:
     now: float
     total_attempts: int = 0
     provider: str = ""
+    limits: RateLimiter | None = field(default=None, compare=False, repr=False)
+    """The rate limits of the provider that failed the attempt (None: it has none)."""
 
     @property
     def retries(self) -> int:
         """Retries made so far."""
         return self.attempt_number - 1
+
+    @property
+    def ratelimit_remaining_requests(self) -> float:
+        """``x-ratelimit-remaining-requests``: whole requests the provider would admit now."""
+        return self._header(0)
+
+    @property
+    def ratelimit_remaining_tokens(self) -> float:
+        """``x-ratelimit-remaining-tokens``: whole tokens left now."""
+        return self._header(1)
+
+    @property
+    def ratelimit_reset_requests(self) -> float:
+        """``x-ratelimit-reset-requests``: seconds until the requests limit is full again."""
+        return self._header(2)
+
+    @property
+    def ratelimit_reset_tokens(self) -> float:
+        """``x-ratelimit-reset-tokens``: seconds until the tokens limit is full again."""
+        return self._header(3)
+
+    def _header(self, i: int) -> float:
+        # Computed when read, not when the state is built: most policies never read them,
+        # and a 429 storm builds a state per failure. ``decide`` runs at ``now``, before
+        # anything else happens, so the limiter is still as the failure left it.
+        limits = self.limits
+        return math.nan if limits is None else limits.headers(self.now)[i]
 
 
 class Wait:

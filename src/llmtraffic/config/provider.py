@@ -28,10 +28,13 @@ class RateLimit(Model):
     OpenAI style: ``rpm`` and ``tpm`` (``max(input, max_tokens)`` counted at admission).
     Anthropic style: ``rpm``, ``itpm`` (input tokens at admission, cache reads excluded unless
     ``cache_reads_count``) and ``otpm`` (the output actually generated, counted when the
-    attempt ends; admission only needs the bucket out of debt). ``tier`` names a preset
-    (``openai/tier-3``) that fills in the limits of the provider's model and the tier's
-    counting rules; keys given next to it override the tier's. docs/providers.md gives the
-    source of each rule and default.
+    attempt ends; admission only needs the bucket out of debt). ``rpd`` and ``tpd`` are the
+    daily counterparts of ``rpm`` and ``tpm``. ``window`` enforces the per-minute limits
+    over a shorter span (a 60,000 RPM limit as 1,000 per second), ``rpm_window`` the
+    requests limit alone. ``tier`` names a preset (``openai/tier-3``, ``azure/standard``)
+    that fills in the limits of the provider's model and the tier's counting rules; keys
+    given next to it override the tier's. docs/providers.md gives the source of each rule
+    and default.
     """
 
     tier: str | None = Field(
@@ -41,14 +44,42 @@ class RateLimit(Model):
     tpm: float | None = Field(None, gt=0, description="tokens per minute: input + max_tokens")
     itpm: float | None = Field(None, gt=0, description="input tokens per minute")
     otpm: float | None = Field(None, gt=0, description="output tokens per minute")
+    rpd: float | None = Field(None, gt=0, description="requests per day")
+    tpd: float | None = Field(None, gt=0, description="tokens per day, counted as tpm counts them")
     refill: Literal["continuous", "window"] = Field(
         "continuous",
-        description="token buckets refilled continuously, or fixed one-minute windows",
+        description="token buckets refilled continuously, or fixed windows (of `window`)",
+    )
+    window: FiniteDuration = Field(
+        60.0,
+        description="span over which the per-minute limits are enforced, at most 1 min: a "
+        "bucket (or each fixed window) holds limit x window / 60 (OpenAI: 60,000 RPM 'may be "
+        "enforced as 1,000 requests/second')",
+    )
+    rpm_window: FiniteDuration | None = Field(
+        None,
+        description="the rpm limit's own window when it differs from `window` (Azure OpenAI: "
+        "RPM checked over 1 s or 10 s, TPM over the minute)",
+    )
+    daily_refill: Literal["continuous", "window"] = Field(
+        "continuous",
+        description="rpd / tpd refilled continuously over 24 h (what OpenAI's reset headers "
+        "show), or reset once a day (Gemini: at midnight Pacific time)",
+    )
+    day_starts_at: FiniteDurationOrZero = Field(
+        0.0,
+        description="with daily_refill = 'window': time of the run at which the first daily "
+        "reset falls (then every 24 h), under 24 h",
     )
     count_rejected: bool = Field(
         False,
         description="whether a rejected (429) attempt still counts against the limits (true: "
         "with continuous refill, sustained load above a limit locks every attempt out)",
+    )
+    tpm_counts: Literal["max", "sum"] = Field(
+        "max",
+        description="what tpm / tpd charge at admission: 'max' of input and max_tokens "
+        "(OpenAI), or their 'sum' (Azure OpenAI's estimate: prompt + max_tokens)",
     )
     cache_reads_count: bool = Field(
         False,
@@ -68,13 +99,35 @@ class RateLimit(Model):
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        if all(v is None for v in (self.rpm, self.tpm, self.itpm, self.otpm)):
+        limits = (self.rpm, self.tpm, self.itpm, self.otpm, self.rpd, self.tpd)
+        if all(v is None for v in limits):
             if self.tier is not None:
                 raise ValueError(
                     f"tier {self.tier!r} is resolved against a provider's model: use it in a "
                     "provider's rate_limit"
                 )
-            raise ValueError("a rate_limit needs at least one of rpm, tpm, itpm, otpm, or a tier")
+            raise ValueError(
+                "a rate_limit needs at least one of rpm, tpm, itpm, otpm, rpd, tpd, or a tier"
+            )
+        for key in ("window", "rpm_window"):
+            value = getattr(self, key)
+            if value is not None and value > 60.0:
+                raise ValueError(
+                    f".{key}: a per-minute limit is enforced over at most a minute, got "
+                    f"{value:g} s; use a window of 60 s or less (e.g. '1s' or '10s')"
+                )
+        if self.rpm_window is not None and self.rpm is None:
+            raise ValueError(".rpm_window: set without rpm; give rpm, or remove rpm_window")
+        if self.day_starts_at >= 86_400.0:
+            raise ValueError(
+                f".day_starts_at: the first daily reset comes within a day of the start, got "
+                f"{self.day_starts_at:g} s; give a time under 24h"
+            )
+        if self.day_starts_at and self.daily_refill != "window":
+            raise ValueError(
+                '.day_starts_at: only fixed days have a reset time; set daily_refill = "window" '
+                "or remove day_starts_at"
+            )
         return self
 
 
@@ -343,6 +396,8 @@ class Provider(Model):
             return value
         tier = presets.find_tier(value["tier"])
         model = info.data.get("model")
+        if tier is not None and tier.rpm_per_1000_tpm is not None:
+            return {**tier.rules(), **_derived_rpm(tier, value), **value}
         if tier is None or not isinstance(model, str):
             return value  # RateLimit reports the unknown tier; the model error is reported
         limits = tier.limits.get(model)
@@ -383,6 +438,22 @@ class Provider(Model):
                         f"({s0:g}-{e0:g} s and from {s1:g} s); merge them or move one"
                     )
         return incidents
+
+
+def _derived_rpm(tier: presets.TierPreset, value: dict[str, Any]) -> dict[str, float]:
+    """The rpm a quota-based tier (Azure OpenAI: 6 RPM per 1,000 TPM) grants for the ``tpm``
+    given next to it; nothing when rpm is given too, or when tpm is not a number (which the
+    rate_limit's own check then reports)."""
+    tpm = value.get("tpm")
+    ratio = tier.rpm_per_1000_tpm or 0.0
+    if tpm is None:
+        raise ValueError(
+            f".tier: tier {tier.name!r} grants {ratio:g} RPM per 1,000 TPM of the deployment's "
+            f"quota: give the quota next to it, e.g. tpm = 100000 (then rpm = {100 * ratio:g})"
+        )
+    if "rpm" in value or not isinstance(tpm, int | float) or isinstance(tpm, bool):
+        return {}
+    return {"rpm": tpm * ratio / 1000.0}
 
 
 def _models(info: ValidationInfo) -> Mapping[str, presets.ModelPreset] | None:

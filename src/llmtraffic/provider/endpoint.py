@@ -54,20 +54,7 @@ class Endpoint:
         self.price_cached = cached * PER_MILLION
         self.price_output = prices.output * PER_MILLION
         rl = cfg.rate_limit
-        self.limiter = (
-            RateLimiter(
-                rl.rpm,
-                rl.tpm,
-                rl.itpm,
-                rl.otpm,
-                rl.refill,
-                rl.count_rejected,
-                rl.retry_after_resolution,
-                rl.cache_reads_count,
-            )
-            if rl is not None
-            else None
-        )
+        self.limiter = RateLimiter.from_config(rl) if rl is not None else None
         self.charges_output = self.limiter is not None and self.limiter.otpm is not None
         cap = cfg.capacity
         if cap is None:

@@ -222,7 +222,7 @@ BINARY_KEYS = frozenset({"metastable"})
 """Summary keys whose value per run is a flag (true / false, 1 / 0 in summary.csv): checks
 judge them as counts of runs (exact binomial intervals), not with t intervals."""
 
-LIMIT_KINDS = ("rpm", "tpm", "itpm", "otpm")
+LIMIT_KINDS = ("rpm", "tpm", "itpm", "otpm", "rpd", "tpd")
 """A provider's rate limits, in the order ``RateLimiter.rejected`` counts its 429s: the
 summary's ``rate_limited_by`` has one count per ``<provider>.<kind>`` that refused any."""
 

@@ -94,7 +94,8 @@ def arrivals(draw: st.DrawFn, duration: float) -> dict[str, Any]:
 
 @st.composite
 def rate_limits(draw: st.DrawFn) -> dict[str, Any]:
-    """OpenAI-style (rpm, tpm) or Anthropic-style (rpm, itpm, otpm) limits, tight enough to bite."""
+    """OpenAI-style (rpm, tpm) or Anthropic-style (rpm, itpm, otpm) limits, tight enough to bite,
+    enforced over a minute or a shorter window, with daily limits half the time."""
     keys = ["rpm", "tpm"] if draw(st.booleans()) else ["rpm", "itpm", "otpm"]
     chosen = draw(st.lists(st.sampled_from(keys), min_size=1, unique=True))
     ranges = {
@@ -105,6 +106,20 @@ def rate_limits(draw: st.DrawFn) -> dict[str, Any]:
     }
     out: dict[str, Any] = {k: draw(floats(*ranges[k])) for k in chosen}
     out["refill"] = draw(st.sampled_from(["continuous", "window"]))
+    # Sub-minute enforcement (a smaller burst, or shorter fixed windows), Azure's rpm window
+    # and token counting, and daily limits that bite within a short run.
+    out["window"] = draw(st.sampled_from([60.0, 60.0, 10.0, 1.0]))
+    if "rpm" in out and draw(st.booleans()):
+        out["rpm_window"] = draw(st.sampled_from([1.0, 10.0]))
+    if "tpm" in out:
+        out["tpm_counts"] = draw(st.sampled_from(["max", "sum"]))
+    if draw(st.booleans()):
+        out["rpd"] = draw(floats(10.0, 5000.0))
+        if "tpm" in out and draw(st.booleans()):
+            out["tpd"] = draw(floats(2000.0, 2_000_000.0))
+        out["daily_refill"] = draw(st.sampled_from(["continuous", "window"]))
+        if out["daily_refill"] == "window":
+            out["day_starts_at"] = draw(st.sampled_from([0.0, 30.0, 86_000.0]))
     out["count_rejected"] = draw(st.booleans())
     out["retry_after_resolution"] = draw(st.sampled_from([0.0, 0.001, 1.0]))
     return out
