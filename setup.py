@@ -18,6 +18,8 @@ HOT_MODULES = [
     "src/llmtraffic/client/breaker.py",
     "src/llmtraffic/client/budget.py",
     "src/llmtraffic/provider/endpoint.py",
+    "src/llmtraffic/provider/errors.py",
+    "src/llmtraffic/provider/quota.py",
     "src/llmtraffic/provider/ratelimit.py",
     "src/llmtraffic/workload/source.py",
 ]

@@ -42,7 +42,13 @@ from llmtraffic.engine.entities import ATTEMPT_STATUSES, REQUEST_OUTCOMES
 from llmtraffic.simulation import RunResult
 from llmtraffic.testing.strategies import scenarios
 
-FAST_FAILURES = ("rate_limited", "server_error", "overloaded")
+FAST_FAILURES = (
+    "rate_limited",
+    "server_error",
+    "overloaded",
+    "quota_exhausted",
+    "context_length_exceeded",
+)
 """Statuses that never reach generation, so bill nothing."""
 
 TABLES = ("requests", "attempts", "events", "timeseries")
@@ -332,15 +338,25 @@ def check_statuses(sc: Scenario, result: RunResult) -> None:
     ra = att.retry_after
     assert ra[status != "rate_limited"].isna().all()
     assert (att.http_status[status.isin(["ok", "midstream_error"])] == 200).all()
-    assert (att.http_status[status == "rate_limited"] == 429).all()
+    assert (att.http_status[status.isin(["rate_limited", "quota_exhausted"])] == 429).all()
+    assert (att.http_status[status == "context_length_exceeded"] == 400).all()
     assert (att.http_status[status == "timeout"] == 0).all()
     for name, cfg in sc.providers.items():
         mine = att[att.provider == name]
         shed = mine.http_status[mine.status == "overloaded"]
         # Without a capacity table nothing is shed (docs/providers.md).
         assert shed.empty if cfg.capacity is None else (shed == cfg.capacity.overload_status).all()
-        codes = {cfg.failures.error_status}
+        codes = {cfg.failures.error_status} | {k.status for k in cfg.failures.errors}
         codes |= {int(getattr(i, "status", 0)) for i in cfg.incidents}
+        # An exhausted quota comes from the provider's quota or a quota incident only.
+        if (mine.status == "quota_exhausted").any():
+            assert cfg.quota is not None or any(i.kind == "quota_exhausted" for i in cfg.incidents)
+        too_long = mine[mine.status == "context_length_exceeded"]
+        if len(too_long):
+            window = cfg.context_window
+            assert isinstance(window, int)
+            asked = too_long.feature.map(lambda f: sc.features[f].max_tokens)
+            assert (too_long.input_tokens + asked > window).all()
         assert mine.http_status[mine.status == "server_error"].isin(codes).all(), codes
         limited = mine.retry_after[mine.status == "rate_limited"].dropna()
         if len(mine[mine.status == "rate_limited"]):

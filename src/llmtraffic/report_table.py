@@ -330,6 +330,8 @@ ATTEMPT_CAUSES = {
     "server_error": "5xx server error",
     "midstream_error": "mid-stream failure (after a 200)",
     "timeout": "timeout: no answer within the attempt timeout",
+    "quota_exhausted": "429 quota exhausted: spend cap or insufficient_quota (waiting won't help)",
+    "context_length_exceeded": "400 context length exceeded: input + max_tokens > context window",
 }
 """What failed an attempt, by its status (docs/records.md)."""
 
@@ -372,6 +374,12 @@ def failures_table(s: dict[str, Any]) -> Group | None:
             for limit, n in sorted(by_limit.items(), key=lambda kv: -kv[1]):
                 provider, _, kind = limit.rpartition(".")
                 t.add_row(f"    by {escape(provider)}'s {kind}", f"{n:,}", _share(n, attempts))
+        if k == "quota_exhausted":
+            # Which quota refused them: a provider's spend cap, or a quota incident.
+            for cause, n in sorted(s.get("quota_exhausted_by", {}).items(), key=lambda kv: -kv[1]):
+                provider, _, kind = cause.rpartition(".")
+                what = "spend cap" if kind == "spend_cap" else "quota incident"
+                t.add_row(f"    by {escape(provider)}'s {what}", f"{n:,}", _share(n, attempts))
     if "rate_limited" in statuses and by_limit is None:
         # A note as a line of its own, wrapped at the output's width rather than the table's.
         return Group(t, Text(RATE_LIMIT_NOTE))

@@ -24,6 +24,7 @@ from llmtraffic.engine.entities import UNFINISHED
 from llmtraffic.engine.kernel import Call, Kernel
 from llmtraffic.engine.streams import Streams
 from llmtraffic.provider.endpoint import Endpoint
+from llmtraffic.provider.errors import ErrorEndpoint, longest_request, make_endpoint
 from llmtraffic.provider.incidents import schedule_incidents
 from llmtraffic.results.load import RunResult
 from llmtraffic.results.metrics import (
@@ -121,7 +122,16 @@ class Simulation:
             features=list(sc.features),
         )
         endpoints = {
-            name: Endpoint(name, cfg, kernel, streams) for name, cfg in sc.providers.items()
+            name: make_endpoint(
+                name,
+                cfg,
+                kernel,
+                streams,
+                recorder,
+                # Only the features that may send to it can exceed its context window.
+                longest_request(sc.features[f] for f in incident_scope(sc, name)),
+            )
+            for name, cfg in sc.providers.items()
         }
         for name, cfg in sc.providers.items():
             schedule_incidents(kernel, endpoints[name], cfg.incidents, recorder)
@@ -278,6 +288,14 @@ class Simulation:
             for name, ep in self.endpoints.items()
             if ep.limiter is not None
             for kind, n in zip(LIMIT_KINDS, ep.limiter.rejected, strict=True)
+            if n
+        }
+        # Which quota refused the quota_exhausted 429s: "<provider>.<spend_cap|incident>".
+        summary["quota_exhausted_by"] = {
+            f"{name}.{cause}": n
+            for name, ep in self.endpoints.items()
+            if isinstance(ep, ErrorEndpoint)
+            for cause, n in ep.quota_refused.items()
             if n
         }
         summary.update(

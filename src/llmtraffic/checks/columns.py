@@ -49,6 +49,10 @@ def expected_columns(scenarios: Iterable[Scenario]) -> set[str]:
         for name, provider in sc.providers.items():
             if provider.rate_limit is not None:
                 columns.update(f"rate_limited_by.{name}.{k}" for k in LIMIT_KINDS)
+            if provider.quota is not None:
+                columns.add(f"quota_exhausted_by.{name}.spend_cap")
+            if any(inc.kind == "quota_exhausted" for inc in provider.incidents):
+                columns.add(f"quota_exhausted_by.{name}.incident")
         incidents = sum(len(p.incidents) for p in sc.providers.values())
         for i in range(incidents):
             columns.update(f"incident.{i}.{k}" for k in INCIDENT_KEYS)

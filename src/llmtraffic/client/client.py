@@ -356,6 +356,8 @@ class Client:
             req.attempts,
             att.provider.name,
             att.provider.limiter,  # the x-ratelimit-* values, computed only when read
+            # Set only by providers that send x-should-retry (engine.entities.Attempt).
+            getattr(att, "should_retry", None),
         )
         decided = self.controller.decide(state, self.u)
         decision = decided if self._plain_decisions else as_decision(decided)

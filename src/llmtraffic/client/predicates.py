@@ -86,7 +86,9 @@ class RetryIfHttpStatus(RetryIf):
         return state.http_status in self.codes
 
 
-RESPONSE_STATUSES = frozenset({"rate_limited", "server_error", "overloaded"})
+RESPONSE_STATUSES = frozenset(
+    {"rate_limited", "server_error", "overloaded", "quota_exhausted", "context_length_exceeded"}
+)
 """Failed attempts that came back as an HTTP error response (a timeout has no response, and a
 mid-stream failure's response was a 200 whose body broke off)."""
 
@@ -99,16 +101,21 @@ class RetryIfHttp(RetryIf):
 
     ``RetryIfHttp(frozenset({408, 409, 429}), 500)`` is the OpenAI and Anthropic SDKs' rule
     (openai 3.57.0 and anthropic 2.16.0, ``_base_client.py``): a 424 or a 400 is not retried
-    even if the provider's config sends it as a ``server_error``.
+    even if the provider's config sends it as a ``server_error``. With ``obey_should_retry``
+    an ``x-should-retry: true`` or ``false`` on the response decides before the status does,
+    as the SDKs' ``_should_retry`` reads it first.
     """
 
     codes: frozenset[int]
     at_least: int | None = None
+    obey_should_retry: bool = False
 
     def __call__(self, state: RetryState) -> bool:
-        """The failure had no error response, or its status is retryable."""
+        """The failure had no error response, or its header or status says retry."""
         if state.status not in RESPONSE_STATUSES:
             return True
+        if self.obey_should_retry and state.should_retry is not None:
+            return state.should_retry
         code = state.http_status
         return code in self.codes or (self.at_least is not None and code >= self.at_least)
 
@@ -119,4 +126,4 @@ def for_policy(policy: Policy) -> RetryIf:
     http = policy.retryable_http
     if http is None:
         return by_status
-    return by_status & RetryIfHttp(frozenset(http.codes), http.at_least)
+    return by_status & RetryIfHttp(frozenset(http.codes), http.at_least, http.obey_should_retry)

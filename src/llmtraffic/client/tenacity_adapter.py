@@ -25,10 +25,12 @@ from llmtraffic.client.retry import Decision
 from llmtraffic.client.waits import RetryState
 from llmtraffic.config.policy import TenacityRetry
 from llmtraffic.engine.entities import (
+    CONTEXT_LENGTH_EXCEEDED,
     EXHAUSTED,
     MIDSTREAM_ERROR,
     NON_RETRYABLE,
     OVERLOADED,
+    QUOTA_EXHAUSTED,
     RATE_LIMITED,
     SERVER_ERROR,
     TIMEOUT,
@@ -36,8 +38,10 @@ from llmtraffic.engine.entities import (
 
 __all__ = [
     "AttemptTimeoutError",
+    "ContextLengthError",
     "MidstreamError",
     "OverloadedError",
+    "QuotaExhaustedError",
     "RateLimitedError",
     "ServerError",
     "SimulatedAPIError",
@@ -63,6 +67,16 @@ class RateLimitedError(SimulatedAPIError):
     """A 429."""
 
 
+class QuotaExhaustedError(RateLimitedError):
+    """A 429 that waiting does not clear (``insufficient_quota``, a spend cap); a subclass of
+    ``RateLimitedError`` because the SDKs raise one ``RateLimitError`` for both, so
+    ``retry_if_exception_type(RateLimitedError)`` catches it as the application's would."""
+
+
+class ContextLengthError(SimulatedAPIError):
+    """A 400: the prompt and max_tokens do not fit the model's context window."""
+
+
 class ServerError(SimulatedAPIError):
     """A 5xx before generation (or an outage)."""
 
@@ -85,6 +99,8 @@ EXCEPTIONS: dict[str, type[SimulatedAPIError]] = {
     OVERLOADED: OverloadedError,
     TIMEOUT: AttemptTimeoutError,
     MIDSTREAM_ERROR: MidstreamError,
+    QUOTA_EXHAUSTED: QuotaExhaustedError,
+    CONTEXT_LENGTH_EXCEEDED: ContextLengthError,
 }
 
 

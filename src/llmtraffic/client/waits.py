@@ -43,6 +43,8 @@ class RetryState:
     otpm) they report the binding one, the one with the fewest left. NaN when the provider
     has no such limit. Read them in ``decide``: they are computed when read, from the
     limits as they are then.
+
+    ``should_retry`` is the response's ``x-should-retry`` header (None: not sent).
     """
 
     attempt_number: int
@@ -56,6 +58,7 @@ class RetryState:
     provider: str = ""
     limits: RateLimiter | None = field(default=None, compare=False, repr=False)
     """The rate limits of the provider that failed the attempt (None: it has none)."""
+    should_retry: bool | None = None
 
     @property
     def retries(self) -> int:

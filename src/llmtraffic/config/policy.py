@@ -32,7 +32,15 @@ from llmtraffic.config.base import (
     PositiveDuration,
 )
 
-FailureKind = Literal["rate_limited", "server_error", "overloaded", "timeout", "midstream_error"]
+FailureKind = Literal[
+    "rate_limited",
+    "server_error",
+    "overloaded",
+    "timeout",
+    "midstream_error",
+    "quota_exhausted",
+    "context_length_exceeded",
+]
 """Failed attempt statuses, as they appear in the ``status`` column of the attempts table."""
 
 ALL_FAILURES: tuple[FailureKind, ...] = (
@@ -41,7 +49,16 @@ ALL_FAILURES: tuple[FailureKind, ...] = (
     "overloaded",
     "timeout",
     "midstream_error",
+    "quota_exhausted",
+    "context_length_exceeded",
 )
+
+NEVER_CLEARS: tuple[FailureKind, ...] = ("quota_exhausted", "context_length_exceeded")
+"""Failures that the same attempt meets again however long it waits: an exhausted quota (until
+its period resets) and a prompt too long for the model. A policy's default ``retryable``
+leaves them out; the SDK presets retry the quota 429 anyway, as the SDKs do."""
+
+TRANSIENT: tuple[FailureKind, ...] = tuple(f for f in ALL_FAILURES if f not in NEVER_CLEARS)
 
 
 class _Retry(Model):
@@ -302,7 +319,7 @@ class Throttle(Model):
     k: float = Field(2.0, gt=0, description="the multiplier K (2 in the SRE book)")
     window: FiniteDuration = Field(120.0, description="span of the request and accept counts")
     rejections: list[FailureKind] = Field(
-        ["rate_limited", "overloaded", "server_error", "timeout"],
+        ["rate_limited", "overloaded", "server_error", "timeout", "quota_exhausted"],
         description="statuses that mean the backend did not accept the attempt",
     )
 
@@ -365,6 +382,11 @@ class RetryableHttp(Model):
 
     codes: list[int] = Field(default_factory=list, description="statuses retried")
     at_least: int | None = Field(None, description="every status >= this is retried too")
+    obey_should_retry: bool = Field(
+        True,
+        description="an x-should-retry header (true/false) on the response decides first, "
+        "before the status rules, as the SDKs' _should_retry does",
+    )
 
 
 class Policy(Model):
@@ -390,7 +412,9 @@ class Policy(Model):
         "chunk while streaming; a non-streamed call is one read, so it bounds the whole call)",
     )
     retryable: list[FailureKind] = Field(
-        list(ALL_FAILURES), description="attempt statuses that may be retried"
+        list(TRANSIENT),
+        description="attempt statuses that may be retried (default: all but quota_exhausted "
+        "and context_length_exceeded, which waiting does not clear)",
     )
     retryable_http: RetryableHttp | None = Field(
         None,

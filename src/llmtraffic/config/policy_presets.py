@@ -13,7 +13,19 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-ALL_STATUSES = ["rate_limited", "server_error", "overloaded", "timeout", "midstream_error"]
+ALL_STATUSES = [
+    "rate_limited",
+    "server_error",
+    "overloaded",
+    "timeout",
+    "midstream_error",
+    "quota_exhausted",
+    "context_length_exceeded",
+]
+# The statuses that waiting clears; a quota 429 and a context-length 400 come back unchanged.
+TRANSIENT_STATUSES = [
+    s for s in ALL_STATUSES if s not in ("quota_exhausted", "context_length_exceeded")
+]
 
 
 @dataclass(frozen=True)
@@ -41,8 +53,11 @@ _SDK_BACKOFF = {
     "honor_retry_after": True,
 }
 
-# The SDKs' ``_should_retry``: 408, 409, 429 and >= 500 (a 424 or a 400 is not retried).
-_SDK_HTTP = {"codes": [408, 409, 429], "at_least": 500}
+# The SDKs' ``_should_retry``: an ``x-should-retry`` header decides first; else 408, 409, 429
+# and >= 500 (a 424 or a 400 is not retried). Every status is in the SDK presets' ``retryable``:
+# the HTTP rule alone decides, so a quota 429 is retried (the SDKs cannot tell it from a rate
+# limit) and a context-length 400 is not.
+_SDK_HTTP = {"codes": [408, 409, 429], "at_least": 500, "obey_should_retry": True}
 
 # A streamed call returns once the 200's headers arrive; a failure while the caller reads the
 # stream is not retried by the SDK. A non-streamed call reads the whole body inside the retry
@@ -130,10 +145,12 @@ POLICIES: dict[str, Preset] = {
             "LiteLLM's Router in front of one deployment per model: 2 retries, backoff "
             "min(0.5 * 2^n, 8) s plus U(0, 0.75) s; a retry-after of up to 60 s waited plus "
             "U(0, 0.75) s, a longer one ignored (backoff); the litellm-cooldown breaker.",
-            LITELLM_SOURCE,
+            LITELLM_SOURCE + "; should_retry_this_error raises (no retry) for a status litellm's "
+            "should_retry refuses (400: a context-length error), and a 429 is a RateLimitError, "
+            "retried whatever its code (insufficient_quota too)",
             {
                 "timeout": 600.0,
-                "retryable": ALL_STATUSES,
+                "retryable": [s for s in ALL_STATUSES if s != "context_length_exceeded"],
                 "retry": {
                     "kind": "exponential",
                     "max_retries": 2,
@@ -155,14 +172,16 @@ POLICIES: dict[str, Preset] = {
             "llmtraffic's recommended client policy: exponential backoff with full jitter "
             "(0.5 s doubling to 20 s, 3 retries), retry-after honoured up to 60 s, 30 s "
             "attempt timeout, 120 s deadline, a breaker that opens when half of the last 50 "
-            "calls fail, and a 10% retry budget.",
+            "calls fail, and a 10% retry budget; a quota 429 or a context-length 400 is not "
+            "retried.",
             "this project's studies (experiments/README.md): backoff alone turns a capacity "
             "drop into a metastable storm, a breaker or a retry budget recovers; full jitter "
             "after the AWS Architecture Blog; the budget after the Google SRE book",
             {
                 "timeout": 30.0,
                 "deadline": 120.0,
-                "retryable": ALL_STATUSES,
+                # A quota 429 or a context-length 400 comes back however long one waits.
+                "retryable": TRANSIENT_STATUSES,
                 "retry": {
                     "kind": "exponential",
                     "max_retries": 3,
@@ -265,7 +284,9 @@ BREAKERS: dict[str, Preset] = {
                 "slow_call_duration": math.inf,
                 "open_duration": 5.0,
                 "half_open_calls": 0,
-                "record": ALL_STATUSES,
+                # _is_cooldown_required: of the 4xx only 401, 402, 404, 408 and 429 count, so
+                # a context-length 400 does not.
+                "record": [s for s in ALL_STATUSES if s != "context_length_exceeded"],
             },
         ),
     ]

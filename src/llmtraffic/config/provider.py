@@ -6,10 +6,23 @@ import itertools
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from llmtraffic import presets
-from llmtraffic.config.base import FiniteDuration, FiniteDurationOrZero, HttpErrorStatus, Model
+from llmtraffic.config.base import (
+    FiniteDuration,
+    FiniteDurationOrZero,
+    HttpErrorStatus,
+    Model,
+    PositiveDuration,
+)
 
 
 class Prices(Model):
@@ -217,13 +230,51 @@ Service = Annotated[
 ]
 
 
+def _not_429(value: int) -> int:
+    if value == 429:
+        raise ValueError(
+            "a 429 is not a server error: use rate_limit for rate limits, quota (a spend cap) "
+            'or an incident of kind "quota_exhausted" for an exhausted quota'
+        )
+    return value
+
+
+ErrorStatus = Annotated[HttpErrorStatus, AfterValidator(_not_429)]
+"""An HTTP error status of a fast error, 400-599 but not 429 (429s come from the limits)."""
+
+
+class ErrorKind(Model):
+    """One kind of fast error: its HTTP status, how often it happens, and the
+    ``x-should-retry`` header the provider sends with it."""
+
+    status: ErrorStatus = Field(description="HTTP status (e.g. 503, 504, 529, 408, 409; not 429)")
+    rate: float = Field(gt=0, le=1, description="probability per attempt")
+    should_retry: bool | None = Field(
+        None,
+        description="the x-should-retry header sent with it (true/false); omitted: not sent",
+    )
+
+
 class Failures(Model):
-    """Per-attempt failures outside incidents."""
+    """Per-attempt failures outside incidents.
+
+    ``error_rate`` / ``error_status`` is one kind of fast error; ``errors`` adds more kinds,
+    each with its own status and rate. One draw per admitted attempt picks at most one of
+    them (probabilities add up), so their rates may total at most 1.
+    """
 
     error_rate: float = Field(
         0.0, ge=0, le=1, description="probability of a fast server error (before generation)"
     )
     error_status: HttpErrorStatus = Field(500, description="HTTP status of those errors")
+    error_should_retry: bool | None = Field(
+        None,
+        description="x-should-retry header sent with those errors (true/false); omitted: not sent",
+    )
+    errors: list[ErrorKind] = Field(
+        default_factory=list,
+        description="more kinds of fast error, each { status, rate, should_retry }",
+    )
     error_latency: FiniteDurationOrZero = Field(
         0.05, description="how long a fast error takes to come back"
     )
@@ -247,6 +298,42 @@ class Failures(Model):
                 f"both), got {self.midstream_rate:g} + {self.stall_rate:g}"
             )
         return self
+
+    @model_validator(mode="after")
+    def _rates_add_up(self) -> Self:
+        total = self.error_rate + sum(k.rate for k in self.errors)
+        if total > 1.0 + 1e-12:
+            raise ValueError(
+                f"error_rate and the rates of errors add up to {total:g}, more than 1; one "
+                "draw picks at most one kind per attempt, so lower them"
+            )
+        seen: set[int] = set()
+        for i, kind in enumerate(self.errors):
+            if kind.status in seen:
+                raise ValueError(
+                    f".errors[{i}].status: {kind.status} is listed twice; give one entry per "
+                    "status with the rates added"
+                )
+            seen.add(kind.status)
+        return self
+
+
+class Quota(Model):
+    """A spend cap: once the cost billed by this provider in the current period reaches
+    ``spend_cap``, every attempt is refused with a 429 ``quota_exhausted`` (no retry-after,
+    billed nothing) until the period ends. OpenAI's project budgets and an exhausted credit
+    balance answer ``insufficient_quota``; Anthropic's monthly spend limit a 429 without
+    retry-after (docs/providers.md). Attempts already in flight finish and are billed, so the
+    spend can overshoot the cap by them, as a real cap is checked at admission."""
+
+    spend_cap: float = Field(
+        gt=0, description="USD billed per period before every attempt is refused"
+    )
+    period: PositiveDuration = Field(
+        float("inf"),
+        description='the cap resets at every multiple of this from the start of the run ("inf": '
+        "never within the run; a month is 30d)",
+    )
 
 
 class Billing(Model):
@@ -340,8 +427,15 @@ class RateLimitChange(_Window):
     factor: float = Field(gt=0, description="multiplier of every rate limit (> 0)")
 
 
+class QuotaExhaustion(_Window):
+    """The account's quota is exhausted for a while (credits ran out, a budget was hit
+    elsewhere): every attempt is refused with a 429 ``quota_exhausted`` without retry-after."""
+
+    kind: Literal["quota_exhausted"] = "quota_exhausted"
+
+
 Incident = Annotated[
-    Outage | Brownout | LatencySpike | CapacityDrop | RateLimitChange,
+    Outage | Brownout | LatencySpike | CapacityDrop | RateLimitChange | QuotaExhaustion,
     Field(discriminator="kind"),
 ]
 
@@ -365,6 +459,15 @@ class Provider(Model):
     service: Service = TokenService(kind="tokens")
     failures: Failures = Failures()
     billing: Billing = Billing()
+    quota: Quota | None = Field(
+        None, description="a spend cap (USD per period); none: the quota never runs out"
+    )
+    context_window: Annotated[int, Field(gt=0)] | Literal["none"] | None = Field(
+        None,
+        validate_default=True,
+        description="tokens: an attempt whose input + max_tokens exceed it gets a 400 "
+        'context_length_exceeded; omitted: the model preset\'s; "none": no check',
+    )
     incidents: list[Incident] = Field(default_factory=list)
 
     @field_validator("prices", mode="before")
@@ -385,6 +488,18 @@ class Provider(Model):
                 "name, or add the model to a price file (price_files)"
             )
         return preset.prices()
+
+    @field_validator("context_window", mode="before")
+    @classmethod
+    def _preset_context(cls, value: object, info: ValidationInfo) -> object:
+        """Omitted, the context window is the model preset's (none for another model)."""
+        if value is not None:
+            return value
+        model = info.data.get("model")
+        if not isinstance(model, str):
+            return None
+        preset = presets.find_model(model, _models(info))
+        return None if preset is None else preset.context_window
 
     @field_validator("rate_limit", mode="before")
     @classmethod
@@ -421,6 +536,19 @@ class Provider(Model):
                         "provider has no capacity table, so it is not capacity-limited and has "
                         "no slots to drop; add capacity = { slots = ... } (and queue_limit)"
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _brownout_rates_add_up(self) -> Self:
+        """A brownout raises error_rate; with the other kinds of errors it must stay <= 1."""
+        others = sum(k.rate for k in self.failures.errors)
+        for i, inc in enumerate(self.incidents):
+            if isinstance(inc, Brownout) and others and inc.error_rate + others > 1.0 + 1e-12:
+                raise ValueError(
+                    f"incidents[{i}].error_rate: {inc.error_rate:g} plus the rates of "
+                    f"failures.errors ({others:g}) is more than 1; one draw picks at most one "
+                    "kind of error per attempt, so lower one of them"
+                )
         return self
 
     @field_validator("incidents")

@@ -26,7 +26,20 @@ MIDSTREAM_ERROR = "midstream_error"
 STALLED = "stalled"
 """Not an outcome: the provider's mark on an attempt whose stream will stop part-way without an
 error. The client sees it as a ``timeout`` when its timeout cuts the stream."""
-ATTEMPT_STATUSES = (OK, RATE_LIMITED, SERVER_ERROR, OVERLOADED, TIMEOUT, MIDSTREAM_ERROR)
+# A 429 that waiting does not clear: OpenAI's ``insufficient_quota``, Anthropic's spend cap.
+QUOTA_EXHAUSTED = "quota_exhausted"
+# A 400: input + max_tokens exceed the model's context window (OpenAI's error code).
+CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
+ATTEMPT_STATUSES = (
+    OK,
+    RATE_LIMITED,
+    SERVER_ERROR,
+    OVERLOADED,
+    TIMEOUT,
+    MIDSTREAM_ERROR,
+    QUOTA_EXHAUSTED,
+    CONTEXT_LENGTH_EXCEEDED,
+)
 
 # Request outcomes (the ``outcome`` column of the requests table); exactly one per request.
 EXHAUSTED = "exhausted"
@@ -118,7 +131,10 @@ class Attempt:
     """One HTTP call to a provider on behalf of a request.
 
     ``start`` is NaN until a serving slot takes it (it may never: 429s, fast errors, timeouts
-    while queued). ``cost`` is what the provider bills for it.
+    while queued). ``cost`` is what the provider bills for it. ``should_retry`` is the
+    ``x-should-retry`` header of an error response; only providers configured to send it set
+    it (``__init__`` leaves it unset, so attempts elsewhere cost nothing more): read it with
+    ``getattr(att, "should_retry", None)``.
     """
 
     __slots__ = (
@@ -139,6 +155,7 @@ class Attempt:
         "retry_after",
         "send",
         "service",
+        "should_retry",
         "start",
         "status",
         "timer",
@@ -147,6 +164,7 @@ class Attempt:
 
     _ok = True  # SimPy event protocol
     callbacks: list[Any] | None
+    should_retry: bool  # unset unless the provider sent x-should-retry (see the docstring)
 
     def __init__(
         self,

@@ -75,6 +75,8 @@ _STATUS = {
     "overloaded": "529 (overloaded)",
     "timeout": "timeout",
     "midstream_error": "mid-stream error",
+    "quota_exhausted": "429 (quota exhausted)",
+    "context_length_exceeded": "400 (context length)",
     "ok": "ok",
 }
 

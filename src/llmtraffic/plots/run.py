@@ -28,6 +28,8 @@ FAILURE_COLOURS = {
     "overloaded": "#9467bd",
     "timeout": "#8c564b",
     "midstream_error": "#e377c2",
+    "quota_exhausted": "#17becf",
+    "context_length_exceeded": "#7f7f7f",
 }
 INCIDENT_COLOUR = "#969696"
 BREAKER_COLOUR = "#b2182b"

@@ -77,6 +77,9 @@ class Endpoint:
         self.base_error_status = f.error_status
         self.error_rate = f.error_rate
         self.error_status = f.error_status
+        # The x-should-retry header of those errors; only ``ErrorEndpoint`` sends it.
+        self.base_should_retry = f.error_should_retry
+        self.error_should_retry = f.error_should_retry
         self.error_latency = f.error_latency
         self.base_midstream_rate = f.midstream_rate
         self.midstream_rate = f.midstream_rate

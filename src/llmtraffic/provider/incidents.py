@@ -12,10 +12,12 @@ from llmtraffic.config.provider import (
     Incident,
     LatencySpike,
     Outage,
+    QuotaExhaustion,
     RateLimitChange,
 )
 from llmtraffic.engine.kernel import Call, Kernel
 from llmtraffic.provider.endpoint import Endpoint
+from llmtraffic.provider.errors import ErrorEndpoint
 from llmtraffic.results.recorder import Recorder
 
 
@@ -61,11 +63,14 @@ def _effects(
             ep.error_rate = max(ep.base_error_rate, rate)
             ep.midstream_rate = max(ep.base_midstream_rate, mid)
             ep.error_status = code
+            # The brownout's errors are its own status, sent without the configured header.
+            ep.error_should_retry = None
 
         def brown_off(now: float) -> None:
             ep.error_rate = ep.base_error_rate
             ep.midstream_rate = ep.base_midstream_rate
             ep.error_status = ep.base_error_status
+            ep.error_should_retry = ep.base_should_retry
 
         return brown_on, brown_off
     if isinstance(inc, LatencySpike):
@@ -101,4 +106,16 @@ def _effects(
                 limiter.scale(1.0, now)
 
         return limits_on, limits_off
+    if isinstance(inc, QuotaExhaustion):
+        if not isinstance(ep, ErrorEndpoint):  # pragma: no cover - make_endpoint ensures it
+            raise TypeError(f"provider {ep.name!r} cannot exhaust its quota")
+        errors_ep = ep
+
+        def quota_on(now: float) -> None:
+            errors_ep.quota_blocked = True
+
+        def quota_off(now: float) -> None:
+            errors_ep.quota_blocked = False
+
+        return quota_on, quota_off
     raise TypeError(f"unknown incident {inc!r}")

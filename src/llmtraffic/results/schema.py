@@ -75,6 +75,8 @@ TIMESERIES = pa.schema(
         ("overloaded", pa.int64()),
         ("timeout", pa.int64()),
         ("midstream_error", pa.int64()),
+        ("quota_exhausted", pa.int64()),
+        ("context_length_exceeded", pa.int64()),
         ("requests_ok", pa.int64()),
         ("requests_failed", pa.int64()),
         ("arrived_ok", pa.int64()),

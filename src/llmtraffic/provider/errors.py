@@ -1,0 +1,205 @@
+"""A provider endpoint with error kinds beyond today's single fast error: several kinds of
+fast error with their own status, rate and ``x-should-retry`` header, the context-length 400,
+and an exhausted quota (a spend cap, or an incident).
+
+``make_endpoint`` builds this subclass only for a provider that uses one of these; every other
+provider is the plain ``Endpoint`` and runs exactly the code it ran before they existed.
+
+At admission, in order (docs/providers.md, "Error kinds"): an outage; an exhausted quota (429
+``quota_exhausted``, no retry-after); a prompt too long for the model (400
+``context_length_exceeded``); the rate limits; one draw that picks at most one kind of fast
+error; then a slot, the queue or shedding. None of the refusals is billed, and none counts
+against the rate limits (they come before them).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+from llmtraffic.config.provider import Provider, QuotaExhaustion
+from llmtraffic.config.workload import (
+    EmpiricalTokens,
+    Feature,
+    FixedTokens,
+    TokenDist,
+    UniformTokens,
+)
+from llmtraffic.engine.entities import (
+    CONTEXT_LENGTH_EXCEEDED,
+    OVERLOADED,
+    QUOTA_EXHAUSTED,
+    RATE_LIMITED,
+    SERVER_ERROR,
+    Attempt,
+)
+from llmtraffic.engine.kernel import Call, Kernel
+from llmtraffic.engine.streams import Streams
+from llmtraffic.provider.endpoint import Endpoint
+from llmtraffic.provider.quota import SpendMeter
+from llmtraffic.results.recorder import Recorder
+
+INF = math.inf
+NAN = math.nan
+
+__all__ = ["ErrorEndpoint", "longest_request", "make_endpoint"]
+
+
+def _most_tokens(dist: TokenDist | None) -> float:
+    """The largest token count a distribution can draw (inf when unbounded)."""
+    if dist is None:
+        return 0.0
+    if isinstance(dist, FixedTokens):
+        return float(dist.value)
+    if isinstance(dist, UniformTokens):
+        return float(dist.high)
+    if isinstance(dist, EmpiricalTokens):
+        return float(math.ceil(dist.quantiles[-1]))
+    return INF  # lognormal: unbounded
+
+
+def longest_request(features: Iterable[Feature]) -> float:
+    """The largest input + max_tokens any of ``features`` can send (inf when unbounded: a
+    lognormal size or a trace), which decides whether a context window can ever refuse one."""
+    longest = 0.0
+    for feat in features:
+        if feat.trace is not None:
+            return INF
+        size = _most_tokens(feat.input_tokens) + _most_tokens(feat.rag_tokens)
+        longest = max(longest, size + feat.max_tokens)
+    return longest
+
+
+def make_endpoint(
+    name: str,
+    cfg: Provider,
+    kernel: Kernel,
+    streams: Streams,
+    recorder: Recorder,
+    longest: float,
+) -> Endpoint:
+    """The endpoint of provider ``name``: an ``ErrorEndpoint`` when it uses error kinds, a
+    quota, or a context window that a request of ``longest`` tokens could exceed."""
+    window = cfg.context_window
+    check_context = isinstance(window, int) and longest > window
+    f = cfg.failures
+    if (
+        check_context
+        or f.errors
+        or f.error_should_retry is not None
+        or cfg.quota is not None
+        or any(isinstance(inc, QuotaExhaustion) for inc in cfg.incidents)
+    ):
+        return ErrorEndpoint(name, cfg, kernel, streams, recorder, check_context)
+    return Endpoint(name, cfg, kernel, streams)
+
+
+class ErrorEndpoint(Endpoint):
+    """An ``Endpoint`` whose admission knows the error kinds above (the module docstring)."""
+
+    def __init__(
+        self,
+        name: str,
+        cfg: Provider,
+        kernel: Kernel,
+        streams: Streams,
+        recorder: Recorder,
+        check_context: bool,
+    ) -> None:
+        super().__init__(name, cfg, kernel, streams)
+        window = cfg.context_window
+        self.context_window = float(window) if check_context and isinstance(window, int) else INF
+        # The other kinds follow the base kind (error_rate) on one draw: kind i is picked when
+        # the draw falls in its slice of [error_rate, error_rate + sum of rates).
+        self.kinds = tuple((k.rate, k.status, k.should_retry) for k in cfg.failures.errors)
+        self.kinds_rate = sum(k.rate for k in cfg.failures.errors)
+        self.quota_blocked = False  # a quota_exhausted incident is on
+        self.meter: SpendMeter | None = None
+        if cfg.quota is not None:
+            self.meter = SpendMeter(
+                cfg.quota.spend_cap, cfg.quota.period, self._quota_reached, self._quota_reset
+            )
+        self.recorder = recorder
+        # Refusals by cause, for the summary's quota_exhausted_by.
+        self.quota_refused = {"spend_cap": 0, "incident": 0}
+        self.context_refused = 0
+
+    def _quota_reached(self, now: float, spent: float) -> None:
+        self.recorder.event(now, "quota_exhausted", "", self.name, "spend_cap", spent)
+
+    def _quota_reset(self, now: float, spent: float) -> None:
+        self.recorder.event(now, "quota_reset", "", self.name, "spend_cap", spent)
+
+    def submit(self, att: Attempt, now: float) -> None:
+        """Take an attempt sent at ``now`` (``Endpoint.submit`` with the checks above)."""
+        if self.outage_status:
+            self._respond(att, now, SERVER_ERROR, self.outage_status, NAN)
+            return
+        if self.quota_blocked:
+            self.quota_refused["incident"] += 1
+            self._respond(att, now, QUOTA_EXHAUSTED, 429, NAN)
+            return
+        meter = self.meter
+        if meter is not None and meter.exhausted(now):
+            self.quota_refused["spend_cap"] += 1
+            self._respond(att, now, QUOTA_EXHAUSTED, 429, NAN)
+            return
+        req = att.request
+        if req.input_tokens + att.client.max_tokens > self.context_window:
+            self.context_refused += 1
+            self._respond(att, now, CONTEXT_LENGTH_EXCEEDED, 400, NAN)
+            return
+        limiter = self.limiter
+        if limiter is not None:
+            retry_after = limiter.admit(
+                now, req.input_tokens, req.cached_tokens, att.client.max_tokens
+            )
+            if retry_after is not None:
+                self._respond(att, now, RATE_LIMITED, 429, retry_after)
+                return
+        rate = self.error_rate
+        if rate or self.kinds_rate:
+            u = next(self.u)
+            if u < rate:
+                self._fail(att, now, self.error_status, self.error_should_retry)
+                return
+            u -= rate
+            for kind_rate, status, should_retry in self.kinds:
+                if u < kind_rate:
+                    self._fail(att, now, status, should_retry)
+                    return
+                u -= kind_rate
+        self._admit(att, now)
+
+    def _fail(self, att: Attempt, now: float, status: int, should_retry: bool | None) -> None:
+        """A fast error of one kind, with its x-should-retry header when the kind sends one."""
+        if should_retry is not None:
+            att.should_retry = should_retry
+        self._respond(att, now, SERVER_ERROR, status, NAN)
+
+    def _admit(self, att: Attempt, now: float) -> None:
+        """A slot, the queue, or shedding: the end of ``Endpoint.submit``."""
+        if self.busy < self.slots:
+            self._start(att, now)
+        elif len(self.queue) < self.queue_limit:
+            self._draw(att)
+            att.queued_at = now
+            self.queue.append(att)
+            self.queue_acc -= now
+            if att.abandon_at != INF:
+                att.timer = self.kernel.call_in(att.abandon_at - now, self._on_timeout, att)
+        else:
+            self._respond(att, now, OVERLOADED, self.overload_status, NAN)
+
+    # The spend cap counts every cost the provider bills, when it bills it.
+
+    def _on_finish(self, att: Attempt) -> None:
+        super()._on_finish(att)
+        if self.meter is not None and att.cost:
+            self.meter.add(att.cost, self.kernel.now)
+
+    def _on_timeout(self, ev: Call) -> None:
+        super()._on_timeout(ev)
+        att: Attempt = ev._value
+        if self.meter is not None and att.cost:
+            self.meter.add(att.cost, self.kernel.now)
