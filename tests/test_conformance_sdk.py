@@ -264,3 +264,50 @@ def test_mid_stream_failures_are_retried_only_without_streaming(preset: str) -> 
     assert as_decision(preset_controller(preset).decide(broken, u)).wait is not None
     stream = preset_controller(f"{preset}-stream")
     assert as_decision(stream.decide(broken, u)) == Decision(None, "non_retryable")
+
+
+# Error kinds: quota 429s, context-length 400s and x-should-retry -------------------------------
+
+SHOULD_RETRY: list[str | None] = [None, "true", "false"]
+# (simulator status, HTTP status): every error response a provider here can send.
+ERROR_KINDS = [
+    ("quota_exhausted", 429),  # insufficient_quota / a spend cap: no retry-after
+    ("rate_limited", 429),
+    ("context_length_exceeded", 400),
+    *[("server_error", code) for code in (400, 408, 409, 422, 500, 503, 504, 529)],
+    *[("overloaded", code) for code in (503, 529)],
+]
+
+
+def sdk_retries(preset: str, code: int, should_retry: str | None) -> bool:
+    """The installed SDK's own ``_should_retry`` on a response with this status and header."""
+    headers = httpx2.Headers({} if should_retry is None else {"x-should-retry": should_retry})
+    return bool(sdk_client(preset)._should_retry(httpx2.Response(code, headers=headers)))
+
+
+def preset_retries(preset: str, status: str, code: int, should_retry: str | None) -> bool:
+    header = None if should_retry is None else should_retry == "true"
+    state = RetryState(1, status, code, math.nan, 1.0, 0.0, 100.0, 1, "p", header)
+    return as_decision(preset_controller(preset).decide(state, uniforms(11))).wait is not None
+
+
+@pytest.mark.parametrize("preset", sorted(SDKS))
+def test_error_kinds_and_x_should_retry_case_by_case(preset: str) -> None:
+    """For each new status and each x-should-retry value (absent, true, false), the preset
+    retries exactly when the SDK's ``_should_retry`` does: the header decides first, then the
+    status (a quota 429 is retried like any 429, a context-length 400 is not)."""
+    disagreements = []
+    for status, code in ERROR_KINDS:
+        for header in SHOULD_RETRY:
+            theirs = sdk_retries(preset, code, header)
+            ours = preset_retries(preset, status, code, header)
+            if theirs != ours:
+                disagreements.append((status, code, header, theirs, ours))
+    assert not disagreements, disagreements
+    # The cases the issue named, spelled out.
+    assert sdk_retries(preset, 500, "false") is False
+    assert preset_retries(preset, "server_error", 500, "false") is False
+    assert sdk_retries(preset, 429, None) is True
+    assert preset_retries(preset, "quota_exhausted", 429, None) is True
+    assert sdk_retries(preset, 400, None) is False
+    assert preset_retries(preset, "context_length_exceeded", 400, None) is False

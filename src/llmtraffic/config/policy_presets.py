@@ -144,10 +144,12 @@ POLICIES: dict[str, Preset] = {
             "litellm-router",
             "LiteLLM's Router in front of one deployment per model: 2 retries, backoff "
             "min(0.5 * 2^n, 8) s plus U(0, 0.75) s; a retry-after of up to 60 s waited plus "
-            "U(0, 0.75) s, a longer one ignored (backoff); the litellm-cooldown breaker.",
-            LITELLM_SOURCE + "; should_retry_this_error raises (no retry) for a status litellm's "
-            "should_retry refuses (400: a context-length error), and a 429 is a RateLimitError, "
-            "retried whatever its code (insufficient_quota too)",
+            "U(0, 0.75) s, a longer one ignored (backoff); the litellm-cooldown breaker; a "
+            "context-length 400 is not retried.",
+            LITELLM_SOURCE + "; not retried: a context-length 400 (the Python router's "
+            "should_retry_this_error raises for a status litellm/utils.py should_retry refuses; "
+            "1.110.2 decides in its compiled router core, so this follows the readable rule); "
+            "a 429 is a RateLimitError, insufficient_quota included, and is retried",
             {
                 "timeout": 600.0,
                 "retryable": [s for s in ALL_STATUSES if s != "context_length_exceeded"],
