@@ -489,3 +489,28 @@ def test_a_scenario_without_the_new_features_runs_the_plain_endpoint() -> None:
     sim, _ = run(raw_scenario({"model": "openai/gpt-4o-mini"}))
     assert type(sim.endpoints["p"]) is Endpoint
     np.testing.assert_equal(len(sim.endpoints), 1)
+
+
+def test_the_failure_table_breaks_quota_refusals_down_by_cause() -> None:
+    """The terminal summary's failure table says which quota refused the quota 429s."""
+    from rich.console import Console
+
+    from llmtraffic.report_table import failures_table
+
+    _, result = run(
+        raw_scenario(
+            {
+                "quota": {"spend_cap": 0.0055},
+                "incidents": [{"kind": "quota_exhausted", "start": 0.5, "duration": 1.0}],
+            }
+        )
+    )
+    s = result.summary
+    assert s["quota_exhausted_by"] == {"p.incident": 1, "p.spend_cap": 6}
+    table = failures_table(s)
+    assert table is not None
+    console = Console(width=120, record=True)
+    console.print(table)
+    text = console.export_text()
+    assert "429 quota exhausted" in text
+    assert "by p's spend cap" in text and "by p's quota incident" in text

@@ -216,6 +216,15 @@ def check_events(sc: Scenario, result: RunResult) -> None:
         budget = budget[budget.str.startswith("budget_")]
         expect = ["budget_exhausted", "budget_recovered"] * len(budget)
         assert list(budget) == expect[: len(budget)]
+    for pname, cfg in sc.providers.items():
+        # A spend cap is reached, then reset by its period, in turn; only a provider with one.
+        quota = ev[(ev.provider == pname) & ev.kind.isin(["quota_exhausted", "quota_reset"])]
+        if cfg.quota is None:
+            assert quota.empty
+            continue
+        expect = ["quota_exhausted", "quota_reset"] * len(quota)
+        assert list(quota.kind) == expect[: len(quota)]
+        assert (quota.value[quota.kind == "quota_exhausted"] >= cfg.quota.spend_cap).all()
 
 
 def check_attempt_bound(sc: Scenario, result: RunResult) -> None:

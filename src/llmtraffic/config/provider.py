@@ -493,8 +493,15 @@ class Provider(Model):
     @classmethod
     def _preset_context(cls, value: object, info: ValidationInfo) -> object:
         """Omitted, the context window is the model preset's (none for another model)."""
-        if value is not None:
+        if value == "none" or (
+            isinstance(value, int) and not isinstance(value, bool) and value > 0
+        ):
             return value
+        if value is not None:
+            raise ValueError(
+                f'must be a whole number of tokens > 0, or "none" (no check), got {value!r}; '
+                "omit it to use the model preset's window"
+            )
         model = info.data.get("model")
         if not isinstance(model, str):
             return None

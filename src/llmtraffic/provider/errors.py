@@ -119,6 +119,10 @@ class ErrorEndpoint(Endpoint):
             self.meter = SpendMeter(
                 cfg.quota.spend_cap, cfg.quota.period, self._quota_reached, self._quota_reset
             )
+            self._finish_callbacks = [self._on_finish_metered]
+        self.quota_checks = self.meter is not None or any(
+            isinstance(inc, QuotaExhaustion) for inc in cfg.incidents
+        )
         self.recorder = recorder
         # Refusals by cause, for the summary's quota_exhausted_by.
         self.quota_refused = {"spend_cap": 0, "incident": 0}
@@ -135,25 +139,17 @@ class ErrorEndpoint(Endpoint):
         if self.outage_status:
             self._respond(att, now, SERVER_ERROR, self.outage_status, NAN)
             return
-        if self.quota_blocked:
-            self.quota_refused["incident"] += 1
-            self._respond(att, now, QUOTA_EXHAUSTED, 429, NAN)
-            return
-        meter = self.meter
-        if meter is not None and meter.exhausted(now):
-            self.quota_refused["spend_cap"] += 1
-            self._respond(att, now, QUOTA_EXHAUSTED, 429, NAN)
+        if self.quota_checks and self._quota_refuses(att, now):
             return
         req = att.request
-        if req.input_tokens + att.client.max_tokens > self.context_window:
+        max_tokens = att.client.max_tokens
+        if req.input_tokens + max_tokens > self.context_window:
             self.context_refused += 1
             self._respond(att, now, CONTEXT_LENGTH_EXCEEDED, 400, NAN)
             return
         limiter = self.limiter
         if limiter is not None:
-            retry_after = limiter.admit(
-                now, req.input_tokens, req.cached_tokens, att.client.max_tokens
-            )
+            retry_after = limiter.admit(now, req.input_tokens, req.cached_tokens, max_tokens)
             if retry_after is not None:
                 self._respond(att, now, RATE_LIMITED, 429, retry_after)
                 return
@@ -169,16 +165,7 @@ class ErrorEndpoint(Endpoint):
                     self._fail(att, now, status, should_retry)
                     return
                 u -= kind_rate
-        self._admit(att, now)
-
-    def _fail(self, att: Attempt, now: float, status: int, should_retry: bool | None) -> None:
-        """A fast error of one kind, with its x-should-retry header when the kind sends one."""
-        if should_retry is not None:
-            att.should_retry = should_retry
-        self._respond(att, now, SERVER_ERROR, status, NAN)
-
-    def _admit(self, att: Attempt, now: float) -> None:
-        """A slot, the queue, or shedding: the end of ``Endpoint.submit``."""
+        # A slot, the queue, or shedding: the end of ``Endpoint.submit``.
         if self.busy < self.slots:
             self._start(att, now)
         elif len(self.queue) < self.queue_limit:
@@ -191,12 +178,33 @@ class ErrorEndpoint(Endpoint):
         else:
             self._respond(att, now, OVERLOADED, self.overload_status, NAN)
 
-    # The spend cap counts every cost the provider bills, when it bills it.
+    def _quota_refuses(self, att: Attempt, now: float) -> bool:
+        """Refuse ``att`` with a 429 quota_exhausted when a quota incident is on or the spend
+        cap is reached; whether it did."""
+        if self.quota_blocked:
+            self.quota_refused["incident"] += 1
+        elif self.meter is not None and self.meter.exhausted(now):
+            self.quota_refused["spend_cap"] += 1
+        else:
+            return False
+        self._respond(att, now, QUOTA_EXHAUSTED, 429, NAN)
+        return True
 
-    def _on_finish(self, att: Attempt) -> None:
-        super()._on_finish(att)
-        if self.meter is not None and att.cost:
-            self.meter.add(att.cost, self.kernel.now)
+    def _fail(self, att: Attempt, now: float, status: int, should_retry: bool | None) -> None:
+        """A fast error of one kind, with its x-should-retry header when the kind sends one."""
+        if should_retry is not None:
+            att.should_retry = should_retry
+        self._respond(att, now, SERVER_ERROR, status, NAN)
+
+    # The spend cap counts every cost the provider bills, when it bills it: the end of an
+    # attempt the client waited for (``_on_finish``, metered only when there is a cap, through
+    # ``_finish_callbacks``) or the client's timeout (what abandoned work will cost is billed
+    # then).
+
+    def _on_finish_metered(self, att: Attempt) -> None:
+        self._on_finish(att)
+        if att.cost:
+            self.meter.add(att.cost, self.kernel.now)  # type: ignore[union-attr]
 
     def _on_timeout(self, ev: Call) -> None:
         super()._on_timeout(ev)
