@@ -120,6 +120,9 @@ service = { kind = "lognormal", median = "0.5s", p99 = "3s" }
 model = "test-model-s"
 prices = { input = 0.1, output = 0.3 }
 service = { kind = "uniform", low = "0.2s", high = "1s" }
+failures = { errors = [{ status = 503, rate = 0.05, should_retry = false }] }
+quota = { spend_cap = 5.0, period = "30s" }
+context_window = 100000
 
 [providers.t]
 model = "test-model-t"

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llmtraffic import Simulation, scenario_from_dict
+from llmtraffic import ConfigError, Simulation, scenario_from_dict
 from llmtraffic.client.tenacity_adapter import EXCEPTIONS, QuotaExhaustedError, RateLimitedError
 from llmtraffic.config.policy import Policy
 from llmtraffic.config.policy_presets import POLICIES
@@ -137,7 +137,33 @@ def test_the_sdk_presets_retry_a_quota_429_that_never_clears() -> None:
         assert result.summary["quota_exhausted_by"] == {"p.spend_cap": 7 * per_request}
 
 
+def test_providers_of_one_account_share_its_spend_cap() -> None:
+    """p and q bill one account capped at $0.0055; f sends to p at 0, 2, 4, 6, 8 s and g to q
+    at 1, 3, 5, 7, 9 s: the third bill (p's, done at 2.5 s) reaches the cap, so everything
+    sent from 3 s on is refused, 3 attempts on p and 4 on q; one event names the account."""
+    raw = raw_scenario({"quota": {"spend_cap": 0.0055, "account": "org"}}, times=TIMES[0::2])
+    raw["providers"]["q"] = copy.deepcopy(raw["providers"]["p"])
+    raw["features"]["g"] = {
+        **copy.deepcopy(raw["features"]["f"]),
+        "provider": "q",
+        "arrivals": {"kind": "times", "at": TIMES[1::2]},
+    }
+    sim, result = run(raw)
+    assert sim.endpoints["p"].meter is sim.endpoints["q"].meter  # type: ignore[attr-defined]
+    s = result.summary
+    assert s["quota_exhausted_by"] == {"p.spend_cap": 3, "q.spend_cap": 4}
+    assert math.isclose(s["billed_cost"], 3 * COST)
+    ev = result.df("events")
+    assert list(zip(ev.kind, ev.provider, ev.time, strict=True)) == [
+        ("quota_exhausted", "org", 2.5)
+    ]
+    raw["providers"]["q"]["quota"] = {"spend_cap": 1.0, "account": "org"}
+    with pytest.raises(ConfigError, match=r"providers\.q\.quota: account 'org' has spend_cap 1"):
+        scenario_from_dict(raw)
+
+
 def test_spend_meter_unit() -> None:
+    """Reached at exactly the cap; a period later it resets, dated at the period's start."""
     seen: list[tuple[str, float, float]] = []
     meter = SpendMeter(
         1.0,
@@ -433,6 +459,11 @@ def with_error_kinds(draw: st.DrawFn) -> dict[str, Any]:
             {"status": 400, "rate": rate / 2},
         ]
     p["quota"] = {"spend_cap": draw(st.floats(1e-4, 0.05)), "period": draw(st.floats(5, 100))}
+    others = sorted(raw["providers"])[1:]
+    if others and draw(st.booleans()):
+        # A cap shared with another provider of the same account.
+        p["quota"]["account"] = "org"
+        raw["providers"][others[0]]["quota"] = dict(p["quota"])
     p["context_window"] = draw(st.integers(500, 6000))
     kinds = {i["kind"] for i in p.get("incidents", [])}
     if draw(st.booleans()) and "quota_exhausted" not in kinds:

@@ -216,15 +216,20 @@ def check_events(sc: Scenario, result: RunResult) -> None:
         budget = budget[budget.str.startswith("budget_")]
         expect = ["budget_exhausted", "budget_recovered"] * len(budget)
         assert list(budget) == expect[: len(budget)]
-    for pname, cfg in sc.providers.items():
-        # A spend cap is reached, then reset by its period, in turn; only a provider with one.
-        quota = ev[(ev.provider == pname) & ev.kind.isin(["quota_exhausted", "quota_reset"])]
-        if cfg.quota is None:
-            assert quota.empty
-            continue
+    # A spend cap is reached, then reset by its period, in turn; its rows name the provider,
+    # or the account of a cap several providers share.
+    caps = {
+        cfg.quota.account or pname: cfg.quota.spend_cap
+        for pname, cfg in sc.providers.items()
+        if cfg.quota is not None
+    }
+    quota_rows = ev[ev.kind.isin(["quota_exhausted", "quota_reset"])]
+    assert set(quota_rows.provider) <= set(caps)
+    for label, cap in caps.items():
+        quota = quota_rows[quota_rows.provider == label]
         expect = ["quota_exhausted", "quota_reset"] * len(quota)
         assert list(quota.kind) == expect[: len(quota)]
-        assert (quota.value[quota.kind == "quota_exhausted"] >= cfg.quota.spend_cap).all()
+        assert (quota.value[quota.kind == "quota_exhausted"] >= cap).all()
 
 
 def check_attempt_bound(sc: Scenario, result: RunResult) -> None:

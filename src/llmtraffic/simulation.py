@@ -24,7 +24,12 @@ from llmtraffic.engine.entities import UNFINISHED
 from llmtraffic.engine.kernel import Call, Kernel
 from llmtraffic.engine.streams import Streams
 from llmtraffic.provider.endpoint import Endpoint
-from llmtraffic.provider.errors import ErrorEndpoint, longest_request, make_endpoint
+from llmtraffic.provider.errors import (
+    ErrorEndpoint,
+    longest_request,
+    make_endpoint,
+    spend_meters,
+)
 from llmtraffic.provider.incidents import schedule_incidents
 from llmtraffic.results.load import RunResult
 from llmtraffic.results.metrics import (
@@ -121,15 +126,16 @@ class Simulation:
             expected_end=duration * 1.1,
             features=list(sc.features),
         )
+        meters = spend_meters(sc.providers, recorder)
         endpoints = {
             name: make_endpoint(
                 name,
                 cfg,
                 kernel,
                 streams,
-                recorder,
                 # Only the features that may send to it can exceed its context window.
                 longest_request(sc.features[f] for f in incident_scope(sc, name)),
+                meters.get(name),
             )
             for name, cfg in sc.providers.items()
         }

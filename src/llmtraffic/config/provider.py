@@ -334,6 +334,11 @@ class Quota(Model):
         description='the cap resets at every multiple of this from the start of the run ("inf": '
         "never within the run; a month is 30d)",
     )
+    account: str | None = Field(
+        None,
+        description="providers whose quota names the same account share one cap: the costs "
+        "they bill add up (give each the same spend_cap and period); none: this provider's own",
+    )
 
 
 class Billing(Model):

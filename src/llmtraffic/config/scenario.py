@@ -186,6 +186,7 @@ class Scenario(Model):
                         f"policies.{pname}.fallback.providers[{i}]: unknown provider "
                         f"{target!r}; defined: {_names(self.providers)}"
                     )
+        problems.extend(_shared_quotas(self.providers))
         if not problems:
             problems.extend(self._endless_stalls())
         if problems:
@@ -248,6 +249,27 @@ def late_incidents(scenario: Scenario, duration: float, span: str = "run.duratio
                     f"{inc.kind} would never hit a request; start it before {duration:g} s "
                     "or lengthen run.duration"
                 )
+    return problems
+
+
+def _shared_quotas(providers: Mapping[str, Provider]) -> list[str]:
+    """Providers that share a quota account must agree on its cap and period."""
+    first: dict[str, str] = {}
+    problems = []
+    for name, cfg in providers.items():
+        quota = cfg.quota
+        if quota is None or quota.account is None:
+            continue
+        other = first.setdefault(quota.account, name)
+        theirs = providers[other].quota
+        assert theirs is not None
+        if (quota.spend_cap, quota.period) != (theirs.spend_cap, theirs.period):
+            problems.append(
+                f"providers.{name}.quota: account {quota.account!r} has spend_cap "
+                f"{quota.spend_cap:g} and period {quota.period:g} s here but "
+                f"{theirs.spend_cap:g} and {theirs.period:g} s in providers.{other}.quota; "
+                "give every provider of one account the same spend_cap and period"
+            )
     return problems
 
 

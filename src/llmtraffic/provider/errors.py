@@ -15,7 +15,7 @@ against the rate limits (they come before them).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from llmtraffic.config.provider import Provider, QuotaExhaustion
 from llmtraffic.config.workload import (
@@ -42,7 +42,7 @@ from llmtraffic.results.recorder import Recorder
 INF = math.inf
 NAN = math.nan
 
-__all__ = ["ErrorEndpoint", "longest_request", "make_endpoint"]
+__all__ = ["ErrorEndpoint", "longest_request", "make_endpoint", "spend_meters"]
 
 
 def _most_tokens(dist: TokenDist | None) -> float:
@@ -70,16 +70,45 @@ def longest_request(features: Iterable[Feature]) -> float:
     return longest
 
 
+def spend_meters(providers: Mapping[str, Provider], recorder: Recorder) -> dict[str, SpendMeter]:
+    """The spend meter of each provider with a quota; providers whose quota names the same
+    ``account`` share one (their bills add up). Its events name the provider, or the account
+    of a shared cap."""
+    meters: dict[str, SpendMeter] = {}
+    shared: dict[str, SpendMeter] = {}
+    for name, cfg in providers.items():
+        quota = cfg.quota
+        if quota is None:
+            continue
+        if quota.account is not None and quota.account in shared:
+            meters[name] = shared[quota.account]
+            continue
+        label = name if quota.account is None else quota.account
+
+        def reached(now: float, spent: float, label: str = label) -> None:
+            recorder.event(now, "quota_exhausted", "", label, "spend_cap", spent)
+
+        def reset(now: float, spent: float, label: str = label) -> None:
+            recorder.event(now, "quota_reset", "", label, "spend_cap", spent)
+
+        meter = SpendMeter(quota.spend_cap, quota.period, reached, reset)
+        meters[name] = meter
+        if quota.account is not None:
+            shared[quota.account] = meter
+    return meters
+
+
 def make_endpoint(
     name: str,
     cfg: Provider,
     kernel: Kernel,
     streams: Streams,
-    recorder: Recorder,
     longest: float,
+    meter: SpendMeter | None = None,
 ) -> Endpoint:
     """The endpoint of provider ``name``: an ``ErrorEndpoint`` when it uses error kinds, a
-    quota, or a context window that a request of ``longest`` tokens could exceed."""
+    quota (``meter``, from ``spend_meters``), or a context window that a request of
+    ``longest`` tokens could exceed."""
     window = cfg.context_window
     check_context = isinstance(window, int) and longest > window
     f = cfg.failures
@@ -87,10 +116,10 @@ def make_endpoint(
         check_context
         or f.errors
         or f.error_should_retry is not None
-        or cfg.quota is not None
+        or meter is not None
         or any(isinstance(inc, QuotaExhaustion) for inc in cfg.incidents)
     ):
-        return ErrorEndpoint(name, cfg, kernel, streams, recorder, check_context)
+        return ErrorEndpoint(name, cfg, kernel, streams, check_context, meter)
     return Endpoint(name, cfg, kernel, streams)
 
 
@@ -103,8 +132,8 @@ class ErrorEndpoint(Endpoint):
         cfg: Provider,
         kernel: Kernel,
         streams: Streams,
-        recorder: Recorder,
         check_context: bool,
+        meter: SpendMeter | None = None,
     ) -> None:
         super().__init__(name, cfg, kernel, streams)
         window = cfg.context_window
@@ -114,25 +143,15 @@ class ErrorEndpoint(Endpoint):
         self.kinds = tuple((k.rate, k.status, k.should_retry) for k in cfg.failures.errors)
         self.kinds_rate = sum(k.rate for k in cfg.failures.errors)
         self.quota_blocked = False  # a quota_exhausted incident is on
-        self.meter: SpendMeter | None = None
-        if cfg.quota is not None:
-            self.meter = SpendMeter(
-                cfg.quota.spend_cap, cfg.quota.period, self._quota_reached, self._quota_reset
-            )
+        self.meter = meter
+        if meter is not None:
             self._finish_callbacks = [self._on_finish_metered]
         self.quota_checks = self.meter is not None or any(
             isinstance(inc, QuotaExhaustion) for inc in cfg.incidents
         )
-        self.recorder = recorder
         # Refusals by cause, for the summary's quota_exhausted_by.
         self.quota_refused = {"spend_cap": 0, "incident": 0}
         self.context_refused = 0
-
-    def _quota_reached(self, now: float, spent: float) -> None:
-        self.recorder.event(now, "quota_exhausted", "", self.name, "spend_cap", spent)
-
-    def _quota_reset(self, now: float, spent: float) -> None:
-        self.recorder.event(now, "quota_reset", "", self.name, "spend_cap", spent)
 
     def submit(self, att: Attempt, now: float) -> None:
         """Take an attempt sent at ``now`` (``Endpoint.submit`` with the checks above)."""
