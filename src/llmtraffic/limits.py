@@ -49,7 +49,7 @@ MAX_RUN_SECONDS = 3600.0
 MAX_RUNS = 100_000
 MAX_TOTAL_SECONDS = 24 * 3600.0
 
-BASE_SERIES = 19
+BASE_SERIES = 21
 """Time-series columns of a run whatever its features: counts by status, costs, levels and
 samples (``results.recorder``); each feature adds ``SERIES_PER_FEATURE``, each provider one."""
 SERIES_PER_FEATURE = 7
