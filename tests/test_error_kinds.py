@@ -460,7 +460,8 @@ def with_error_kinds(draw: st.DrawFn) -> dict[str, Any]:
         ]
     p["quota"] = {"spend_cap": draw(st.floats(1e-4, 0.05)), "period": draw(st.floats(5, 100))}
     others = sorted(raw["providers"])[1:]
-    if others and draw(st.booleans()):
+    share = draw(st.booleans())
+    if others and share:
         # A cap shared with another provider of the same account.
         p["quota"]["account"] = "org"
         raw["providers"][others[0]]["quota"] = dict(p["quota"])

@@ -160,7 +160,7 @@ def test_validate_prints_the_estimate(
     assert main(["validate", "c.toml"]) == 0
     out = flat(capsys.readouterr().out)
     # 8 requests a second for 60 s; 5 s bins over 66 s (+2).
-    assert "size: about 480 arrivals and 16 time-series bins x 27 series per run" in out
+    assert "size: about 480 arrivals and 16 time-series bins x 29 series per run" in out
     assert main(["validate", "e.toml"]) == 0
     out = flat(capsys.readouterr().out)
     assert "size: 8 runs, about 3,840 arrivals" in out and "the largest run: about 480" in out

@@ -217,8 +217,8 @@ class ErrorEndpoint(Endpoint):
 
     # The spend cap counts every cost the provider bills, when it bills it: the end of an
     # attempt the client waited for (``_on_finish``, metered only when there is a cap, through
-    # ``_finish_callbacks``) or the client's timeout (what abandoned work will cost is billed
-    # then).
+    # ``_finish_callbacks``), the client's timeout (what abandoned work will cost is billed
+    # then) and a stalled stream cut by it.
 
     def _on_finish_metered(self, att: Attempt) -> None:
         self._on_finish(att)
@@ -227,6 +227,12 @@ class ErrorEndpoint(Endpoint):
 
     def _on_timeout(self, ev: Call) -> None:
         super()._on_timeout(ev)
+        att: Attempt = ev._value
+        if self.meter is not None and att.cost:
+            self.meter.add(att.cost, self.kernel.now)
+
+    def _on_stall_cut(self, ev: Call) -> None:
+        super()._on_stall_cut(ev)
         att: Attempt = ev._value
         if self.meter is not None and att.cost:
             self.meter.add(att.cost, self.kernel.now)
