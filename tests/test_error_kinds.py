@@ -546,3 +546,23 @@ def test_the_failure_table_breaks_quota_refusals_down_by_cause() -> None:
     text = console.export_text()
     assert "429 quota exhausted" in text
     assert "by p's spend cap" in text and "by p's quota incident" in text
+
+
+def test_the_spend_cap_counts_every_bill_stalls_and_timeouts_included() -> None:
+    """The meter sees every cost the provider bills: successes, mid-stream failures, work the
+    client abandoned on timeout (billed when it leaves) and stalled streams its timeout cuts.
+    With a cap never reached, the meter's spend equals the run's billed cost."""
+    for failures, timeout in [
+        ({"stall_rate": 0.5}, 2.0),
+        ({"midstream_rate": 0.5}, 600.0),
+        ({}, 0.3),  # every attempt abandoned at 0.3 s of its 0.5 s: billed in full
+    ]:
+        raw = raw_scenario(
+            {"failures": failures, "quota": {"spend_cap": 100.0}}, {"timeout": timeout}
+        )
+        sim, result = run(raw)
+        meter = sim.endpoints["p"].meter  # type: ignore[attr-defined]
+        billed = result.summary["billed_cost"]
+        assert billed > 0 and math.isclose(meter.spent, billed, rel_tol=1e-9), failures
+        assert math.isclose(result.df("attempts").cost.sum(), billed, rel_tol=1e-9)
+        assert set(result.df("attempts").status) != {"ok"}, failures
