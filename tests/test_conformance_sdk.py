@@ -287,7 +287,7 @@ def sdk_retries(preset: str, code: int, should_retry: str | None) -> bool:
 
 def preset_retries(preset: str, status: str, code: int, should_retry: str | None) -> bool:
     header = None if should_retry is None else should_retry == "true"
-    state = RetryState(1, status, code, math.nan, 1.0, 0.0, 100.0, 1, "p", header)
+    state = RetryState(1, status, code, math.nan, 1.0, 0.0, 100.0, 1, "p", should_retry=header)
     return as_decision(preset_controller(preset).decide(state, uniforms(11))).wait is not None
 
 
