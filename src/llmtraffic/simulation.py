@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow as pa
 
 from llmtraffic.client.client import Client
+from llmtraffic.client.layers import LayeredClient
 from llmtraffic.client.plugins import check_plugins
 from llmtraffic.config.scenario import Scenario
 from llmtraffic.config.span import resolve_duration
@@ -38,6 +39,7 @@ from llmtraffic.results.metrics import (
     RecoveryRule,
     SloBounds,
     incident_metrics,
+    layer_metrics,
     peak_attempt_rate_ratio,
     steady_cost_rate,
     tally_metrics,
@@ -142,8 +144,9 @@ class Simulation:
         for name, cfg in sc.providers.items():
             schedule_incidents(kernel, endpoints[name], cfg.incidents, recorder)
         finite_drain = not math.isinf(run.drain)
+        # A policy with retry layers gets the client that runs them; the others, today's.
         clients = {
-            name: Client(
+            name: (LayeredClient if sc.policy_of(name).layers else Client)(
                 name,
                 feat,
                 sc.policy_of(name),
@@ -287,6 +290,16 @@ class Simulation:
             )
             for n, s in zip(names, slos, strict=True)
         }
+        for n, client in self.clients.items():
+            if isinstance(client, LayeredClient):
+                summary["features"][n].update(
+                    layer_metrics(
+                        client.layer_totals,
+                        client.tally.requests,
+                        client.most_attempts,
+                        sc.policy_of(n).attempt_bound(),
+                    )
+                )
         summary["incidents"] = incidents
         # Which limit refused the 429s, per provider: "<provider>.<rpm|tpm|itpm|otpm>".
         summary["rate_limited_by"] = {

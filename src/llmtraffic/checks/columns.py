@@ -13,7 +13,15 @@ from collections.abc import Iterable
 
 from llmtraffic.config.scenario import Scenario
 from llmtraffic.engine.entities import ATTEMPT_STATUSES, REQUEST_OUTCOMES
-from llmtraffic.results.metrics import INCIDENT_KEYS, LIMIT_KINDS, RUN_KEYS, tally_metric_keys
+from llmtraffic.config.policy import INNER_LAYER
+from llmtraffic.results.metrics import (
+    INCIDENT_KEYS,
+    LAYER_KEYS,
+    LAYERED_KEYS,
+    LIMIT_KINDS,
+    RUN_KEYS,
+    tally_metric_keys,
+)
 
 _COUNT = re.compile(
     r"^(?:feature\.[^.]+\.)?(?:outcomes\.(?:{})|attempt_statuses\.(?:{}))$".format(
@@ -46,6 +54,12 @@ def expected_columns(scenarios: Iterable[Scenario]) -> set[str]:
         for name in sc.features:
             keys = _feature_keys(name in valued, name in slo)
             columns.update(f"feature.{name}.{k}" for k in keys)
+            layers = sc.policy_of(name).layers
+            if layers:
+                # Retry layers: calls per layer, the most attempts of a request, the bound.
+                columns.update(f"feature.{name}.{k}" for k in LAYERED_KEYS)
+                for layer in [*(la.name for la in layers), INNER_LAYER]:
+                    columns.update(f"feature.{name}.layers.{layer}.{k}" for k in LAYER_KEYS)
         for name, provider in sc.providers.items():
             if provider.rate_limit is not None:
                 columns.update(f"rate_limited_by.{name}.{k}" for k in LIMIT_KINDS)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from llmtraffic.client.waits import RetryState
 
 if TYPE_CHECKING:
-    from llmtraffic.config.policy import Policy
+    from llmtraffic.config.policy import Layer, Policy
 
 __all__ = [
     "RetryIf",
@@ -120,8 +120,9 @@ class RetryIfHttp(RetryIf):
         return code in self.codes or (self.at_least is not None and code >= self.at_least)
 
 
-def for_policy(policy: Policy) -> RetryIf:
-    """The retry predicate a policy's ``retryable`` and ``retryable_http`` describe."""
+def for_policy(policy: Policy | Layer) -> RetryIf:
+    """The retry predicate a policy's (or a layer's) ``retryable`` and ``retryable_http``
+    describe."""
     by_status = RetryIfStatus.of(policy.retryable)
     http = policy.retryable_http
     if http is None:

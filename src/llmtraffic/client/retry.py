@@ -28,6 +28,7 @@ from llmtraffic.config.policy import (
     CustomRetry,
     ExponentialRetry,
     FixedRetry,
+    Layer,
     NaiveRetry,
     NoRetry,
     Policy,
@@ -120,8 +121,9 @@ class RetryController:
         return Decision(self.wait(state, uniforms))
 
 
-def controller_for(policy: Policy) -> RetryPolicy:
-    """The retry policy a config describes (a fresh object: policies may keep state)."""
+def controller_for(policy: Policy | Layer) -> RetryPolicy:
+    """The retry policy a config (a policy, or one of its layers) describes (a fresh object:
+    policies may keep state)."""
     r = policy.retry
     retry_if = predicates.for_policy(policy)
     if isinstance(r, NoRetry):

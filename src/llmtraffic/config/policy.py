@@ -43,6 +43,9 @@ FailureKind = Literal[
 ]
 """Failed attempt statuses, as they appear in the ``status`` column of the attempts table."""
 
+INNER_LAYER = "sdk"
+"""The name the policy's own retries (the innermost layer) have in the run summary."""
+
 ALL_FAILURES: tuple[FailureKind, ...] = (
     "rate_limited",
     "server_error",
@@ -389,6 +392,47 @@ class RetryableHttp(Model):
     )
 
 
+def _layer_preset(value: object) -> object:
+    return policy_presets.expand("layer", policy_presets.LAYERS, value)
+
+
+class Layer(Model):
+    """A retry layer wrapped around the policy's own retries: an application loop, a
+    framework (LangChain's ``with_retry``), a router or gateway (LiteLLM's Router), a
+    ``tenacity`` decorator. Each failed call of the layer below (the last layer's: the
+    policy's own retry loop, the SDK) is one failed call here, judged by this layer's own
+    ``retryable`` and ``retry``; a retry here calls the layer below afresh, with fresh
+    counters, so attempts multiply (docs/policies.md, "Retry layers").
+    """
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="the layer's name in the run summary (letters, digits, _ and -)",
+    )
+    preset: str | None = Field(
+        None, description="the layer preset this layer starts from (fields here override it)"
+    )
+    timeout: PositiveDuration = Field(
+        math.inf,
+        description=(
+            "bounds each call this layer makes to the layer below, all of its attempts and "
+            'waits included; a call cut short is a failed call with status timeout ("inf": '
+            "none)"
+        ),
+    )
+    retryable: list[FailureKind] = Field(
+        list(ALL_FAILURES), description="statuses of a failed inner call this layer retries"
+    )
+    retryable_http: RetryableHttp | None = Field(
+        None,
+        description="also require a failed call's HTTP status to be one of these (none: any)",
+    )
+    retry: Retry = Field(
+        default_factory=lambda: NoRetry(kind="none"),
+        description="this layer's retries, waits and stop, as a policy's retry",
+    )
+
+
 class Policy(Model):
     """A client's resilience behaviour for one feature."""
 
@@ -430,6 +474,13 @@ class Policy(Model):
     max_attempts: int = Field(
         100, gt=0, description="hard cap on attempts per request (guards custom policies)"
     )
+    layers: list[Annotated[Layer, BeforeValidator(_layer_preset)]] = Field(
+        default_factory=list,
+        description=(
+            "retry layers around this policy's own retries, outermost first (application "
+            "loop, framework, router); the policy itself is the innermost layer, named sdk"
+        ),
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -451,6 +502,19 @@ class Policy(Model):
     def _check(self) -> Self:
         if math.isinf(self.deadline) and self.max_attempts > 10_000:
             raise ValueError("max_attempts above 10,000 needs a finite deadline")
+        if self.layers:
+            names = [layer.name for layer in self.layers]
+            for name in names:
+                if name == INNER_LAYER or names.count(name) > 1:
+                    raise ValueError(
+                        f"layers: the layer name {name!r} is used twice (the policy's own "
+                        f"retries are the layer {INNER_LAYER!r}); give each layer its own name"
+                    )
+            if self.fallback is not None:
+                raise ValueError(
+                    "layers cannot be combined with a fallback (not modelled yet): drop "
+                    "fallback, or model the fallback's retries without layers"
+                )
         return self
 
     def attempt_bound(self) -> int:
@@ -463,7 +527,13 @@ class Policy(Model):
             return self.max_attempts
         else:
             per_provider = retry.max_retries + 1
-        return min(self.max_attempts, per_provider * providers)
+        bound = per_provider * providers
+        for layer in self.layers:
+            if isinstance(layer.retry, CustomRetry | TenacityRetry):
+                return self.max_attempts
+            # Each call of a layer runs the whole stack below it afresh.
+            bound *= 1 if isinstance(layer.retry, NoRetry) else layer.retry.max_retries + 1
+        return min(self.max_attempts, bound)
 
 
 def policy_from_preset(name: str) -> Policy | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,6 +104,113 @@ _OPENAI_RETRY_AFTER = {"retry_after_max": 120.0, "retry_after_beyond_max": "give
 # No cut-off: the SDK only clamps a retry-after to 4,294,967 s (49.7 days, time.sleep's limit
 # on some platforms), far beyond any run.
 _ANTHROPIC_RETRY_AFTER = {"retry_after_max": math.inf, "retry_after_beyond_max": "backoff"}
+
+LANGCHAIN_SOURCE = (
+    "langchain-core 1.8.4 on PyPI, langchain_core/runnables/base.py Runnable.with_retry "
+    "(retry_if_exception_type=(Exception,), wait_exponential_jitter=True, "
+    "stop_after_attempt=3) and langchain_core/runnables/retry.py RunnableRetry "
+    "(stop_after_attempt(3), wait_exponential_jitter() with tenacity's defaults: initial 1, "
+    "exp_base 2, jitter 1, max sys.maxsize / 2, so 2**n + U(0, 1) s); langchain-openai 1.8.1, "
+    "langchain_openai/chat_models/base.py (max_retries None: the OpenAI client keeps its own "
+    "default of 2; request_timeout None: the SDK's 600 s)"
+)
+LITELLM_ROUTER_SOURCE = (
+    "litellm 1.110.2 on PyPI, litellm/router_rust/core.py (num_retries defaults to 2), "
+    "litellm/router_rust/surface/settings.py default_litellm_params "
+    "('params.setdefault(\"max_retries\", 0)': the provider SDK under the Router makes one "
+    "attempt per Router call); waits as the litellm-router policy: " + LITELLM_SOURCE
+)
+CELERY_SOURCE = (
+    "celery 5.7.0 on PyPI, celery/app/task.py (Task.max_retries = 3, "
+    "Task.default_retry_delay = 3 * 60), celery/app/autoretry.py (autoretry_for without "
+    "retry_backoff retries after default_retry_delay)"
+)
+TENACITY_COOKBOOK_SOURCE = (
+    "openai-cookbook, examples/How_to_handle_rate_limits.ipynb: @retry(wait="
+    "wait_random_exponential(min=1, max=60), stop=stop_after_attempt(6)) around "
+    "client.chat.completions.create, whose SDK keeps its own 2 retries"
+)
+
+_LITELLM_ROUTER_RETRY = {
+    "kind": "exponential",
+    "max_retries": 2,
+    "base": 0.5,
+    "multiplier": 2.0,
+    "cap": 8.0,
+    "jitter": "additive",
+    "jitter_added": 0.75,
+    "honor_retry_after": True,
+    "retry_after_max": 60.0,
+    "retry_after_beyond_max": "backoff",
+    "retry_after_jitter": 0.75,
+}
+_COOKBOOK_RETRY = {
+    "kind": "random_exponential",
+    "max_retries": 5,
+    "multiplier": 1.0,
+    "min": 1.0,
+    "max": 60.0,
+    "honor_retry_after": False,
+}
+
+LAYERS: dict[str, Preset] = {
+    p.name: p
+    for p in [
+        Preset(
+            "langchain-retry",
+            "LangChain's Runnable.with_retry() defaults: 3 attempts of every exception, "
+            "waits 2^n + U(0, 1) s (1-2 s, then 2-3 s), no retry-after.",
+            LANGCHAIN_SOURCE,
+            {
+                "name": "langchain",
+                "retryable": ALL_STATUSES,
+                "retry": {
+                    "kind": "exponential",
+                    "max_retries": 2,
+                    "base": 1.0,
+                    "multiplier": 2.0,
+                    # tenacity's MAX_WAIT: never reached in 3 attempts.
+                    "cap": sys.maxsize / 2,
+                    "jitter": "additive",
+                    "jitter_added": 1.0,
+                    "honor_retry_after": False,
+                },
+            },
+        ),
+        Preset(
+            "litellm-router",
+            "LiteLLM's Router retry loop: 2 retries, backoff min(0.5 * 2^n, 8) s plus "
+            "U(0, 0.75) s, a retry-after of up to 60 s waited plus U(0, 0.75) s.",
+            LITELLM_ROUTER_SOURCE,
+            {"name": "router", "retryable": ALL_STATUSES, "retry": _LITELLM_ROUTER_RETRY},
+        ),
+        Preset(
+            "tenacity-cookbook",
+            "The OpenAI Cookbook's tenacity decorator: 6 attempts of every exception, "
+            "wait_random_exponential(min=1, max=60), no retry-after.",
+            TENACITY_COOKBOOK_SOURCE,
+            {"name": "tenacity", "retryable": ALL_STATUSES, "retry": _COOKBOOK_RETRY},
+        ),
+        Preset(
+            "celery-autoretry",
+            "A Celery task with autoretry_for and the task defaults: 3 retries, each 180 s "
+            "after the failure (the job queue around the application).",
+            CELERY_SOURCE,
+            {
+                "name": "job",
+                "retryable": ALL_STATUSES,
+                "retry": {
+                    "kind": "fixed",
+                    "max_retries": 3,
+                    "delay": 180.0,
+                    "honor_retry_after": False,
+                },
+            },
+        ),
+    ]
+}
+"""Presets of retry layers (``layers = [{ preset = "langchain-retry" }]``): the libraries that
+wrap an SDK call in a retry loop of their own."""
 
 POLICIES: dict[str, Preset] = {
     p.name: p
@@ -207,6 +315,40 @@ POLICIES: dict[str, Preset] = {
             },
         ),
         Preset(
+            "langchain-openai",
+            "LangChain's ChatOpenAI with .with_retry(): 3 LangChain attempts, each an OpenAI "
+            "SDK call with its own 2 retries: up to 3 x 3 = 9 attempts per request.",
+            LANGCHAIN_SOURCE + "; the SDK: " + OPENAI_SOURCE,
+            {
+                **_sdk(_OPENAI_RETRY_AFTER, ALL_STATUSES),
+                "layers": [{"preset": "langchain-retry"}],
+            },
+        ),
+        Preset(
+            "litellm-router-sdk",
+            "LiteLLM's Router over the OpenAI SDK as the Router sets it up: the SDK with "
+            "max_retries=0 (one attempt per Router call, 600 s), the Router's 2 retries "
+            "around it and its cooldown: up to 3 attempts per request.",
+            LITELLM_ROUTER_SOURCE,
+            {
+                "timeout": 600.0,
+                "retryable": ALL_STATUSES,
+                "retry": {"kind": "none"},
+                "layers": [{"preset": "litellm-router"}],
+                "breaker": {"preset": "litellm-cooldown"},
+            },
+        ),
+        Preset(
+            "tenacity-openai-sdk",
+            "The OpenAI Cookbook's tenacity decorator around the OpenAI SDK, which keeps its "
+            "own 2 retries: up to 6 x 3 = 18 attempts per request.",
+            TENACITY_COOKBOOK_SOURCE + "; the SDK: " + OPENAI_SOURCE,
+            {
+                **_sdk(_OPENAI_RETRY_AFTER, ALL_STATUSES),
+                "layers": [{"preset": "tenacity-cookbook"}],
+            },
+        ),
+        Preset(
             "openai-cookbook",
             "The OpenAI Cookbook's tenacity recipe: wait_random_exponential(min=1, max=60), "
             "stop_after_attempt(6); it retries every error and reads no retry-after.",
@@ -215,14 +357,7 @@ POLICIES: dict[str, Preset] = {
             {
                 "timeout": 600.0,
                 "retryable": ALL_STATUSES,
-                "retry": {
-                    "kind": "random_exponential",
-                    "max_retries": 5,
-                    "multiplier": 1.0,
-                    "min": 1.0,
-                    "max": 60.0,
-                    "honor_retry_after": False,
-                },
+                "retry": _COOKBOOK_RETRY,
             },
         ),
     ]

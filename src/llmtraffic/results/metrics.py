@@ -252,6 +252,36 @@ def tally_metric_keys(with_value: bool = True, with_slo: bool = True) -> list[st
     return [k for k in keys if k not in ("outcomes", "attempt_statuses")]
 
 
+LAYER_KEYS = ("calls", "calls_per_request", "calls_per_outer_call")
+"""Keys of each layer's entry in a feature's ``layers`` (``layer_metrics``)."""
+
+LAYERED_KEYS = ("attempts_per_request_max", "attempt_bound")
+"""Scalar keys ``layer_metrics`` adds to a feature with retry layers."""
+
+
+def layer_metrics(
+    calls: dict[str, int], requests: int, most_attempts: int, bound: int
+) -> dict[str, Any]:
+    """Calls per retry layer of one feature (docs/metrics.md, "Retry layers").
+
+    ``calls`` maps each layer, outermost first and ``sdk`` last, to the calls it made to the
+    layer below (``sdk``'s are the attempts sent). ``calls_per_outer_call`` divides by the
+    calls of the layer above (the requests, for the outermost): the product over the layers
+    is attempts / requests. ``most_attempts`` is the most attempts one request made, ``bound``
+    the most the policy allows (``Policy.attempt_bound``).
+    """
+    layers: dict[str, dict[str, float]] = {}
+    outer = requests
+    for name, n in calls.items():
+        layers[name] = {
+            "calls": n,
+            "calls_per_request": ratio(n, requests),
+            "calls_per_outer_call": ratio(n, outer),
+        }
+        outer = n
+    return {"layers": layers, "attempts_per_request_max": most_attempts, "attempt_bound": bound}
+
+
 @dataclass(frozen=True)
 class RecoveryRule:
     """How recovery is judged (``run.recovery``; docs/metrics.md, "Recovery and metastability")."""
