@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from llmtraffic.config.policy import INNER_LAYER
 from llmtraffic.config.scenario import Scenario
 from llmtraffic.engine.entities import ATTEMPT_STATUSES, REQUEST_OUTCOMES
-from llmtraffic.config.policy import INNER_LAYER
 from llmtraffic.results.metrics import (
     INCIDENT_KEYS,
     LAYER_KEYS,

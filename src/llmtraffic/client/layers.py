@@ -113,7 +113,9 @@ class LayeredClient(Client):
         due = min(st.due)
         if due <= now:
             # An outer layer's call ran out while the attempt waited for a local gate
-            # (pacing, the concurrency queue): that layer sees its call time out.
+            # (pacing, the concurrency queue): that layer sees its call time out. It sees it
+            # when the gate lets the attempt go, not at the timeout itself (a simplification:
+            # no timer is kept per waiting request).
             self.release_held(req)
             self._pass_up(req, st, self._cut_layer(st, now), now, TIMEOUT, 0, NAN, EXHAUSTED)
             return
@@ -261,6 +263,7 @@ class LayeredClient(Client):
         if level < inner:
             st.calls[level] += 1
             st.waits[level] = wait
+            st.due[level] = at + self.layer_timeouts[level]  # its new call's own timeout
             self.layer_calls[level] += 1
             # A fresh call of the layers below: their counters and timeouts start again.
             for j in range(level + 1, inner):
