@@ -370,7 +370,8 @@ _LIMIT_COLS = ("rpm", "tpm", "itpm", "otpm")
 
 
 def _print_policies(console: Console, _models: Mapping[str, Any]) -> None:
-    """Named policies, breakers and retry budgets, one line each (docs/policies.md)."""
+    """Named policies, breakers, retry budgets and retry layers, one line each
+    (docs/policies.md)."""
     from rich import box
     from rich.markup import escape
     from rich.table import Table
@@ -381,6 +382,7 @@ def _print_policies(console: Console, _models: Mapping[str, Any]) -> None:
         ("policy", 'policy = "NAME", or [policies.x] preset = "NAME"', policy_presets.POLICIES),
         ("breaker", 'breaker = "NAME"', policy_presets.BREAKERS),
         ("budget", 'budget = "NAME"', policy_presets.BUDGETS),
+        ("layer", 'layers = [{ preset = "NAME" }]', policy_presets.LAYERS),
     )
     table = Table(
         title="Resilience presets (see docs/policies.md for parameters and sources)",

@@ -242,6 +242,38 @@ def latency_table(features: dict[str, dict[str, Any]]) -> Table | None:
     return t
 
 
+def layers_table(s: dict[str, Any]) -> Table | None:
+    """Per retry layer of the features that have layers: the calls it made, per request and
+    per call of the layer above, and the most attempts a request made against the policy's
+    bound (docs/metrics.md, "Retry layers"). None when no feature has layers."""
+    layered = {n: m for n, m in s["features"].items() if m.get("layers")}
+    if not layered:
+        return None
+    t = _plain_table(
+        "Retry layers (outermost first; sdk: the attempts sent)",
+        caption="calls x: calls per call of the layer above; their product is att/req",
+    )
+    t.add_column("feature", max_width=20)
+    t.add_column("layer", max_width=16)
+    for col in ("calls", "per request", "calls x", "most att", "bound"):
+        t.add_column(col, justify="right", no_wrap=True)
+    for name, m in layered.items():
+        layers = m["layers"]
+        for i, (layer, v) in enumerate(layers.items()):
+            last = i == len(layers) - 1
+            t.add_row(
+                escape(name) if i == 0 else "",
+                escape(layer),
+                f"{v['calls']:,}",
+                _num(v["calls_per_request"], ".3f"),
+                _num(v["calls_per_outer_call"], ".3f"),
+                f"{m['attempts_per_request_max']:,}" if last else "",
+                f"{m['attempt_bound']:,}" if last else "",
+                end_section=last,
+            )
+    return t
+
+
 def incidents_table(s: dict[str, Any]) -> Group:
     """Per incident: what happened (success before and during, attempts per request), then
     what it cost (extra cost, the requests it left unserved and what they were worth) and how
@@ -399,6 +431,9 @@ def print_summary(console: Console, s: dict[str, Any]) -> None:
         print_fixed(console, failures)
     if len(s["features"]) > 1:
         print_fixed(console, features_table(s))
+    layers = layers_table(s)
+    if layers is not None:
+        print_fixed(console, layers)
     if s["incidents"]:
         print_fixed(console, incidents_table(s))
     print_fixed(
