@@ -14,14 +14,18 @@ import math
 from typing import Any
 
 import pytest
+import tenacity
 
 from llmtraffic import Simulation
 from llmtraffic.checks.columns import expected_columns
 from llmtraffic.client.client import Client
 from llmtraffic.client.layers import LayeredClient
-from llmtraffic.config.policy import policy_from_preset
+from llmtraffic.client.retry import as_decision, controller_for
+from llmtraffic.client.waits import RetryState
+from llmtraffic.config.policy import Layer, policy_from_preset
 from llmtraffic.experiment.analysis import flatten_summary
 from tests.conftest import make_scenario
+from tests.test_conformance_tenacity import E500, E529, R429, Outcome, draws, run_tenacity
 from tests.test_gate_compositions import GATES, audit, scenario
 
 FAST = 0.05
@@ -274,3 +278,59 @@ def test_a_layer_timeout_reached_while_waiting_for_pacing_gives_the_reservation_
     assert isinstance(client, LayeredClient) and not client._states
     assert client.pacer is not None and client.pacer.reserved == client.tally.sent
     assert len(requests) == client.tally.requests == result.summary["requests"]
+
+
+# Conformance: the layer presets built on tenacity against tenacity itself ------------------
+
+
+def layer_waits(preset: str, outcomes: list[Outcome]) -> tuple[int, list[float]]:
+    """Calls made and waits decided by a layer preset's controller, as the client drives it
+    (``run_adapter``'s loop, with the same draws)."""
+    layer = Layer.model_validate({"preset": preset})
+    controller = controller_for(layer)
+    u = iter(draws(1))
+    t, prev = 0.0, 0.0
+    waits: list[float] = []
+    for number, (status, code, retry_after, duration) in enumerate(outcomes, start=1):
+        t += duration
+        state = RetryState(number, status, code, retry_after, t, prev, t, number, "p")
+        decision = as_decision(controller.decide(state, u))
+        if decision.wait is None:
+            return number, waits
+        waits.append(decision.wait)
+        prev = decision.wait
+        t += decision.wait
+    raise AssertionError("the sequence ran out before the layer stopped")
+
+
+@pytest.mark.parametrize(
+    ("preset", "retrying"),
+    [
+        # langchain_core/runnables/retry.py RunnableRetry._kwargs_retrying with the defaults
+        # of Runnable.with_retry() (langchain-core 1.8.4).
+        (
+            "langchain-retry",
+            lambda: tenacity.Retrying(
+                stop=tenacity.stop_after_attempt(3),
+                wait=tenacity.wait_exponential_jitter(),
+                retry=tenacity.retry_if_exception_type((Exception,)),
+            ),
+        ),
+        # The OpenAI Cookbook's decorator.
+        (
+            "tenacity-cookbook",
+            lambda: tenacity.Retrying(
+                wait=tenacity.wait_random_exponential(min=1, max=60),
+                stop=tenacity.stop_after_attempt(6),
+            ),
+        ),
+    ],
+)
+def test_tenacity_layer_presets_equal_tenacity(
+    monkeypatch: pytest.MonkeyPatch, preset: str, retrying: Any
+) -> None:
+    for outcomes in ([E500] * 8, [R429] * 8, [E500, E529, R429, E500, E500, E500, E500]):
+        theirs = run_tenacity(monkeypatch, retrying(), outcomes)
+        ours = layer_waits(preset, outcomes)
+        assert ours[0] == theirs[0], (preset, ours, theirs)
+        assert ours[1] == pytest.approx(theirs[1], abs=1e-12), (preset, ours, theirs)

@@ -392,10 +392,6 @@ class RetryableHttp(Model):
     )
 
 
-def _layer_preset(value: object) -> object:
-    return policy_presets.expand("layer", policy_presets.LAYERS, value)
-
-
 class Layer(Model):
     """A retry layer wrapped around the policy's own retries: an application loop, a
     framework (LangChain's ``with_retry``), a router or gateway (LiteLLM's Router), a
@@ -431,6 +427,17 @@ class Layer(Model):
         default_factory=lambda: NoRetry(kind="none"),
         description="this layer's retries, waits and stop, as a policy's retry",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_preset(cls, data: Any) -> Any:
+        # A string names a preset; a table with ``preset`` starts from one (fields override).
+        if isinstance(data, str) or (isinstance(data, dict) and "preset" in data):
+            name = data if isinstance(data, str) else data["preset"]
+            merged = policy_presets.expand("layer", policy_presets.LAYERS, data)
+            merged["preset"] = name
+            return merged
+        return data
 
 
 class Policy(Model):
@@ -474,7 +481,7 @@ class Policy(Model):
     max_attempts: int = Field(
         100, gt=0, description="hard cap on attempts per request (guards custom policies)"
     )
-    layers: list[Annotated[Layer, BeforeValidator(_layer_preset)]] = Field(
+    layers: list[Layer] = Field(
         default_factory=list,
         description=(
             "retry layers around this policy's own retries, outermost first (application "
