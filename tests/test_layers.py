@@ -10,23 +10,38 @@ multiply as their libraries do (LangChain over the OpenAI SDK: 3 x 3; tenacity o
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
 import pytest
 import tenacity
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from llmtraffic import Simulation
+from llmtraffic import Simulation, scenario_from_dict
 from llmtraffic.checks.columns import expected_columns
 from llmtraffic.client.client import Client
 from llmtraffic.client.layers import LayeredClient
 from llmtraffic.client.retry import as_decision, controller_for
 from llmtraffic.client.waits import RetryState
-from llmtraffic.config.policy import Layer, policy_from_preset
+from llmtraffic.config.policy import ALL_FAILURES, Layer, policy_from_preset
+from llmtraffic.engine.entities import REQUEST_OUTCOMES
 from llmtraffic.experiment.analysis import flatten_summary
+from llmtraffic.testing.strategies import scenarios
 from tests.conftest import make_scenario
 from tests.test_conformance_tenacity import E500, E529, R429, Outcome, draws, run_tenacity
 from tests.test_gate_compositions import GATES, audit, scenario
+from tests.test_invariants import (
+    check_aggregates,
+    check_attempt_bound,
+    check_billing,
+    check_costs,
+    check_records_agree,
+    check_time,
+)
+
+FAILURES = list(ALL_FAILURES)
 
 FAST = 0.05
 """How long a fast server error takes to come back (the endpoint's fixed error latency)."""
@@ -334,3 +349,79 @@ def test_tenacity_layer_presets_equal_tenacity(
         ours = layer_waits(preset, outcomes)
         assert ours[0] == theirs[0], (preset, ours, theirs)
         assert ours[1] == pytest.approx(theirs[1], abs=1e-12), (preset, ours, theirs)
+
+
+# Properties: the invariants of tests/test_invariants.py with layers -------------------------
+
+
+@st.composite
+def layer_lists(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """One to three retry layers: a retry rule with few retries, maybe a timeout, maybe a
+    subset of statuses."""
+    out = []
+    for i in range(draw(st.integers(1, 3))):
+        retry = draw(
+            st.sampled_from(
+                [
+                    {"kind": "none"},
+                    {"kind": "naive", "max_retries": draw(st.integers(0, 2))},
+                    {"kind": "fixed", "max_retries": draw(st.integers(0, 2)), "delay": 0.5},
+                    {"kind": "exponential", "max_retries": draw(st.integers(0, 2)), "base": 0.2},
+                ]
+            )
+        )
+        layer: dict[str, Any] = {"name": f"l{i}", "retry": retry}
+        if draw(st.booleans()):
+            layer["timeout"] = draw(st.floats(0.05, 30.0))
+        if draw(st.booleans()):
+            layer["retryable"] = draw(st.lists(st.sampled_from(FAILURES), unique=True))
+        out.append(layer)
+    return out
+
+
+def with_layers(raw: dict[str, Any], layers: list[dict[str, Any]]) -> dict[str, Any]:
+    raw = copy.deepcopy(raw)
+    policies = raw["policies"] or {"pol0": {}}
+    for policy in policies.values():
+        policy["layers"] = copy.deepcopy(layers)
+    raw["policies"] = policies
+    return raw
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios(), layer_lists())
+def test_layered_runs_keep_every_invariant(
+    raw: dict[str, Any], layers: list[dict[str, Any]]
+) -> None:
+    sc = scenario_from_dict(with_layers(raw, layers))
+    sim = Simulation(sc)
+    result = sim.run()
+    req, att = result.df("requests"), result.df("attempts")
+    # Every request ends exactly once, with one terminal outcome.
+    assert req.request_id.is_unique and len(req) == result.summary["requests"]
+    assert set(req.outcome) <= set(REQUEST_OUTCOMES)
+    assert sum(result.summary["outcomes"].values()) == len(req)
+    for client in sim.clients.values():
+        assert isinstance(client, LayeredClient) and not client._states
+        for breaker in client.breakers:
+            assert breaker is None or breaker.trials_out == 0
+        if client.pacer is not None:
+            assert client.pacer.reserved == client.tally.sent
+    for check in (
+        check_attempt_bound,  # the product of the layers
+        check_costs,
+        check_billing,
+        check_records_agree,
+        check_time,
+        check_aggregates,
+    ):
+        check(sc, result)
+    # Layer calls: each outer layer calls at least once per request, and the SDK's calls are
+    # the attempts sent.
+    for name, f in result.summary["features"].items():
+        calls = [v["calls"] for v in f["layers"].values()]
+        assert calls[0] >= f["requests"]
+        assert calls[:-1] == sorted(calls[:-1])
+        assert calls[-1] == req.attempts[req.feature == name].sum()
+        assert f["attempts_per_request_max"] <= f["attempt_bound"]
+    assert len(att) <= req.attempts.sum()
