@@ -266,9 +266,10 @@ def test_layers_through_an_outage_end_every_request_once_and_balance_the_books(g
 
 def test_a_layer_timeout_reached_while_waiting_for_pacing_gives_the_reservation_back() -> None:
     # The client paces attempts at 6 a minute while 2 requests arrive per second: pacing
-    # waits grow past the layer's 3 s, and those calls time out before their attempt goes
-    # out. (A concurrency limit cannot get there: the call in flight is cut at its own
-    # timeout, which comes before the timeout of the oldest call waiting behind it.)
+    # waits grow past the layer's 3 s, and those calls time out at 3 s, before their attempt
+    # goes out, without keeping a share of the pace. Every attempt takes 5 s, so no call
+    # succeeds within 3 s: every request ends exactly 3 s after it arrived (or is refused
+    # by the pacer's max_wait).
     sc = make_scenario(
         **{
             "run.duration": 60.0,
@@ -286,13 +287,53 @@ def test_a_layer_timeout_reached_while_waiting_for_pacing_gives_the_reservation_
     sim = Simulation(sc)
     result = sim.run()
     requests = result.df("requests")
-    assert (requests.attempts == 0).any()  # calls cut before their attempt went out
+    cut = requests[requests.attempts == 0]
+    assert len(cut) > 10  # calls cut before their attempt went out
+    assert (cut.outcome == "exhausted").all()
+    assert cut.latency.to_numpy() == pytest.approx(3.0, abs=1e-9)
     # (A wait beyond the pacer's max_wait is refused at once.)
-    assert set(requests.outcome) <= {"ok", "exhausted", "rejected_throttle"}
+    assert set(requests.outcome) <= {"exhausted", "rejected_throttle"}
     client = sim.clients["f"]
     assert isinstance(client, LayeredClient) and not client._states
     assert client.pacer is not None and client.pacer.reserved == client.tally.sent
     assert len(requests) == client.tally.requests == result.summary["requests"]
+
+
+def test_a_layer_timeout_reached_in_the_concurrency_queue_ends_the_call_there() -> None:
+    # One attempt in flight at a time; half the attempts fail fast, the others take 5 s. The
+    # SDK retries a fast failure after 0.1 s, at the back of the local queue, while the
+    # layer's 3 s for the whole call keeps running: calls are cut in flight or while queued,
+    # always at exactly 3 s (no attempt can succeed within 3 s).
+    sc = make_scenario(
+        **{
+            "run.duration": 120.0,
+            "providers.p.service": {"kind": "deterministic", "value": 5.0},
+            "providers.p.failures": {"error_rate": 0.5},
+            "features.f.arrivals": {"kind": "poisson", "rate": 0.5},
+            "policies": {
+                "pol": {
+                    "timeout": 600,
+                    "retry": {"kind": "fixed", "max_retries": 5, "delay": 0.1},
+                    "concurrency": {"limit": 1},
+                    "layers": [{"name": "app", "timeout": 3.0}],
+                }
+            },
+        }
+    )
+    sim = Simulation(sc)
+    result = sim.run()
+    requests = result.df("requests")
+    att = result.df("attempts")
+    assert (requests.outcome == "exhausted").all()
+    assert requests.latency.to_numpy() == pytest.approx(3.0, abs=1e-9)
+    # Cut while queued: the request's last attempt had ended before its call ran out.
+    last_end = att.groupby("request_id").end_time.max()
+    ends = requests.set_index("request_id").end_time
+    queued_cut = (last_end.reindex(ends.index, fill_value=0.0) < ends - 1e-9).sum()
+    assert queued_cut > 3
+    client = sim.clients["f"]
+    assert isinstance(client, LayeredClient) and not client._states
+    assert not client.local_queue and not client._queued_deadlines
 
 
 # Conformance: the layer presets built on tenacity against tenacity itself ------------------

@@ -31,7 +31,7 @@ from llmtraffic.client.waits import RetryState
 from llmtraffic.config.policy import INNER_LAYER, Policy
 from llmtraffic.config.workload import Feature
 from llmtraffic.engine.entities import DEADLINE, EXHAUSTED, TIMEOUT, Attempt, Request
-from llmtraffic.engine.kernel import Kernel
+from llmtraffic.engine.kernel import Call, Kernel
 from llmtraffic.engine.streams import Streams
 from llmtraffic.errors import PolicyError
 from llmtraffic.provider.endpoint import Endpoint
@@ -49,16 +49,19 @@ class LayerCalls:
     ``calls[i]`` counts the calls layer ``i`` has made to the layer below in its current
     invocation (1 while the first runs), ``waits[i]`` is its last wait, ``due[i]`` the time
     its current call to the layer below times out, and ``cut`` the layer whose timeout a
-    scheduled wake-up of the request is for (-1: none).
+    scheduled wake-up of the request is for (-1: none). ``queued`` numbers the request's
+    waits in the client's concurrency queue (odd: waiting now), so that a timer set for one
+    wait is recognised as stale in a later one.
     """
 
-    __slots__ = ("calls", "cut", "due", "waits")
+    __slots__ = ("calls", "cut", "due", "queued", "waits")
 
     def __init__(self, now: float, timeouts: tuple[float, ...]) -> None:
         self.calls = [1] * len(timeouts)
         self.waits = [0.0] * len(timeouts)
         self.due = [now + t for t in timeouts]
         self.cut = -1
+        self.queued = 0
 
 
 class LayeredClient(Client):
@@ -110,12 +113,12 @@ class LayeredClient(Client):
     def _submit(self, req: Request, now: float) -> None:
         """``Client._submit``, with the attempt abandoned when an outer layer's call times out."""
         st = self._states[req.id]
+        if st.queued & 1:
+            st.queued += 1  # out of the concurrency queue: its layer timer is stale now
         due = min(st.due)
         if due <= now:
-            # An outer layer's call ran out while the attempt waited for a local gate
-            # (pacing, the concurrency queue): that layer sees its call time out. It sees it
-            # when the gate lets the attempt go, not at the timeout itself (a simplification:
-            # no timer is kept per waiting request).
+            # An outer layer's call ran out just as a local gate let the attempt go (the
+            # gates' own timers cut it at the timeout; this is the tie): the call timed out.
             self.release_held(req)
             self._pass_up(req, st, self._cut_layer(st, now), now, TIMEOUT, 0, NAN, EXHAUSTED)
             return
@@ -140,6 +143,16 @@ class LayeredClient(Client):
         req.provider_attempts += 1
         req.last_provider = endpoint
         endpoint.submit(Attempt(req, self, number, endpoint, now, abandon, wait, epoch), now)
+
+    @staticmethod
+    def _first_cut(st: LayerCalls, levels: int, t: float) -> int:
+        """Of the layers above ``levels``, the one whose call times out first, if that is by
+        ``t`` (ties: the outermost), else -1."""
+        cut = -1
+        for i in range(levels):
+            if st.due[i] <= t and (cut < 0 or st.due[i] < st.due[cut]):
+                cut = i
+        return cut
 
     def _cut_layer(self, st: LayerCalls, t: float) -> int:
         """The outermost layer whose call has timed out by ``t`` (the innermost index if none)."""
@@ -247,10 +260,7 @@ class LayeredClient(Client):
         of outer layers: the SDK sends another attempt), unless the request's deadline or an
         outer layer's timeout comes first."""
         at = now + wait
-        cut = -1
-        for i in range(level):
-            if st.due[i] <= at and (cut < 0 or st.due[i] < st.due[cut]):
-                cut = i
+        cut = self._first_cut(st, level, at)
         if cut >= 0 and st.due[cut] < req.deadline_at:
             st.cut = cut
             # max(): an attempt's end may round a hair past the timeout it was cut at.
@@ -278,6 +288,49 @@ class LayeredClient(Client):
     def _on_layer_timeout(self, req: Request) -> None:
         st = self._states[req.id]
         cut, st.cut = st.cut, -1
+        if req.held:
+            self.release_held(req)  # cut while pacing held it: the attempt never goes out
+        self._pass_up(req, st, cut, self.kernel.now, TIMEOUT, 0, NAN, EXHAUSTED)
+
+    def _wait_for_pacer(self, req: Request, now: float, at: float) -> None:
+        """``Client._wait_for_pacer``, unless an outer layer's call times out first: then the
+        request waits for that timeout without reserving a share of the pace."""
+        st = self._states[req.id]
+        cut = self._first_cut(st, len(st.due), at)
+        if cut >= 0 and at - now <= self.pace_max_wait:
+            due = st.due[cut]
+            if due < req.deadline_at:
+                st.cut = cut
+                self.kernel.schedule(req, max(0.0, due - now), self._on_layer_timeout)
+                return
+        super()._wait_for_pacer(req, now, at)
+
+    def _queue_locally(self, req: Request, now: float) -> None:
+        """``Client._queue_locally``, plus a timer for the outer layer whose call times out
+        while the attempt waits in the queue (before the request's deadline)."""
+        super()._queue_locally(req, now)
+        st = self._states.get(req.id)
+        if st is None:  # refused: the queue was full
+            return
+        cut = self._first_cut(st, len(st.due), INF)
+        if cut >= 0 and st.due[cut] < req.deadline_at:
+            st.queued += 1
+            self.kernel.call_in(
+                max(0.0, st.due[cut] - now), self._on_queued_layer_timeout, (req, st.queued, cut)
+            )
+
+    def _on_queued_layer_timeout(self, ev: Call) -> None:
+        req, queued, cut = ev._value
+        st = self._states.get(req.id)
+        if st is None or st.queued != queued:
+            return  # the attempt went out (or the request ended) before the timeout
+        st.queued += 1
+        self.local_queue.remove(req)
+        timer = self._queued_deadlines.pop(req.id, None)
+        if timer is not None:
+            Kernel.cancel(timer)
+        if req.held:
+            self.release_held(req)
         self._pass_up(req, st, cut, self.kernel.now, TIMEOUT, 0, NAN, EXHAUSTED)
 
     def finish(self, req: Request, outcome: str, now: float) -> None:
