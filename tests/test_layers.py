@@ -5,7 +5,10 @@ On a provider that always fails, every request makes exactly the product of its 
 waits, and a layer's timeout bounding its whole inner call, give hand-computed send times;
 through an outage every request ends once and every gate's books balance; the stack presets
 multiply as their libraries do (LangChain over the OpenAI SDK: 3 x 3; tenacity over it:
-6 x 3; LiteLLM's Router over an SDK it sets to max_retries=0: 3 x 1).
+6 x 3; LiteLLM's Router over an SDK it sets to max_retries=0: 3 x 1), and the tenacity-based
+layer presets wait as tenacity does. Hypothesis scenarios with layers keep the invariants of
+tests/test_invariants.py, and the engine matches the oracle (tests/oracle, which models the
+layers) request by request on tests/test_oracle.py's deterministic scenarios with layers.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from tests.test_invariants import (
     check_records_agree,
     check_time,
 )
+from tests.test_oracle import compare_exactly, exact_scenarios
 
 FAILURES = list(ALL_FAILURES)
 
@@ -466,3 +470,63 @@ def test_layered_runs_keep_every_invariant(
         assert calls[-1] == req.attempts[req.feature == name].sum()
         assert f["attempts_per_request_max"] <= f["attempt_bound"]
     assert len(att) <= req.attempts.sum()
+
+
+# The engine against the oracle (tests/oracle), request by request --------------------------
+
+
+@st.composite
+def exact_layered_scenarios(draw: st.DrawFn, issue11_rules: bool) -> dict[str, Any]:
+    """tests/test_oracle.py's deterministic scenarios (no fallback: layers refuse it) with one
+    or two retry layers around the policy: deterministic waits and timeouts chosen off the
+    grid of the scenario's other times, so that two events meet only by construction."""
+    raw = draw(exact_scenarios(issue11_rules=issue11_rules))
+    policy = raw["policies"]["x"]
+    if policy.pop("fallback", None) is not None:
+        del raw["providers"]["q"]
+    layers = []
+    for i in range(draw(st.integers(1, 2))):
+        kind = draw(st.sampled_from(["none", "naive", "fixed", "exponential"]))
+        retry: dict[str, Any] = {"kind": kind}
+        if kind != "none":
+            retry["max_retries"] = draw(st.integers(0, 2))
+            retry["honor_retry_after"] = draw(st.booleans())
+        if kind == "fixed":
+            retry["delay"] = draw(st.sampled_from([0.61, 2.17]))
+        if kind == "exponential":
+            retry.update(base=0.47, multiplier=2.0, cap=3.0, jitter="none")
+        layer: dict[str, Any] = {"name": f"l{i}", "retry": retry}
+        timeout = draw(st.sampled_from([None, 1.93, 5.81]))
+        if timeout is not None:
+            layer["timeout"] = timeout
+        if draw(st.booleans()):
+            layer["retryable"] = draw(
+                st.sampled_from([["server_error", "timeout"], ["rate_limited", "overloaded"]])
+            )
+        layers.append(layer)
+    policy["layers"] = layers
+    return raw
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(exact_layered_scenarios(issue11_rules=False))
+def test_layered_engine_matches_oracle_request_by_request(raw: dict[str, Any]) -> None:
+    compare_exactly(raw)
+
+
+@settings(
+    max_examples=100,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(exact_layered_scenarios(issue11_rules=True))
+def test_layered_engine_matches_oracle_request_by_request_issue11_rules(
+    raw: dict[str, Any],
+) -> None:
+    compare_exactly(raw)

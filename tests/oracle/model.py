@@ -17,7 +17,10 @@ docs/billing.md, docs/policies.md and the config models, including those issue 1
 - rate limits: rejected attempts are not charged unless ``count_rejected``; TPM charges
   max(input, max_tokens), ITPM the input without cache reads, OTPM the output generated when
   the attempt ends (admission only needs the bucket out of debt);
-- a provider without a ``capacity`` table is not capacity-limited.
+- a provider without a ``capacity`` table is not capacity-limited;
+- retry layers (issue 14): each layer around the policy retries what the layer below gave up
+  on, with its own counter, and its timeout bounds each call to the layer below (attempts,
+  waits and local gate waits included).
 
 Randomness: arrival times and token sizes are drawn exactly as the engine documents them
 (named streams from one root seed, style.md principle 2 and the engine's streams: the stream
@@ -48,6 +51,7 @@ from llmtraffic.config.policy import (
     ExponentialRetry,
     FinagleBudget,
     FixedRetry,
+    Layer,
     NaiveRetry,
     NoRetry,
     Policy,
@@ -158,6 +162,7 @@ class OracleAttempt:
     retry_after: float = NAN
     generated: int = 0
     cost: float = 0.0  # everything the provider billed for it, whenever it was billed
+    abandon_at: float = INF  # when the client gives up on it
 
 
 @dataclass
@@ -175,6 +180,7 @@ class OracleRequest:
     end: float = NAN
     attempts: list[OracleAttempt] = field(default_factory=list)
     useful: float = 0.0
+    layers: Any = None  # its ``Layers`` when the policy has retry layers
 
     @property
     def billed(self) -> float:
@@ -928,6 +934,44 @@ class Held:
     paced: bool = False
 
 
+class Layers:
+    """Where a request stands in each retry layer around the policy (docs/policies.md,
+    "Retry layers"), outermost first: calls made in the current invocation, the last wait,
+    and when the current call to the layer below times out."""
+
+    def __init__(self, layers: list[Layer], now: float) -> None:
+        self.cfg = layers
+        self.calls = [1] * len(layers)
+        self.waits = [0.0] * len(layers)
+        self.due = [now + layer.timeout for layer in layers]
+
+    def first_due(self, levels: int, by: float) -> int | None:
+        """Of the layers above ``levels``, the one whose call times out first, if by ``by``."""
+        best: int | None = None
+        for i in range(levels):
+            if self.due[i] <= by and (best is None or self.due[i] < self.due[best]):
+                best = i
+        return best
+
+    def outermost_due(self, by: float) -> int | None:
+        """The outermost layer whose call has timed out by ``by``."""
+        for i, due in enumerate(self.due):
+            if due <= by:
+                return i
+        return None
+
+    def fresh_call(self, level: int, wait: float, at: float) -> None:
+        """Layer ``level`` calls the layer below again at ``at``; the layers below start
+        afresh."""
+        self.calls[level] += 1
+        self.waits[level] = wait
+        for j in range(level, len(self.cfg)):
+            if j > level:
+                self.calls[j] = 1
+                self.waits[j] = 0.0
+            self.due[j] = at + self.cfg[j].timeout
+
+
 class OracleClient:
     """One feature's client: its gates, its retry policy, and a process per request."""
 
@@ -970,6 +1014,8 @@ class OracleClient:
         pos, on_provider, prev_wait = 0, 0, 0.0
         policy = self.policy
         fb = policy.fallback
+        layers = Layers(policy.layers, env.now) if policy.layers else None
+        req.layers = layers
         while True:
             # Through the gates (may move along the fallback chain, wait, or end the request).
             held = Held()
@@ -1003,6 +1049,23 @@ class OracleClient:
             if self.pacer is not None:
                 at = self.pacer.earliest(env.now, req.input_tokens, self.max_tokens)
                 if at > env.now:
+                    cut = layers.first_due(len(layers.cfg), at) if layers is not None else None
+                    if (
+                        layers is not None
+                        and cut is not None
+                        and at - env.now <= self.pacer.max_wait
+                        and layers.due[cut] < req.deadline_at
+                    ):
+                        # A layer's call times out before pacing would let the attempt go.
+                        yield env.timeout(layers.due[cut] - env.now)
+                        self._give_back(req, held, pos)
+                        how, _ = yield from self._layered(
+                            req, layers, cut, TIMEOUT, 0, NAN, pos, (None, "")
+                        )
+                        if how == "end":
+                            return
+                        on_provider, prev_wait = 0, 0.0  # a fresh call of the layers below
+                        continue
                     if at - env.now > self.pacer.max_wait:
                         self._finish(req, REJECTED_THROTTLE, held, pos)
                         return
@@ -1025,7 +1088,22 @@ class OracleClient:
                     return
                 released = env.event()
                 self.local_queue.append((req, released, pos))
-                if req.deadline_at < INF:
+                cut = layers.first_due(len(layers.cfg), INF) if layers is not None else None
+                if layers is not None and cut is not None and layers.due[cut] < req.deadline_at:
+                    # A layer's call may time out while the attempt waits here.
+                    layer_timer = env.timeout(layers.due[cut] - env.now)
+                    yield released | layer_timer
+                    if not released.triggered:
+                        self.local_queue.remove((req, released, pos))
+                        self._give_back(req, held, pos)
+                        how, _ = yield from self._layered(
+                            req, layers, cut, TIMEOUT, 0, NAN, pos, (None, "")
+                        )
+                        if how == "end":
+                            return
+                        on_provider, prev_wait = 0, 0.0
+                        continue
+                elif req.deadline_at < INF:
                     timer = env.timeout(req.deadline_at - env.now)
                     yield released | timer
                     if not released.triggered:
@@ -1066,6 +1144,29 @@ class OracleClient:
             if len(req.attempts) >= policy.max_attempts:
                 self._finish(req, EXHAUSTED, Held(), pos)
                 return
+            if layers is not None:
+                n = len(layers.cfg)
+                level, status, code, ra = n, att.status, att.http_status, att.retry_after
+                if att.status == TIMEOUT:
+                    # Abandoned when a layer's call timed out: that layer sees the failure.
+                    k = layers.outermost_due(att.abandon_at)
+                    if k is not None:
+                        level, status, code, ra = k, TIMEOUT, 0, NAN
+                decided = (
+                    self._decide(att, on_provider, prev_wait, now - req.arrival)
+                    if level == n
+                    else (None, "")
+                )
+                how, waited = yield from self._layered(
+                    req, layers, level, status, code, ra, pos, decided
+                )
+                if how == "end":
+                    return
+                if how == "fresh":
+                    on_provider, prev_wait = 0, 0.0
+                else:
+                    prev_wait = waited
+                continue
             can_fall_back = fb is not None and pos + 1 < len(self.chain)
             if (
                 can_fall_back
@@ -1099,6 +1200,9 @@ class OracleClient:
         req.attempts.append(att)
         self.in_flight += 1
         abandon_at = min(now + self.policy.timeout, req.deadline_at)
+        if req.layers is not None:
+            abandon_at = min(abandon_at, *req.layers.due)
+        att.abandon_at = abandon_at
         return att, provider.submit(self, req, att, abandon_at)
 
     def _release_local(self) -> None:
@@ -1111,6 +1215,14 @@ class OracleClient:
     def _finish(self, req: OracleRequest, outcome: str, held: Held, pos: int) -> None:
         """The request's one outcome; what its gates gave it comes back."""
         env = self.env
+        self._give_back(req, held, pos)
+        req.outcome = outcome
+        req.end = env.now
+        self.active -= 1
+        self.live.remove(req)
+
+    def _give_back(self, req: OracleRequest, held: Held, pos: int) -> None:
+        """What the gates gave ``req`` for an attempt that will not go out comes back."""
         breaker = self.breakers[pos]
         if held.permit_epoch is not None and breaker is not None:
             breaker.give_back(held.permit_epoch)
@@ -1120,35 +1232,105 @@ class OracleClient:
             self.budget.give_back(held.budget_at)
         if held.paced and self.pacer is not None:
             self.pacer.give_back(req.input_tokens, self.max_tokens)
-        req.outcome = outcome
-        req.end = env.now
-        self.active -= 1
-        self.live.remove(req)
+        held.permit_epoch = held.throttle_at = held.budget_at = None
+        held.paced = False
+
+    def _layered(
+        self,
+        req: OracleRequest,
+        layers: Layers,
+        level: int,
+        status: str,
+        code: int,
+        retry_after: float,
+        pos: int,
+        decided: tuple[float | None, str],
+    ) -> Generator[simpy.Event, Any, tuple[str, float]]:
+        """Layer ``level`` sees its call fail (``level`` = the number of layers: the policy's
+        own retries, whose decision is ``decided``); it and the layers above decide, inside
+        out, until one retries; a wait an outer layer's timeout cuts short passes the failure
+        up from that layer. Returns ("end", 0) when the request ended, ("sdk", wait) when the
+        policy sends its next attempt, ("fresh", wait) when a layer called the one below
+        afresh."""
+        env = self.env
+        n = len(layers.cfg)
+        while True:
+            now = env.now
+            wait: float | None = None
+            give_up = EXHAUSTED
+            if level == n:
+                wait, give_up = decided
+                if wait is None:
+                    level -= 1
+            while wait is None and level >= 0:
+                wait, give_up = self._decide_cfg(
+                    layers.cfg[level],
+                    status,
+                    code,
+                    retry_after,
+                    layers.calls[level],
+                    layers.waits[level],
+                )
+                if wait is None:
+                    level -= 1
+            if wait is None:
+                self._finish(req, give_up, Held(), pos)
+                return "end", 0.0
+            at = now + wait
+            cut = layers.first_due(level, at)
+            if cut is not None and layers.due[cut] < req.deadline_at:
+                yield env.timeout(layers.due[cut] - now)
+                level, status, code, retry_after = cut, TIMEOUT, 0, NAN
+                continue
+            if at >= req.deadline_at:
+                yield env.timeout(req.deadline_at - now)
+                self._finish(req, DEADLINE, Held(), pos)
+                return "end", 0.0
+            if level < n:
+                layers.fresh_call(level, wait, at)
+            yield env.timeout(wait)
+            return ("sdk" if level == n else "fresh"), wait
 
     def _decide(
         self, att: OracleAttempt, on_provider: int, prev_wait: float, elapsed: float
     ) -> tuple[float | None, str]:
         """The retry policy: (wait, "") to retry, or (None, outcome) to stop."""
-        policy = self.policy
+        return self._decide_cfg(
+            self.policy, att.status, att.http_status, att.retry_after, on_provider, prev_wait
+        )
+
+    def _decide_cfg(
+        self,
+        policy: Policy | Layer,
+        status: str,
+        code: int,
+        retry_after: float,
+        on_provider: int,
+        prev_wait: float,
+    ) -> tuple[float | None, str]:
+        """The retry rule of a policy or of one of its layers after a failed call."""
         r = policy.retry
-        if att.status not in policy.retryable:
+        if status not in policy.retryable:
             return None, NON_RETRYABLE
         http = policy.retryable_http
-        if http is not None and att.status in (RATE_LIMITED, SERVER_ERROR, OVERLOADED):
-            # An error response is retried only for these HTTP statuses (the SDKs' rule); a
-            # timeout or a mid-stream failure has no error response and passes.
-            code = att.http_status
-            if code not in http.codes and (http.at_least is None or code < http.at_least):
-                return None, NON_RETRYABLE
+        # An error response is retried only for these HTTP statuses (the SDKs' rule); a
+        # timeout or a mid-stream failure has no error response and passes.
+        if (
+            http is not None
+            and status in (RATE_LIMITED, SERVER_ERROR, OVERLOADED)
+            and code not in http.codes
+            and (http.at_least is None or code < http.at_least)
+        ):
+            return None, NON_RETRYABLE
         if isinstance(r, NoRetry):
             return None, EXHAUSTED
         if not isinstance(r, NaiveRetry | FixedRetry | ExponentialRetry | RandomExponentialRetry):
             raise NotImplementedError(f"the oracle does not model {r.kind} retries")
         if on_provider >= r.max_retries + 1:
             return None, EXHAUSTED
-        ra = att.retry_after
+        ra = retry_after
         # Only a positive retry-after is honoured (the SDKs: ``0 < retry_after``).
-        if r.honor_retry_after and att.status == RATE_LIMITED and ra > 0:
+        if r.honor_retry_after and status == RATE_LIMITED and ra > 0:
             if ra <= r.retry_after_max:
                 return ra + r.retry_after_jitter * self.rng.random(), ""
             if r.retry_after_beyond_max == "give_up":
