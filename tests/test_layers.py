@@ -530,3 +530,28 @@ def test_layered_engine_matches_oracle_request_by_request_issue11_rules(
     raw: dict[str, Any],
 ) -> None:
     compare_exactly(raw)
+
+
+def test_a_layer_timeout_bounds_a_streamed_attempt_past_its_first_token() -> None:
+    # A streamed call's first token comes after 0.5 s (within the 1 s first-token limit),
+    # so the SDK then holds it to its total timeout alone (none here); the layer's 3 s still
+    # cut the 10 s stream at 3 s.
+    sc = make_scenario(
+        **{
+            "run.duration": 20.0,
+            "providers.p.service": {"kind": "tokens", "ttft": 0.5, "decode_tps": 5.0},
+            "features.f.stream": True,
+            "features.f.arrivals": {"kind": "poisson", "rate": 0.5},
+            "policies": {
+                "pol": {
+                    "timeout": "inf",
+                    "first_token_timeout": 1.0,
+                    "layers": [{"name": "app", "timeout": 3.0}],
+                }
+            },
+        }
+    )
+    result = Simulation(sc).run()
+    att = result.df("attempts")
+    assert len(att) > 3 and set(att.status) == {"timeout"}
+    assert (att.end_time - att.send_time).to_numpy() == pytest.approx(3.0, abs=1e-9)

@@ -41,6 +41,8 @@ __all__ = ["LayerCalls", "LayeredClient"]
 
 NAN = math.nan
 INF = math.inf
+TIME_EPS = 1e-9
+"""Seconds: an attempt cut at a layer's timeout ends within this of it."""
 
 
 class LayerCalls:
@@ -142,7 +144,15 @@ class LayeredClient(Client):
         req.attempts = number + 1
         req.provider_attempts += 1
         req.last_provider = endpoint
-        endpoint.submit(Attempt(req, self, number, endpoint, now, abandon, wait, epoch), now)
+        att = Attempt(req, self, number, endpoint, now, abandon, wait, epoch)
+        if self.late_timeout is not None:
+            # A streamed attempt past its first token is held to this instead (Endpoint):
+            # the outer layers' timeouts bound it too.
+            late = now + self.late_timeout
+            if req.deadline_at < late:
+                late = req.deadline_at
+            att.late = due if due < late else late
+        endpoint.submit(att, now)
 
     @staticmethod
     def _first_cut(st: LayerCalls, levels: int, t: float) -> int:
@@ -173,8 +183,9 @@ class LayeredClient(Client):
         status = att.status
         if status is TIMEOUT:
             # Abandoned at an outer layer's timeout: that layer sees its call fail; the
-            # layers inside it are cancelled with the call and decide nothing.
-            cut = self._cut_layer(st, att.abandon_at)
+            # layers inside it are cancelled with the call and decide nothing. (The tolerance:
+            # the kernel's now + (due - now) may round a hair below due.)
+            cut = self._cut_layer(st, now + TIME_EPS)
             if cut < inner:
                 self._pass_up(req, st, cut, now, TIMEOUT, 0, NAN, EXHAUSTED)
                 return

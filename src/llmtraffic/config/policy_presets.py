@@ -331,7 +331,10 @@ POLICIES: dict[str, Preset] = {
             "around it and its cooldown: up to 3 attempts per request.",
             LITELLM_ROUTER_SOURCE,
             {
-                "timeout": 600.0,
+                # LiteLLM hands the SDK completion()'s 600 s: httpx's read timeout, as the SDK
+                # presets model it (idle_timeout).
+                "timeout": math.inf,
+                "idle_timeout": 600.0,
                 "retryable": ALL_STATUSES,
                 "retry": {"kind": "none"},
                 "layers": [{"preset": "litellm-router"}],
