@@ -259,6 +259,11 @@ open_duration = "3s"
 [policies.fixed]
 timeout = "5s"
 retry = { kind = "fixed", max_retries = 2, delay = "1s" }
+
+[[policies.fixed.layers]]
+name = "app"
+timeout = "20s"
+retry = { kind = "fixed", max_retries = 1, delay = "2s" }
 """
 )
 
