@@ -200,9 +200,13 @@ class LayeredClient(Client):
             now,
             req.attempts,
             att.provider.name,
+            att.provider.limiter,  # the x-ratelimit-* values, computed only when read
+            getattr(att, "should_retry", None),  # x-should-retry, when the provider sends it
         )
         decision = self._decide(self.controller, self._plain_decisions, state, INNER_LAYER)
         if decision.wait is None:
+            # The layer above sees the exception the SDK raised: the last response's status
+            # and headers.
             self._pass_up(
                 req,
                 st,
@@ -212,6 +216,7 @@ class LayeredClient(Client):
                 att.http_status,
                 att.retry_after,
                 decision.outcome,
+                state,
             )
             return
         self._retry_at(req, st, inner, decision.wait, now)
@@ -240,10 +245,15 @@ class LayeredClient(Client):
         http_status: int,
         retry_after: float,
         outcome: str,
+        last: RetryState | None = None,
     ) -> None:
         """Layer ``level`` sees its call fail; it and the layers above decide, inside out,
-        until one retries; if none does, the request ends with the outermost's outcome."""
+        until one retries; if none does, the request ends with the outermost's outcome.
+        ``last`` is the SDK's state of the response that failed it (None: a timeout, no
+        response): its rate-limit values and ``x-should-retry`` go up with the failure."""
         provider = req.last_provider.name if req.last_provider is not None else ""
+        limits = last.limits if last is not None else None
+        should_retry = last.should_retry if last is not None else None
         for i in range(level, -1, -1):
             controller = self.layer_controllers[i]
             state = RetryState(
@@ -256,6 +266,8 @@ class LayeredClient(Client):
                 now,
                 req.attempts,
                 provider,
+                limits,
+                should_retry,
             )
             decision = self._decide(
                 controller, isinstance(controller, RetryController), state, self.layer_names[i]
