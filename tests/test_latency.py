@@ -281,3 +281,33 @@ def test_a_bad_slo_names_the_field(slo: dict[str, Any], words: str) -> None:
 def test_midstream_and_stall_rates_cannot_exceed_one() -> None:
     with pytest.raises(ConfigError, match="midstream_rate \\+ stall_rate"):
         run([0.0], stream=True, failures={"midstream_rate": 0.7, "stall_rate": 0.5})
+
+
+def test_a_service_time_distribution_has_no_time_per_token() -> None:
+    """An exponential service ignores the tokens: tpot is undefined (NaN) in the rows and the
+    summary, ttft of a non-streamed answer is its latency, and a tpot SLO is refused."""
+    raw: dict[str, Any] = {
+        "run": {"duration": 20, "seed": 1},
+        "providers": {
+            "p": {
+                "model": "m",
+                "prices": {"input": 1.0, "output": 1.0},
+                "service": {"kind": "exponential", "mean": 0.5},
+            }
+        },
+        "features": {
+            "f": {
+                "provider": "p",
+                "arrivals": {"kind": "poisson", "rate": 2.0},
+                "input_tokens": {"kind": "fixed", "value": 10},
+                "output_tokens": {"kind": "fixed", "value": 10},
+            }
+        },
+    }
+    result = Simulation(scenario_from_dict(raw)).run()
+    assert result.df("attempts")["tpot"].isna().all()
+    assert math.isnan(result.summary["tpot_p50"])
+    assert result.summary["ttft_p95"] == result.summary["latency_p95"]
+    raw["features"]["f"]["slo"] = {"tpot": 0.05}
+    with pytest.raises(ConfigError, match=r"slo\.tpot: .*no time per token"):
+        scenario_from_dict(raw)

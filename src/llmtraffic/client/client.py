@@ -88,6 +88,14 @@ class Client:
         self.late_timeout: float | None = (
             policy.timeout if feature.stream and first_limit < policy.timeout else None
         )
+        if self.late_timeout is not None:
+            for ep in chain:
+                ep.token_events = True  # its attempts may have their limit lifted (_start)
+        # Which per-request token times the tally keeps (metrics.py): a streamed feature's
+        # time to first token (a non-streamed one's is its latency, kept anyway), and the time
+        # per output token where some provider of the chain has the token model.
+        self.keep_ttft = feature.stream
+        self.keep_tpot = any(ep.svc_per_token for ep in chain)
         self.deadline = policy.deadline
         self.max_attempts = policy.max_attempts
         self.controller = controller_for(policy)
@@ -308,8 +316,10 @@ class Client:
                 )
             )
         if status is OK:
-            tally.ttfts.append(ttft + (att.send - req.arrival))
-            tally.tpots.append(tpot)
+            if self.keep_ttft:
+                tally.ttfts.append(ttft + (att.send - req.arrival))
+            if self.keep_tpot:
+                tally.tpots.append(tpot)
             self.finish(req, OK, now)
         else:
             tally.failed_attempts += 1
@@ -523,15 +533,19 @@ class Client:
         tally.useful += req.useful
         latency = now - req.arrival
         tally.latencies.append(latency)
-        # token_times, inlined for the path most requests take (started, sent on arrival).
-        gen = att.generated
-        if gen:
-            tpot = (att.service - att.first_token) / gen
-            ttft = att.start + att.first_token + tpot - req.arrival if self.stream else latency
-        else:
-            ttft = tpot = NAN
-        tally.ttfts.append(ttft)
-        tally.tpots.append(tpot)
+        # token_times, inlined for the path most requests take (started, sent on arrival):
+        # a non-streamed answer's first token is all of it; the token model's pace.
+        ttft = latency
+        tpot = NAN
+        if self.keep_tpot:
+            gen = att.generated
+            if gen and att.provider.svc_per_token:
+                tpot = (att.service - att.first_token) / gen
+            tally.tpots.append(tpot)
+        if self.keep_ttft:
+            gen = att.generated
+            ttft = att.start + Endpoint.first_token_offset(att) - req.arrival if gen else NAN
+            tally.ttfts.append(ttft)
         tally.ok_input_tokens += req.input_tokens
         tally.ok_output_tokens += req.output_tokens
         if self.live is not None:

@@ -189,6 +189,7 @@ class Scenario(Model):
         problems.extend(_shared_quotas(self.providers))
         if not problems:
             problems.extend(self._endless_stalls())
+            problems.extend(self._tpot_without_tokens())
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -217,6 +218,24 @@ class Scenario(Model):
                     f"the policy has no timeout, idle_timeout, first_token_timeout or deadline, "
                     f"so a stalled stream never ends and the run never would; set "
                     f"idle_timeout (the SDKs: 600 s) or a finite run.drain"
+                )
+        return problems
+
+    def _tpot_without_tokens(self) -> list[str]:
+        """A tpot SLO needs a provider with the token model: a service-time distribution has
+        no time per token (a problem line per feature)."""
+        problems = []
+        for name, feat in self.features.items():
+            if feat.slo is None or feat.slo.tpot is None:
+                continue
+            policy = self.policy_of(name)
+            chain = [feat.provider, *(policy.fallback.providers if policy.fallback else [])]
+            kinds = {self.providers[p].service.kind for p in chain if p in self.providers}
+            if "tokens" not in kinds:
+                problems.append(
+                    f"features.{name}.slo.tpot: provider {feat.provider!r} has a "
+                    f"{'/'.join(sorted(kinds))} service, which has no time per token; give it "
+                    f'service = {{ kind = "tokens", ... }} or drop tpot'
                 )
         return problems
 

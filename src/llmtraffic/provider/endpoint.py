@@ -84,6 +84,9 @@ class Endpoint:
         self.base_midstream_rate = f.midstream_rate
         self.midstream_rate = f.midstream_rate
         self.stall_rate = f.stall_rate
+        # Whether an attempt may stall or have its limit lifted at its first token (a streamed
+        # client with first-token or idle timeouts sets it): one test in _start when not.
+        self.token_events = f.stall_rate > 0
         self.outage_status = 0
         self.slowdown = 1.0
         b = cfg.billing
@@ -223,11 +226,12 @@ class Endpoint:
             else:
                 svc = self.svc_fixed * factor * frac
         att.service = svc
-        if att.status is STALLED:
-            self._stall(att, now, svc)
-            return
-        if att.late:
-            self._after_first_token(att, now, svc)
+        if self.token_events:
+            if att.status is STALLED:
+                self._stall(att, now, svc)
+                return
+            if att.late:
+                self._after_first_token(att, now, svc)
         if att.abandoned:
             # The client left while this waited in the queue; the provider serves it anyway.
             callbacks = self._release_callbacks
@@ -269,14 +273,16 @@ class Endpoint:
             return math.nan
         return att.first_token + (att.service - att.first_token) / gen
 
-    @staticmethod
-    def token_pace(att: Attempt) -> float:
+    def token_pace(self, att: Attempt) -> float:
         """Seconds between output tokens of an attempt's generation (its service after the
         time to first token, over its tokens): 1 / decode_tps times the attempt's noise and
         slowdown for the token model; vLLM's TPOT, (end - first token) / (tokens - 1). NaN
-        when it generates none."""
+        when it generates none, or without the token model (a service-time distribution has
+        no decode pace)."""
         gen = att.generated
-        return (att.service - att.first_token) / gen if gen else math.nan
+        if not gen or not self.svc_per_token:
+            return math.nan
+        return (att.service - att.first_token) / gen
 
     def _after_first_token(self, att: Attempt, now: float, svc: float) -> None:
         """A streamed attempt whose client has first-token or idle timeouts: once its first

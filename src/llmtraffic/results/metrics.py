@@ -53,16 +53,23 @@ def _percentiles(values: np.ndarray, prefix: str) -> dict[str, float]:
     return {f"{prefix}_p50": p50, f"{prefix}_p95": p95, f"{prefix}_p99": p99}
 
 
+def _ttfts(tally: Tally) -> array[float]:
+    """The successful requests' times to first token: kept for a streamed feature; a
+    non-streamed answer's first token is all of it, so its latency."""
+    return tally.ttfts if len(tally.ttfts) == len(tally.latencies) else tally.latencies
+
+
 def _within_slo(tally: Tally, slo: SloBounds) -> int:
     """Successful requests of ``tally`` that meet every bound of ``slo`` (an undefined time,
-    such as the time per token of a one-token answer, meets its bound)."""
+    such as no token at all, meets its bound; a tpot bound needs the token model, which the
+    config checks)."""
     met = np.ones(len(tally.latencies), dtype=bool)
     for times, bound in (
-        (tally.ttfts, slo.ttft),
+        (_ttfts(tally), slo.ttft),
         (tally.tpots, slo.tpot),
         (tally.latencies, slo.e2e),
     ):
-        if bound is not None:
+        if bound is not None and len(times) == len(met):
             met &= ~(np.frombuffer(times, dtype=float) > bound)
     return int(met.sum())
 
@@ -138,12 +145,12 @@ def tally_metrics(
         "attempt_statuses": dict(sorted(statuses.items())),
     }
 
-    def times(name: str) -> np.ndarray:
-        arrays = [np.frombuffer(getattr(t, name), dtype=float) for t in tallies]
-        return np.concatenate(arrays) if arrays else np.empty(0)
+    def joined(arrays: list[array[float]]) -> np.ndarray:
+        parts = [np.frombuffer(a, dtype=float) for a in arrays]
+        return np.concatenate(parts) if parts else np.empty(0)
 
-    out.update(_percentiles(times("ttfts"), "ttft"))
-    out.update(_percentiles(times("tpots"), "tpot"))
+    out.update(_percentiles(joined([_ttfts(t) for t in tallies]), "ttft"))
+    out.update(_percentiles(joined([t.tpots for t in tallies]), "tpot"))
     if any(v is not None for v in values):
         value = sum(t.ok * (v or 0.0) for t, v in zip(tallies, values, strict=True))
         out["value"] = value
