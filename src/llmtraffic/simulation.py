@@ -24,6 +24,7 @@ from llmtraffic.config.workload import Feature
 from llmtraffic.engine.entities import UNFINISHED
 from llmtraffic.engine.kernel import Call, Kernel
 from llmtraffic.engine.streams import Streams
+from llmtraffic.provider.batching import BatchingEndpoint
 from llmtraffic.provider.endpoint import Endpoint
 from llmtraffic.provider.errors import (
     ErrorEndpoint,
