@@ -1,0 +1,280 @@
+"""Continuous batching (docs/providers.md, "Continuous batching") on hand-computed cases.
+
+Unless a test says otherwise: no noise, no time to first token, 10 tokens/s for one sequence
+(``decode_tps = 10``), and ``load_factor = 3`` over 3 slots, so the per-token time is 0.1 s
+with one sequence decoding, 0.2 s with two and 0.3 s with three (llm-d-inference-sim's
+``1 + (F - 1) (n - 1) / (slots - 1)``). Prices: 1 USD per million input tokens, 2 per million
+output; 1,000 input tokens, 100 output tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from llmtraffic import ConfigError, Simulation, scenario_from_dict
+from llmtraffic.config.provider import Batching
+from llmtraffic.provider.batching import tpot_table
+
+INPUT, OUTPUT = 1000, 100
+INPUT_COST = INPUT * 1e-6
+PER_TOKEN = 2e-6
+
+
+def scenario(
+    times: list[float],
+    batching: dict[str, Any] | None = None,
+    *,
+    slots: int = 3,
+    queue_limit: int | str = 10,
+    service: dict[str, Any] | None = None,
+    timeout: float = 100.0,
+    billing: dict[str, Any] | None = None,
+    output: int = OUTPUT,
+    incidents: list[dict[str, Any]] | None = None,
+    failures: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    provider: dict[str, Any] = {
+        "model": "m",
+        "prices": {"input": 1.0, "output": 2.0},
+        "capacity": {"slots": slots, "queue_limit": queue_limit},
+        "service": service
+        or {"kind": "tokens", "ttft": 0.0, "decode_tps": 10, "noise_sigma": 0},
+        "billing": billing or {},
+        "incidents": incidents or [],
+        "failures": failures or {},
+    }
+    if batching is not None:
+        provider["batching"] = batching
+    return {
+        "run": {"duration": max(times) + 1, "seed": 1, "timeseries_bin": 1},
+        "providers": {"p": provider},
+        "features": {
+            "f": {
+                "provider": "p",
+                "arrivals": {"kind": "times", "at": times},
+                "input_tokens": {"kind": "fixed", "value": INPUT},
+                "output_tokens": {"kind": "fixed", "value": output},
+                "policy": "pol",
+            }
+        },
+        "policies": {"pol": {"timeout": timeout, "retry": {"kind": "none"}}},
+    }
+
+
+def attempts(raw: dict[str, Any]) -> Any:
+    return Simulation(scenario_from_dict(raw)).run().df("attempts").sort_values("request_id")
+
+
+LOAD3 = {"load_factor": 3.0}
+
+
+# The per-token curve --------------------------------------------------------------------------
+
+
+def test_load_factor_curve_is_llm_d_inference_sims() -> None:
+    table = tpot_table(Batching(load_factor=3.0), 5, 10.0)
+    # 0.1 s at one sequence, 0.3 s at five, linear in between: 0.1 * (1 + 2 (n - 1) / 4).
+    assert table[1:] == pytest.approx([0.1, 0.15, 0.2, 0.25, 0.3])
+
+
+def test_points_are_interpolated_and_extended_along_the_last_segment() -> None:
+    table = tpot_table(Batching(tpot=[[2, 0.01], [4, 0.02], [8, 0.03]]), 10, 60.0)
+    # Flat below the first point; 0.005 s per sequence up to 4, then 0.0025; past 8 the last
+    # segment goes on (a two-point table is the linear step model a + b * batch).
+    want = [0.01, 0.01, 0.015, 0.02, 0.0225, 0.025, 0.0275, 0.03, 0.0325, 0.035]
+    assert table[1:] == pytest.approx(want)
+
+
+# Hand-computed runs ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("n", "tpot"), [(1, 0.1), (2, 0.2), (3, 0.3)])
+def test_a_constant_batch_decodes_at_its_per_token_time(n: int, tpot: float) -> None:
+    """``n`` sequences start together and end together after 100 tokens at tpot(n)."""
+    att = attempts(scenario([0.0] * n, LOAD3))
+    assert list(att.status) == ["ok"] * n
+    assert att.end_time.to_numpy() == pytest.approx([OUTPUT * tpot] * n)
+
+
+def test_a_sequence_joining_halfway_slows_the_other() -> None:
+    """A decodes alone 0-5 s (50 tokens at 0.1 s); B joins at 5 s and both run at 0.2 s: A's
+    last 50 tokens take 10 s (ends at 15 s, not 10 s); B then has 50 left alone: 5 s, 20 s."""
+    att = attempts(scenario([0.0, 5.0], LOAD3))
+    assert att.end_time.to_numpy() == pytest.approx([15.0, 20.0])
+    assert list(att.output_tokens) == [OUTPUT, OUTPUT]
+
+
+def test_a_third_of_the_batch_leaving_speeds_the_rest() -> None:
+    """A and B at 0 s, C at 3 s. 0-3 s: two at 0.2 s, 15 tokens each. From 3 s three at
+    0.3 s: A and B have 85 left, 25.5 s, so they end at 28.5 s, when C has made 85; C's last
+    15, alone at 0.1 s, take 1.5 s: 30 s."""
+    att = attempts(scenario([0.0, 0.0, 3.0], LOAD3))
+    assert att.end_time.to_numpy() == pytest.approx([28.5, 28.5, 30.0])
+
+
+def test_a_single_sequence_is_todays_token_service() -> None:
+    """One sequence at a time (load_factor over one slot): the same draws and the same times
+    as the plain endpoint, noise and time to first token included."""
+    service = {"kind": "tokens", "ttft": 0.5, "decode_tps": 40, "noise_sigma": 0.4}
+    times = [float(t) for t in range(0, 400, 20)]
+    common: dict[str, Any] = {"slots": 1, "service": service, "failures": {"midstream_rate": 0.5}}
+    plain = attempts(scenario(times, None, **common))
+    batched = attempts(scenario(times, {"load_factor": 2.0}, **common))
+    assert list(batched.status) == list(plain.status)
+    assert "midstream_error" in set(plain.status)
+    assert batched.output_tokens.tolist() == plain.output_tokens.tolist()
+    assert batched.end_time.to_numpy() == pytest.approx(plain.end_time.to_numpy(), abs=1e-9)
+    assert batched.cost.to_numpy() == pytest.approx(plain.cost.to_numpy())
+
+
+def test_prefill_queue_delays_the_first_token() -> None:
+    """prefill_tps = 1,000 and 1,000-token prompts: two attempts at 0 s prefill one after the
+    other, so their first tokens come at 1 s and 2 s. With 10 output tokens at 0.1 s alone,
+    A decodes alone 1-2 s and B alone 2-3 s."""
+    att = attempts(scenario([0.0, 0.0], {"load_factor": 3.0, "prefill_tps": 1000}, output=10))
+    assert att.end_time.to_numpy() == pytest.approx([2.0, 3.0])
+
+
+def test_prefill_ahead_counts_only_the_prompts_queued_ahead() -> None:
+    """An attempt that arrives after the prefill queue has drained waits only its own."""
+    raw = scenario([0.0, 5.0], {"load_factor": 3.0, "prefill_tps": 1000}, output=10)
+    att = attempts(raw)
+    assert att.end_time.to_numpy() == pytest.approx([2.0, 7.0])
+
+
+def test_a_disconnect_bills_the_tokens_generated_at_the_batch_speed() -> None:
+    """A and B at 0 s, per-token 0.2 s together; the provider stops at the disconnect. With a
+    6 s timeout both are cut at 6 s after 30 tokens each: input + 30 tokens."""
+    billing = {"abandoned_keeps_running": False}
+    att = attempts(scenario([0.0, 0.0], LOAD3, timeout=6.0, billing=billing))
+    assert list(att.status) == ["timeout", "timeout"]
+    assert list(att.output_tokens) == [30, 30]
+    assert att.cost.to_numpy() == pytest.approx([INPUT_COST + 30 * PER_TOKEN] * 2)
+
+
+def test_a_stopped_sequence_leaves_the_batch_faster() -> None:
+    """A at 0 s with a 6 s timeout; B at 1 s (another feature, 100 s timeout). 0-1 s A alone
+    makes 10 tokens, 1-6 s two at 0.2 s make 25 each. A is stopped at 6 s with 35 tokens; B
+    has 75 left, alone at 0.1 s: it ends at 13.5 s."""
+    raw = scenario([0.0, 1.0], LOAD3, timeout=6.0, billing={"abandoned_keeps_running": False})
+    raw["run"]["duration"] = 2
+    raw["features"]["g"] = {**raw["features"]["f"], "policy": "long"}
+    raw["features"]["f"]["arrivals"] = {"kind": "times", "at": [0.0]}
+    raw["features"]["g"]["arrivals"] = {"kind": "times", "at": [1.0]}
+    raw["policies"]["long"] = {"timeout": 100.0, "retry": {"kind": "none"}}
+    att = attempts(raw).sort_values("send_time")
+    assert list(att.status) == ["timeout", "ok"]
+    assert list(att.output_tokens) == [35, OUTPUT]
+    assert att.end_time.to_numpy() == pytest.approx([6.0, 13.5])
+
+
+def test_abandoned_work_that_keeps_running_holds_its_batch_place() -> None:
+    """Default billing: A and B at 0 s time out at 6 s but keep decoding, and both bill their
+    whole output; C (another feature) at 7 s joins a batch of three."""
+    raw = scenario([0.0, 0.0], LOAD3, timeout=6.0)
+    raw["run"]["duration"] = 8
+    raw["features"]["g"] = {
+        **raw["features"]["f"],
+        "policy": "long",
+        "arrivals": {"kind": "times", "at": [7.0]},
+    }
+    raw["policies"]["long"] = {"timeout": 100.0, "retry": {"kind": "none"}}
+    att = attempts(raw).sort_values("send_time")
+    assert list(att.status) == ["timeout", "timeout", "ok"]
+    assert att.cost.to_numpy() == pytest.approx([INPUT_COST + OUTPUT * PER_TOKEN] * 3)
+    # A, B: 0-7 s at 0.2 s = 35 tokens; 7 s on at 0.3 s: 65 left, 19.5 s: end at 26.5 s.
+    # C: 65 tokens by 26.5 s; 35 alone at 0.1 s: 3.5 s, ends at 30 s.
+    assert att.end_time.to_numpy() == pytest.approx([6.0, 6.0, 30.0])
+
+
+def test_a_latency_spike_slows_the_attempts_that_start_in_it() -> None:
+    """factor 2 from 0 s: one sequence takes 100 tokens x 0.1 s x 2 = 20 s."""
+    spike = [{"kind": "latency_spike", "start": 0.0, "duration": 1.0, "factor": 2.0}]
+    att = attempts(scenario([0.0], LOAD3, incidents=spike))
+    assert att.end_time.to_numpy() == pytest.approx([20.0])
+
+
+def test_a_midstream_failure_ends_after_its_last_token() -> None:
+    att = attempts(scenario([0.0, 0.0], LOAD3, failures={"midstream_rate": 1.0}))
+    assert set(att.status) == {"midstream_error"}
+    out = sorted(att.output_tokens)
+    # Two decode at 0.2 s until the shorter ends; the longer then runs alone at 0.1 s.
+    short, long = out
+    assert att.end_time.min() == pytest.approx(short * 0.2)
+    assert att.end_time.max() == pytest.approx(short * 0.2 + (long - short) * 0.1)
+
+
+# Overload: slower tokens, then timeouts, then shedding ---------------------------------------
+
+
+def overload(rate: float) -> dict[str, float]:
+    """Poisson arrivals at ``rate`` on 16 batch places (per-token 0.02 s alone, 0.06 s at a
+    full batch), 50 output tokens, a 6 s timeout without retries, 100 queue places."""
+    raw = scenario([0.0], {"load_factor": 3.0}, slots=16, queue_limit=100, timeout=6.0)
+    raw["run"] = {"duration": 600, "seed": 3, "timeseries_bin": 10}
+    raw["providers"]["p"]["service"]["decode_tps"] = 50
+    raw["features"]["f"]["arrivals"] = {"kind": "poisson", "rate": rate}
+    raw["features"]["f"]["output_tokens"] = {"kind": "fixed", "value": 50}
+    att = Simulation(scenario_from_dict(raw)).run().df("attempts")
+    ok = att[att.status == "ok"]
+    n = len(att)
+    return {
+        "tpot": float(((ok.end_time - ok.start_time) / ok.output_tokens).mean()),
+        "timeouts": float((att.status == "timeout").sum() / n),
+        "shed": float((att.status == "overloaded").sum() / n),
+    }
+
+
+def test_overload_shows_as_slower_tokens_then_timeouts_then_shedding() -> None:
+    """The batch serves at most 16 / (50 x 0.06 s) = 5.33 attempts/s. At 1/s tokens come near
+    0.02 s. At 4/s (75% of that) the batch fills: tokens slow to about twice that, and nothing
+    times out or is shed. At 5/s the queue wait passes the 6 s timeout at times, well before
+    100 wait (18 s of work): timeouts, no shedding. At 8/s the queue fills: load is shed."""
+    light, busy, late, over = (overload(r) for r in (1.0, 4.0, 5.0, 8.0))
+    assert light["tpot"] < 0.025 and light["timeouts"] == 0 and light["shed"] == 0
+    assert busy["tpot"] > 1.5 * light["tpot"]
+    assert busy["timeouts"] == 0 and busy["shed"] == 0
+    assert late["timeouts"] > 0.05 and late["shed"] == 0
+    assert over["shed"] > 0.1
+    # No token is ever slower than the curve's full-batch time.
+    assert max(x["tpot"] for x in (light, busy, late, over)) <= 0.06 + 1e-9
+
+
+# Config -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "phrase"),
+    [
+        ({"batching": {"load_factor": 2.0}, "capacity": None}, "needs capacity.slots"),
+        ({"batching": {}}, "exactly one of tpot"),
+        ({"batching": {"load_factor": 2.0, "tpot": [[1, 0.01]]}}, "exactly one of tpot"),
+        ({"batching": {"tpot": [[1, 0.01]]}}, "decode_tps is not used"),
+        (
+            {
+                "batching": {"load_factor": 2.0},
+                "service": {"kind": "deterministic", "value": 1.0},
+            },
+            'service.kind = "tokens"',
+        ),
+    ],
+)
+def test_bad_batching_configs_are_refused(change: dict[str, Any], phrase: str) -> None:
+    raw = scenario([0.0])
+    provider = raw["providers"]["p"]
+    for key, value in change.items():
+        if value is None:
+            del provider[key]
+        else:
+            provider[key] = value
+    with pytest.raises(ConfigError, match=phrase.replace(".", r"\.")):
+        scenario_from_dict(raw)
+
+
+def test_points_that_fall_to_zero_before_the_batch_limit_are_refused() -> None:
+    raw = scenario([0.0], {"tpot": [[1, 0.035], [2, 0.025]]}, slots=8)
+    raw["providers"]["p"]["service"] = {"kind": "tokens", "ttft": 0.0, "noise_sigma": 0}
+    with pytest.raises(ConfigError, match="<= 0 at concurrency 5"):
+        scenario_from_dict(raw)
