@@ -39,8 +39,7 @@ def scenario(
         "model": "m",
         "prices": {"input": 1.0, "output": 2.0},
         "capacity": {"slots": slots, "queue_limit": queue_limit},
-        "service": service
-        or {"kind": "tokens", "ttft": 0.0, "decode_tps": 10, "noise_sigma": 0},
+        "service": service or {"kind": "tokens", "ttft": 0.0, "decode_tps": 10, "noise_sigma": 0},
         "billing": billing or {},
         "incidents": incidents or [],
         "failures": failures or {},

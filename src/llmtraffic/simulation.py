@@ -318,6 +318,14 @@ class Simulation:
             for cause, n in ep.quota_refused.items()
             if n
         }
+        # What continuous batching did, per provider that has it (docs/metrics.md).
+        batching = {
+            name: ep.stats(end)
+            for name, ep in self.endpoints.items()
+            if isinstance(ep, BatchingEndpoint)
+        }
+        if batching:
+            summary["batching"] = batching
         summary.update(
             {
                 "scenario": sc.name,

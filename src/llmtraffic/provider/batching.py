@@ -28,7 +28,7 @@ from llmtraffic.config.provider import Batching, Provider, TokenService
 from llmtraffic.engine.entities import MIDSTREAM_ERROR, TIMEOUT, Attempt
 from llmtraffic.engine.kernel import Call, Kernel
 from llmtraffic.engine.streams import Streams
-from llmtraffic.provider.endpoint import INF, Endpoint
+from llmtraffic.provider.endpoint import Endpoint
 
 TIE = 1e-9
 """Virtual tokens within which a target counts as reached (float rounding of V)."""
@@ -92,6 +92,7 @@ class BatchingEndpoint(Endpoint):
         svc = cfg.service
         assert b is not None and isinstance(svc, TokenService)  # the config guarantees it
         self.tpot = tpot_table(b, self.base_slots, svc.decode_tps)
+        self.tpot_max = max(self.tpot[1:])
         self.prefill_per_token = 1.0 / b.prefill_tps if b.prefill_tps is not None else 0.0
         self.prefill_free = 0.0  # when the prefill of every prompt started so far is done
         self.v = 0.0  # the virtual token clock, as of ``v_at``
@@ -101,8 +102,9 @@ class BatchingEndpoint(Endpoint):
         self.order = itertools.count()
         self.seqs: dict[Attempt, _Seq] = {}
         self.next_end: Call | None = None
-        # Time-weighted decoding sequences, and the per-token time they saw (for the summary).
+        # Integrals of the sequences decoding and of n x tpot(n), for the summary (``stats``).
         self.decoding_acc = 0.0
+        self.tpot_acc = 0.0
         self.max_decoding = 0
 
     # Work ---------------------------------------------------------------------------------------
@@ -139,7 +141,12 @@ class BatchingEndpoint(Endpoint):
         att.first_token = decode_at - now
         att.service = math.nan  # known when it ends
         self.seqs[att] = seq
-        if not att.abandoned and att.abandon_at != INF:
+        if (
+            not att.abandoned
+            and decode_at + att.generated * seq.scale * self.tpot_max > att.abandon_at
+        ):
+            # It may not end in time (at the slowest per-token time it would not): the client's
+            # timer. One that ends in time even at a full batch needs none, as in Endpoint.
             att.timer = self.kernel.call_in(att.abandon_at - now, self._on_timeout, att)
         if decode_at > now:
             seq.join = self.kernel.call_in(decode_at - now, self._on_join, seq)
@@ -169,8 +176,10 @@ class BatchingEndpoint(Endpoint):
         if dt > 0.0:
             n = self.decoding
             if n:
-                self.v += dt / self.tpot[n]
+                tpot = self.tpot[n]
+                self.v += dt / tpot
                 self.decoding_acc += n * dt
+                self.tpot_acc += n * tpot * dt
             self.v_at = now
 
     def _reschedule(self, now: float) -> None:
@@ -281,7 +290,17 @@ class BatchingEndpoint(Endpoint):
             Kernel.cancel(seq.join)
             seq.join = None
 
-    def mean_decoding(self, t: float) -> float:
-        """Time-average of the sequences decoding from 0 to ``t``."""
-        self._advance(t)
-        return self.decoding_acc / t if t > 0 else 0.0
+    def stats(self, end: float) -> dict[str, float]:
+        """What batching did over the run up to ``end`` (summary.json's ``batching``, defined
+        in docs/metrics.md): the time-average and peak of the sequences decoding at once, the
+        per-token time a decoding sequence saw on average, and that over the time of one
+        sequence alone."""
+        self._advance(end)
+        seq_time = self.decoding_acc
+        tpot_mean = self.tpot_acc / seq_time if seq_time > 0 else math.nan
+        return {
+            "mean_batch": seq_time / end if end > 0 else math.nan,
+            "max_batch": float(self.max_decoding),
+            "tpot_mean": tpot_mean,
+            "tpot_slowdown": tpot_mean / self.tpot[1],
+        }
