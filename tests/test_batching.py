@@ -277,3 +277,20 @@ def test_points_that_fall_to_zero_before_the_batch_limit_are_refused() -> None:
     raw["providers"]["p"]["service"] = {"kind": "tokens", "ttft": 0.0, "noise_sigma": 0}
     with pytest.raises(ConfigError, match="<= 0 at concurrency 5"):
         scenario_from_dict(raw)
+
+
+def test_the_summary_reports_how_full_the_batch_ran() -> None:
+    """A and B at 0 s, C at 3 s (ends at 28.5, 28.5 and 30 s, above). Sequence-seconds: 2 x 3
+    + 3 x 25.5 + 1 x 1.5 = 84; per-token time weighted by them: (2 x 3 x 0.2 + 3 x 25.5 x 0.3
+    + 1.5 x 0.1) / 84 = 24.3 / 84 s; one sequence alone: 0.1 s."""
+    summary = Simulation(scenario_from_dict(scenario([0.0, 0.0, 3.0], LOAD3))).run().summary
+    b = summary["batching"]["p"]
+    assert b["max_batch"] == 3
+    assert b["mean_batch"] == pytest.approx(84 / summary["sim_end_time"])
+    assert b["tpot_mean"] == pytest.approx(24.3 / 84)
+    assert b["tpot_slowdown"] == pytest.approx(24.3 / 84 / 0.1)
+
+
+def test_providers_without_batching_have_no_batching_summary() -> None:
+    summary = Simulation(scenario_from_dict(scenario([0.0]))).run().summary
+    assert "batching" not in summary
