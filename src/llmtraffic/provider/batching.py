@@ -31,7 +31,10 @@ from llmtraffic.engine.streams import Streams
 from llmtraffic.provider.endpoint import Endpoint
 
 TIE = 1e-9
-"""Virtual tokens within which a target counts as reached (float rounding of V)."""
+"""Virtual tokens within which a target counts as reached (float rounding of V), plus
+``TIE_REL`` of V itself: V grows to millions of tokens over a long run, where one ulp is
+more than 1e-9."""
+TIE_REL = 1e-12
 
 
 def tpot_table(cfg: Batching, slots: int, decode_tps: float) -> list[float]:
@@ -209,7 +212,7 @@ class BatchingEndpoint(Endpoint):
             # This is the event scheduled for the head: rounding left V a hair short of it.
             self.v = heap[0][0]
         done: list[_Seq] = []
-        limit = self.v + TIE
+        limit = self.v + TIE + TIE_REL * self.v
         while heap and heap[0][0] <= limit:
             seq = heappop(heap)[2]
             if seq.alive:
@@ -255,7 +258,7 @@ class BatchingEndpoint(Endpoint):
                 # An end due at this very instant wins over the timeout (as Endpoint's
                 # ``now + service <= abandon_at``).
                 self._advance(now)
-                if seq.target <= self.v + TIE:
+                if seq.target <= self.v + TIE + TIE_REL * self.v:
                     self._complete(now)
                     if att not in self.seqs:
                         return
