@@ -9,9 +9,12 @@ output; 1,000 input tokens, 100 output tokens.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from llmtraffic import ConfigError, Simulation, scenario_from_dict
 from llmtraffic.config.provider import Batching
@@ -294,3 +297,110 @@ def test_the_summary_reports_how_full_the_batch_ran() -> None:
 def test_providers_without_batching_have_no_batching_summary() -> None:
     summary = Simulation(scenario_from_dict(scenario([0.0]))).run().summary
     assert "batching" not in summary
+
+
+# Against a plain reference ------------------------------------------------------------------
+
+
+def reference_ends(
+    arrivals: list[float],
+    outputs: list[int],
+    slots: int,
+    tpot: list[float],
+    ttft: float,
+    prefill_s: float,
+) -> list[float]:
+    """End times by brute force, as docs/providers.md states the model: ``slots`` batch
+    places and a FIFO queue; a started attempt waits for the prompts ahead (``prefill_s``
+    seconds each) and ``ttft``, then decodes; every decoding sequence makes one token per
+    ``tpot[n]`` seconds, ``n`` the sequences decoding. Steps from event to event, updating
+    every sequence's tokens left (no virtual clock, no heap)."""
+    t = 0.0
+    prefill_free = 0.0
+    queue: list[int] = []
+    pre: dict[int, float] = {}  # request -> time it starts decoding
+    left: dict[int, float] = {}  # request -> tokens left while decoding
+    ends = [math.nan] * len(arrivals)
+    todo = sorted(range(len(arrivals)), key=lambda i: arrivals[i])
+
+    def start(i: int) -> None:
+        nonlocal prefill_free
+        begin = max(t, prefill_free)
+        prefill_free = begin + prefill_s
+        pre[i] = prefill_free + ttft
+
+    while todo or queue or pre or left:
+        n = len(left)
+        candidates = [arrivals[todo[0]]] if todo else []
+        candidates += list(pre.values())
+        if left:
+            candidates.append(t + min(left.values()) * tpot[n])
+        nxt = min(candidates)
+        if n:
+            for i in left:
+                left[i] -= (nxt - t) / tpot[n]
+        t = nxt
+        for i in [i for i, k in left.items() if k <= 1e-9]:
+            del left[i]
+            ends[i] = t
+            if queue:
+                start(queue.pop(0))
+        for i in [i for i, at in pre.items() if at <= t]:
+            del pre[i]
+            if outputs[i] == 0:
+                ends[i] = t
+                if queue:
+                    start(queue.pop(0))
+            else:
+                left[i] = float(outputs[i])
+        while todo and arrivals[todo[0]] <= t:
+            i = todo.pop(0)
+            if len(pre) + len(left) < slots:
+                start(i)
+            else:
+                queue.append(i)
+    return ends
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.floats(0.0, 20.0), min_size=1, max_size=15),
+    st.data(),
+    st.integers(1, 5),
+    st.floats(1.0, 4.0),
+    st.sampled_from([0.0, 0.3]),
+    st.sampled_from([None, 2000.0]),
+)
+def test_the_engine_matches_a_brute_force_reference(
+    arrivals: list[float],
+    data: st.DataObject,
+    slots: int,
+    factor: float,
+    ttft: float,
+    prefill_tps: float | None,
+) -> None:
+    outputs = data.draw(
+        st.lists(st.integers(0, 60), min_size=len(arrivals), max_size=len(arrivals))
+    )
+    batching: dict[str, Any] = {"load_factor": factor}
+    if prefill_tps is not None:
+        batching["prefill_tps"] = prefill_tps
+    service = {"kind": "tokens", "ttft": ttft, "decode_tps": 10, "noise_sigma": 0}
+    raw = scenario(arrivals, batching, slots=slots, queue_limit="unbounded", service=service)
+    raw["features"]["f"]["output_tokens"] = {"kind": "fixed", "value": 0}
+    raw["run"]["duration"] = 21.0
+    # One feature per request, so each gets its own output size.
+    base = raw["features"].pop("f")
+    for i, (at, out) in enumerate(zip(arrivals, outputs, strict=True)):
+        raw["features"][f"f{i}"] = {
+            **base,
+            "arrivals": {"kind": "times", "at": [at]},
+            "output_tokens": {"kind": "fixed", "value": out},
+        }
+    att = Simulation(scenario_from_dict(raw)).run().df("attempts")
+    got = dict(zip(att.feature, att.end_time, strict=True))
+    table = tpot_table(Batching(load_factor=factor), slots, 10.0)
+    prefill_s = INPUT / prefill_tps if prefill_tps else 0.0
+    want = reference_ends(arrivals, outputs, slots, table, ttft, prefill_s)
+    for i, end in enumerate(want):
+        assert got[f"f{i}"] == pytest.approx(end, rel=1e-9, abs=1e-9), (i, got, want)
