@@ -289,7 +289,7 @@ def test_the_summary_reports_how_full_the_batch_ran() -> None:
     summary = Simulation(scenario_from_dict(scenario([0.0, 0.0, 3.0], LOAD3))).run().summary
     b = summary["batching"]["p"]
     assert b["max_batch"] == 3
-    assert b["mean_batch"] == pytest.approx(84 / summary["sim_end_time"])
+    assert b["mean_batch"] == pytest.approx(84 / 30)  # something decodes from 0 s to 30 s
     assert b["tpot_mean"] == pytest.approx(24.3 / 84)
     assert b["tpot_slowdown"] == pytest.approx(24.3 / 84 / 0.1)
 
@@ -404,3 +404,32 @@ def test_the_engine_matches_a_brute_force_reference(
     want = reference_ends(arrivals, outputs, slots, table, ttft, prefill_s)
     for i, end in enumerate(want):
         assert got[f"f{i}"] == pytest.approx(end, rel=1e-9, abs=1e-9), (i, got, want)
+
+
+def test_the_terminal_summary_says_how_much_batching_slowed_tokens() -> None:
+    from llmtraffic.report_table import batching_lines
+
+    s = {
+        "batching": {
+            "gpu": {
+                "mean_batch": 59.04,
+                "max_batch": 64.0,
+                "tpot_mean": 0.0144,
+                "tpot_slowdown": 2.087,
+            }
+        }
+    }
+    (line,) = batching_lines(s)
+    assert "59.0 sequences decoding at once while busy (peak 64)" in line
+    assert "tokens 2.09x the time of one sequence alone (14.4 ms per token)" in line
+    idle = {
+        "batching": {
+            "gpu": {
+                "mean_batch": math.nan,
+                "max_batch": 0.0,
+                "tpot_mean": math.nan,
+                "tpot_slowdown": math.nan,
+            }
+        }
+    }
+    assert batching_lines(idle) == []

@@ -431,8 +431,8 @@ def batching_lines(s: dict[str, Any]) -> list[str]:
         if slow is None or slow != slow:  # nothing decoded
             continue
         out.append(
-            f"{escape(name)}: continuous batching, {b['mean_batch']:.1f} sequences decoding on "
-            f"average (peak {b['max_batch']:.0f}); tokens {slow:.2f}x the time of one "
+            f"{escape(name)}: continuous batching, {b['mean_batch']:.1f} sequences decoding at "
+            f"once while busy (peak {b['max_batch']:.0f}); tokens {slow:.2f}x the time of one "
             f"sequence alone ({b['tpot_mean'] * 1000:.1f} ms per token)"
         )
     return out

@@ -108,6 +108,7 @@ class BatchingEndpoint(Endpoint):
         # Integrals of the sequences decoding and of n x tpot(n), for the summary (``stats``).
         self.decoding_acc = 0.0
         self.tpot_acc = 0.0
+        self.decoding_time = 0.0  # time with at least one sequence decoding
         self.max_decoding = 0
 
     # Work ---------------------------------------------------------------------------------------
@@ -183,6 +184,7 @@ class BatchingEndpoint(Endpoint):
                 self.v += dt / tpot
                 self.decoding_acc += n * dt
                 self.tpot_acc += n * tpot * dt
+                self.decoding_time += dt
             self.v_at = now
 
     def _reschedule(self, now: float) -> None:
@@ -295,14 +297,14 @@ class BatchingEndpoint(Endpoint):
 
     def stats(self, end: float) -> dict[str, float]:
         """What batching did over the run up to ``end`` (summary.json's ``batching``, defined
-        in docs/metrics.md): the time-average and peak of the sequences decoding at once, the
-        per-token time a decoding sequence saw on average, and that over the time of one
-        sequence alone."""
+        in docs/metrics.md): the average (over the time anything decoded) and peak of the
+        sequences decoding at once, the per-token time a decoding sequence saw on average,
+        and that over the time of one sequence alone."""
         self._advance(end)
         seq_time = self.decoding_acc
         tpot_mean = self.tpot_acc / seq_time if seq_time > 0 else math.nan
         return {
-            "mean_batch": seq_time / end if end > 0 else math.nan,
+            "mean_batch": seq_time / self.decoding_time if self.decoding_time > 0 else math.nan,
             "max_batch": float(self.max_decoding),
             "tpot_mean": tpot_mean,
             "tpot_slowdown": tpot_mean / self.tpot[1],
