@@ -255,9 +255,14 @@ class ErrorKind(Model):
     )
 
 
+MAX_BATCH = 1_000_000
+"""Largest concurrency a ``batching.tpot`` point may name (a batch is thousands at most)."""
+
+
 def _points(value: object) -> object:
-    """``[[concurrency, seconds], ...]``: a pair per point, concurrency a whole number >= 1
-    rising from point to point, seconds > 0 (checked here so the message names the point)."""
+    """``[[concurrency, seconds], ...]``: a pair per point, concurrency a whole number from 1
+    to ``MAX_BATCH`` rising from point to point, seconds > 0 and finite. Checked here so
+    that the message names the point (``tpot[1][0]``)."""
     if not isinstance(value, list) or not value:
         raise ValueError(
             "expected a list of [concurrency, seconds per token] pairs, e.g. "
@@ -272,13 +277,18 @@ def _points(value: object) -> object:
         ):
             raise ValueError(f"[{i}]: expected a pair [concurrency, seconds], got {point!r}")
         n, sec = point
-        if not isinstance(n, int) or n < 1 or n <= prev:
+        if not isinstance(n, int) or not 1 <= n <= MAX_BATCH:
             raise ValueError(
-                f"[{i}]: concurrency must be a whole number >= 1, above the previous point's "
-                f"({prev}); got {n!r}"
+                f"[{i}][0]: concurrency must be a whole number from 1 to {MAX_BATCH:,}, "
+                f"got {n!r}"
             )
-        if not (isinstance(sec, int | float) and 0 < sec < float("inf")):
-            raise ValueError(f"[{i}]: seconds per token must be > 0 and finite, got {sec!r}")
+        if n <= prev:
+            raise ValueError(
+                f"[{i}][0]: concurrency must rise from point to point: {n} is not above the "
+                f"previous point's {prev}; sort the points by concurrency"
+            )
+        if not 0 < sec < float("inf"):
+            raise ValueError(f"[{i}][1]: seconds per token must be > 0 and finite, got {sec!r}")
         prev = n
     return value
 
