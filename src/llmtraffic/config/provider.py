@@ -279,8 +279,7 @@ def _points(value: object) -> object:
         n, sec = point
         if not isinstance(n, int) or not 1 <= n <= MAX_BATCH:
             raise ValueError(
-                f"[{i}][0]: concurrency must be a whole number from 1 to {MAX_BATCH:,}, "
-                f"got {n!r}"
+                f"[{i}][0]: concurrency must be a whole number from 1 to {MAX_BATCH:,}, got {n!r}"
             )
         if n <= prev:
             raise ValueError(
@@ -670,14 +669,13 @@ class Provider(Model):
                 "per-token time); remove one of them"
             )
         if b.tpot is not None:
-            from llmtraffic.provider.batching import tpot_table
+            from llmtraffic.provider.batching import first_non_positive
 
-            table = tpot_table(b, self.capacity.slots, self.service.decode_tps)
-            bad = [n for n in range(1, len(table)) if not table[n] > 0]
-            if bad:
+            bad = first_non_positive(b, self.capacity.slots, self.service.decode_tps)
+            if bad is not None:
                 raise ValueError(
                     f"batching.tpot: extended along its last segment the per-token time is "
-                    f"<= 0 at concurrency {bad[0]} (capacity.slots = {self.capacity.slots}); "
+                    f"<= 0 at concurrency {bad} (capacity.slots = {self.capacity.slots}); "
                     "add a point at or beyond capacity.slots"
                 )
         return self

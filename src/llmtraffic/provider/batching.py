@@ -37,23 +37,49 @@ more than 1e-9."""
 TIE_REL = 1e-12
 
 
-def tpot_table(cfg: Batching, slots: int, decode_tps: float) -> list[float]:
-    """Seconds per output token for ``n`` = 0..``slots`` sequences decoding (index 0 unused).
+def tpot_at(cfg: Batching, n: int, slots: int, decode_tps: float) -> float:
+    """Seconds per output token with ``n`` sequences decoding (``n`` >= 1).
 
     ``tpot`` points are joined linearly and extended beyond the last point along the last
     segment (flat below the first point, and beyond a single point); ``load_factor`` is
     llm-d-inference-sim's ``1 + (F - 1) (n - 1) / (slots - 1)`` times ``1 / decode_tps``.
     """
-    base = 1.0 / decode_tps
     if cfg.tpot is None:
         factor = cfg.load_factor if cfg.load_factor is not None else 1.0
-        span = max(slots - 1, 1)
-        return [base] + [base * (1 + (factor - 1) * (n - 1) / span) for n in range(1, slots + 1)]
-    pts = [(int(n), float(s)) for n, s in cfg.tpot]
-    out = [pts[0][1]]
-    for n in range(1, slots + 1):
-        out.append(interpolate(pts, n))
-    return out
+        return (1 + (factor - 1) * (n - 1) / max(slots - 1, 1)) / decode_tps
+    return interpolate([(int(m), float(sec)) for m, sec in cfg.tpot], n)
+
+
+def tpot_table(cfg: Batching, slots: int, decode_tps: float) -> list[float]:
+    """``tpot_at`` for ``n`` = 0..``slots`` (index 0 repeats ``n`` = 1; unused)."""
+    out = [tpot_at(cfg, n, slots, decode_tps) for n in range(1, slots + 1)]
+    return [out[0], *out]
+
+
+def curve_extremes(cfg: Batching, slots: int, decode_tps: float) -> tuple[float, float]:
+    """The least and greatest per-token time for 1..``slots`` sequences: a piecewise-linear
+    curve takes them at its ends or at a point, so no table of ``slots`` entries is built
+    (``slots`` may be huge)."""
+    ns = {1, slots}
+    if cfg.tpot is not None:
+        ns |= {int(m) for m, _ in cfg.tpot if 1 <= m <= slots}
+    values = [tpot_at(cfg, n, slots, decode_tps) for n in ns]
+    return min(values), max(values)
+
+
+def first_non_positive(cfg: Batching, slots: int, decode_tps: float) -> int | None:
+    """The least ``n`` in 1..``slots`` whose per-token time is <= 0, or None (only the
+    extension past the last point can fall that far: the points themselves are > 0)."""
+    if curve_extremes(cfg, slots, decode_tps)[0] > 0:
+        return None
+    lo, hi = 1, slots  # tpot(hi) <= 0; bisect on the falling extension
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if tpot_at(cfg, mid, slots, decode_tps) <= 0:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
 
 
 def interpolate(pts: list[tuple[int, float]], n: float) -> float:
@@ -94,8 +120,11 @@ class BatchingEndpoint(Endpoint):
         b = cfg.batching
         svc = cfg.service
         assert b is not None and isinstance(svc, TokenService)  # the config guarantees it
-        self.tpot = tpot_table(b, self.base_slots, svc.decode_tps)
-        self.tpot_max = max(self.tpot[1:])
+        self.batching = b
+        self.decode_tps = svc.decode_tps
+        # tpot[n] for the batch sizes seen so far (grown in ``_join``: slots may be huge).
+        self.tpot = tpot_table(b, min(self.base_slots, 64), svc.decode_tps)
+        self.tpot_max = curve_extremes(b, self.base_slots, svc.decode_tps)[1]
         self.prefill_per_token = 1.0 / b.prefill_tps if b.prefill_tps is not None else 0.0
         self.prefill_free = 0.0  # when the prefill of every prompt started so far is done
         self.v = 0.0  # the virtual token clock, as of ``v_at``
@@ -172,6 +201,10 @@ class BatchingEndpoint(Endpoint):
         self.decoding += 1
         if self.decoding > self.max_decoding:
             self.max_decoding = self.decoding
+            if self.decoding == len(self.tpot):
+                self.tpot.append(
+                    tpot_at(self.batching, self.decoding, self.base_slots, self.decode_tps)
+                )
         self._reschedule(now)
 
     def _advance(self, now: float) -> None:
