@@ -433,3 +433,10 @@ def test_the_terminal_summary_says_how_much_batching_slowed_tokens() -> None:
         }
     }
     assert batching_lines(idle) == []
+
+
+def test_points_of_very_different_sizes_do_not_cancel() -> None:
+    """1e30 s at one sequence and 0.02 s at four: at four the curve is 0.02, not 0 (the
+    config fuzz found ``s0 + (s1 - s0) * 1`` rounding to zero)."""
+    table = tpot_table(Batching(tpot=[[1, 1e30], [4, 0.02]]), 4, 60.0)
+    assert table[4] == 0.02 and table[3] > 0

@@ -83,14 +83,18 @@ def first_non_positive(cfg: Batching, slots: int, decode_tps: float) -> int | No
 
 
 def interpolate(pts: list[tuple[int, float]], n: float) -> float:
-    """The piecewise-linear curve through ``pts`` at ``n`` (see ``tpot_table``)."""
+    """The piecewise-linear curve through ``pts`` at ``n`` (see ``tpot_at``); exact at the
+    points, and weighted as ``(1 - w) s0 + w s1`` so that points of very different sizes
+    (1e30 and 0.02) do not cancel to zero."""
     if n <= pts[0][0] or len(pts) == 1:
         return pts[0][1]
     for (n0, s0), (n1, s1) in itertools.pairwise(pts):
         if n <= n1:
-            return s0 + (s1 - s0) * (n - n0) / (n1 - n0)
+            w = (n - n0) / (n1 - n0)
+            return s1 if n == n1 else (1 - w) * s0 + w * s1
     (n0, s0), (n1, s1) = pts[-2], pts[-1]
-    return s1 + (s1 - s0) * (n - n1) / (n1 - n0)
+    w = (n - n0) / (n1 - n0)
+    return (1 - w) * s0 + w * s1
 
 
 class _Seq:
