@@ -440,3 +440,45 @@ def test_points_of_very_different_sizes_do_not_cancel() -> None:
     config fuzz found ``s0 + (s1 - s0) * 1`` rounding to zero)."""
     table = tpot_table(Batching(tpot=[[1, 1e30], [4, 0.02]]), 4, 60.0)
     assert table[4] == 0.02 and table[3] > 0
+
+
+# Streams: first-token limits and stalls -------------------------------------------------------
+
+
+def test_a_first_token_limit_counts_the_batch_and_the_prefill_queue() -> None:
+    """Streamed, first-token timeout 2 s, total 100 s. prefill_tps = 1,000 and 1,000-token
+    prompts: A decodes from 1 s, alone: its first token is done at 1.1 s, in time, so the
+    client holds it to the total timeout. B decodes from 2 s beside A (0.2 s a token): its
+    first token would be done at 2.2 s, so its client gives up at 2 s; the provider keeps
+    running it (default billing), so A shares the batch from 2 s on."""
+    raw = scenario([0.0, 0.0], {"load_factor": 3.0, "prefill_tps": 1000})
+    raw["features"]["f"]["stream"] = True
+    raw["policies"]["pol"] = {
+        "timeout": 100.0,
+        "first_token_timeout": 2.0,
+        "retry": {"kind": "none"},
+    }
+    att = attempts(raw).sort_values("send_time", kind="stable")
+    statuses = sorted(att.status)
+    assert statuses == ["ok", "timeout"]
+    a = att[att.status == "ok"].iloc[0]
+    b = att[att.status == "timeout"].iloc[0]
+    assert b.end_time == pytest.approx(2.0)
+    # A: 10 tokens alone (1-2 s); B decodes from 2 s too and keeps running after its client
+    # left: two at 0.2 s until A's 90 left are done: 18 s, A ends at 20 s.
+    assert a.end_time == pytest.approx(20.0)
+
+
+def test_a_stalled_stream_holds_its_batch_place_until_the_timeout() -> None:
+    """stall_rate = 1 on one batch place: A stops after g tokens (g from the stall point) at
+    0.1 g s and holds its place until its 30 s timeout cuts it; it bills input + g tokens.
+    B, sent at 1 s, waits for the place until 30 s."""
+    raw = scenario([0.0, 1.0], {"load_factor": 2.0}, slots=1, timeout=30.0)
+    raw["providers"]["p"]["failures"] = {"stall_rate": 1.0}
+    raw["run"]["duration"] = 2
+    att = attempts(raw).sort_values("send_time")
+    a, b = att.iloc[0], att.iloc[1]
+    assert a.status == "timeout" and a.end_time == pytest.approx(30.0)
+    assert a.output_tokens < OUTPUT
+    assert a.cost == pytest.approx(INPUT_COST + a.output_tokens * PER_TOKEN)
+    assert b.start_time == pytest.approx(30.0)

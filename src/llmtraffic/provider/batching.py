@@ -25,10 +25,10 @@ import math
 from heapq import heappop, heappush
 
 from llmtraffic.config.provider import Batching, Provider, TokenService
-from llmtraffic.engine.entities import MIDSTREAM_ERROR, TIMEOUT, Attempt
+from llmtraffic.engine.entities import STALLED, TIMEOUT, Attempt
 from llmtraffic.engine.kernel import Call, Kernel
 from llmtraffic.engine.streams import Streams
-from llmtraffic.provider.endpoint import Endpoint
+from llmtraffic.provider.endpoint import INF, Endpoint
 
 TIE = 1e-9
 """Virtual tokens within which a target counts as reached (float rounding of V), plus
@@ -151,9 +151,8 @@ class BatchingEndpoint(Endpoint):
         it starts, ``service`` holds its noise factor and ``first_token`` its ttft part."""
         out = att.request.output_tokens
         factor = next(self.svc_factors)
-        if self.midstream_rate and next(self.u_midstream) < self.midstream_rate:
-            out = int(out * next(self.u_fail_point))
-            att.status = MIDSTREAM_ERROR
+        if self.midstream_rate or self.stall_rate:
+            out = self._fate(att, out)[0]
         att.generated = out
         att.first_token = self.svc_fixed * factor
         att.service = factor
@@ -268,6 +267,8 @@ class BatchingEndpoint(Endpoint):
             att.service = now - att.start
             if att.abandoned:
                 self._free_slot(att, now)
+            elif att.status is STALLED:
+                self._hold_stalled(att, now)
             else:
                 if att.timer is not None:
                     Kernel.cancel(att.timer)
@@ -282,7 +283,34 @@ class BatchingEndpoint(Endpoint):
         made = int((self.v - seq.v0) / seq.scale + 1e-9) if seq.scale > 0 else seq.att.generated
         return min(made, seq.att.generated)
 
+    def _hold_stalled(self, att: Attempt, now: float) -> None:
+        """A stream that stopped after its last token without an error (``Endpoint._stall``):
+        it keeps its batch place, decoding nothing, until the client's timeout cuts it: the
+        idle timeout after this last token for a streamed call whose first token came in
+        time (it did, or the first limit would have cut it already), else its timeout."""
+        cut = att.abandon_at
+        if att.late and att.generated:
+            cut = min(att.late, now + att.client.idle_timeout)
+        if att.timer is not None:
+            Kernel.cancel(att.timer)
+            att.timer = None
+        if cut != INF:
+            att.timer = self.kernel.call_in(cut - now, self._on_stall_cut, att)
+
     # The client leaves --------------------------------------------------------------------------
+
+    def _first_token_in_time(self, att: Attempt, seq: _Seq | None, now: float) -> bool:
+        """A streamed attempt with a first-token (or idle) limit whose first token has come:
+        the client now holds it to its total timeout (``att.late``, as ``Endpoint`` does at
+        the start when it knows the first token's time; here the batch decides it, so it is
+        checked when the first limit runs out). Reschedules the client's timer."""
+        if not att.late or att.abandon_at >= att.late or seq is None or not seq.joined:
+            return False
+        if self._generated_now(seq, now) < 1:
+            return False
+        att.abandon_at = att.late
+        att.timer = self.kernel.call_in(att.late - now, self._on_timeout, att)
+        return True
 
     def _on_timeout(self, ev: Call) -> None:
         """The client gives up on an attempt (per-attempt timeout or request deadline)."""
@@ -301,7 +329,23 @@ class BatchingEndpoint(Endpoint):
                     self._complete(now)
                     if att not in self.seqs:
                         return
+            if self._first_token_in_time(att, seq, now):
+                return
         att.timer = None
+        if started and att.status is STALLED:
+            # A stream that will stall, cut before it does: the provider drops it (as
+            # ``Endpoint._on_stall_cut``), keep_running or not, and bills billing.timeout.
+            assert seq is not None
+            att.abandoned = True
+            att.status = TIMEOUT
+            att.http_status = 0
+            att.generated = self._generated_now(seq, now)
+            att.cost = self._failed_cost(self.bill_timeout, att, att.generated)
+            self._stop(seq, now)
+            att.service = now - att.start
+            self._free_slot(att, now)
+            att.client.on_response(att)
+            return
         att.abandoned = True
         att.status = TIMEOUT
         att.http_status = 0
