@@ -482,3 +482,18 @@ def test_a_stalled_stream_holds_its_batch_place_until_the_timeout() -> None:
     assert a.output_tokens < OUTPUT
     assert a.cost == pytest.approx(INPUT_COST + a.output_tokens * PER_TOKEN)
     assert b.start_time == pytest.approx(30.0)
+
+
+def test_a_spend_cap_counts_what_the_batch_bills() -> None:
+    """Error kinds and batching together (``BatchingErrorEndpoint``): each answer bills input
+    + 100 tokens = 0.0012 USD; with a 0.002 cap the first two (at 0 s and 20 s) reach it, and
+    the third (40 s) is refused with quota_exhausted. The same with a 5 s timeout: the
+    abandoned attempts, billed when the client leaves, fill the cap as well."""
+    raw = scenario([0.0, 20.0, 40.0], LOAD3)
+    raw["providers"]["p"]["quota"] = {"spend_cap": 0.002}
+    att = attempts(raw)
+    assert list(att.status) == ["ok", "ok", "quota_exhausted"]
+    raw = scenario([0.0, 20.0, 40.0], LOAD3, timeout=5.0)
+    raw["providers"]["p"]["quota"] = {"spend_cap": 0.002}
+    att = attempts(raw)
+    assert list(att.status) == ["timeout", "timeout", "quota_exhausted"]
