@@ -326,6 +326,7 @@ def test_a_bad_seed_is_rejected_by_the_argument_parser(
         (["--help"], ["usage: llmtraffic", "run", "validate"]),
         (["run", "--help"], ["usage: llmtraffic run", "--out", "--seed", "--force", "--set"]),
         (["validate", "--help"], ["usage: llmtraffic validate", "--set"]),
+        (["calibrate", "--help"], ["usage: llmtraffic calibrate", "--provider", "GuideLLM"]),
         (["--version"], [f"llmtraffic {llmtraffic.__version__}"]),
     ],
 )

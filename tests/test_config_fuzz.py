@@ -129,6 +129,27 @@ model = "test-model-t"
 prices = { input = 0.1, output = 0.2 }
 service = { kind = "deterministic", value = "0.4s" }
 
+[providers.u]
+model = "test-model-u"
+prices = { input = 0.1, output = 0.2 }
+capacity = { slots = 4, queue_limit = 10 }
+service = { kind = "tokens", ttft = "0.2s" }
+batching = { tpot = [[1, 0.01], [4, 0.02]], prefill_tps = 5000.0 }
+
+[providers.v]
+model = "test-model-v"
+prices = { input = 0.1, output = 0.2 }
+capacity = { slots = 3 }
+service = { kind = "tokens", decode_tps = 50.0 }
+batching = { load_factor = 2.0 }
+
+[features.batched]
+provider = "u"
+policy = "fixed"
+arrivals = { kind = "poisson", rate = 1.0 }
+input_tokens = { kind = "fixed", value = 300 }
+output_tokens = { kind = "fixed", value = 40 }
+
 [features.chat]
 provider = "p"
 policy = "backoff"

@@ -155,6 +155,27 @@ def cmd_fit(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def cmd_calibrate(args: argparse.Namespace, console: Console) -> int:
+    """Fit a provider's continuous-batching curve (per-token time against concurrency, and
+    the time to first token) to a load test's table: a CSV with concurrency, TTFT and
+    per-token columns (vLLM benchmark names accepted) or GuideLLM's benchmarks.csv. Prints
+    the levels, the fit and a TOML snippet to paste into the provider."""
+    from llmtraffic.calibrate import calibrate, read_bench
+
+    cal = calibrate(read_bench(args.bench))
+    console.print("concurrency    TTFT (s)   per-token (s)   line (s)", markup=False)
+    for r in cal.rows:
+        console.print(
+            f"{r.concurrency:>11g} {r.ttft:>11.4g} {r.tpot:>15.4g} "
+            f"{cal.tpot.at(r.concurrency):>10.4g}",
+            markup=False,
+            highlight=False,
+        )
+    console.print()
+    console.print(cal.snippet(args.provider), markup=False, highlight=False, end="")
+    return EXIT_OK
+
+
 _TRACE_FLAGS = (
     "format",
     "timestamp",
@@ -492,6 +513,16 @@ def build_parser() -> argparse.ArgumentParser:
     _allow_large(p_val)
     p_val.set_defaults(func=cmd_validate)
     _add_fit_parser(sub)
+    p_cal = sub.add_parser(
+        "calibrate",
+        help="fit the batching curve of a provider to a load test's table",
+        description=cmd_calibrate.__doc__,
+    )
+    p_cal.add_argument("bench", type=Path, help="the load test's CSV (BENCH.csv)")
+    p_cal.add_argument(
+        "--provider", default="NAME", help="provider name in the snippet (default NAME)"
+    )
+    p_cal.set_defaults(func=cmd_calibrate)
     _add_presets_parser(sub)
     experiment_commands.add_parsers(sub)  # compare, plot, report
     from llmtraffic.checks.command import add_check_parser

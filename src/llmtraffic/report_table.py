@@ -422,6 +422,22 @@ def _share(count: int, total: int) -> str:
     return f"{count / total:.2%}" if total else "-"
 
 
+def batching_lines(s: dict[str, Any]) -> list[str]:
+    """One line per provider with continuous batching: how full its batch ran and how much
+    slower that made its tokens (the load's cost in speed, before any timeout)."""
+    out = []
+    for name, b in s.get("batching", {}).items():
+        slow = b.get("tpot_slowdown")
+        if slow is None or slow != slow:  # nothing decoded
+            continue
+        out.append(
+            f"{escape(name)}: continuous batching, {b['mean_batch']:.1f} sequences decoding at "
+            f"once while busy (peak {b['max_batch']:.0f}); tokens {slow:.2f}x the time of one "
+            f"sequence alone ({b['tpot_mean'] * 1000:.1f} ms per token)"
+        )
+    return out
+
+
 def print_summary(console: Console, s: dict[str, Any]) -> None:
     """Print every table that has content, laid out for 80 columns (``print_fixed``)."""
     title = f"Summary: {s.get('scenario', '')} (seed {s['seed']})"
@@ -436,6 +452,8 @@ def print_summary(console: Console, s: dict[str, Any]) -> None:
         print_fixed(console, layers)
     if s["incidents"]:
         print_fixed(console, incidents_table(s))
+    for line in batching_lines(s):
+        print_fixed(console, line)
     print_fixed(
         console,
         f"[dim]{s['event_count']:,} events in {s['wall_time_s']:.2f} s wall time; "

@@ -24,6 +24,7 @@ from llmtraffic.config.workload import Feature
 from llmtraffic.engine.entities import UNFINISHED
 from llmtraffic.engine.kernel import Call, Kernel
 from llmtraffic.engine.streams import Streams
+from llmtraffic.provider.batching import BatchingEndpoint
 from llmtraffic.provider.endpoint import Endpoint
 from llmtraffic.provider.errors import (
     ErrorEndpoint,
@@ -317,6 +318,14 @@ class Simulation:
             for cause, n in ep.quota_refused.items()
             if n
         }
+        # What continuous batching did, per provider that has it (docs/metrics.md).
+        batching = {
+            name: ep.stats(end)
+            for name, ep in self.endpoints.items()
+            if isinstance(ep, BatchingEndpoint)
+        }
+        if batching:
+            summary["batching"] = batching
         summary.update(
             {
                 "scenario": sc.name,

@@ -15,6 +15,7 @@ from llmtraffic.config.policy import INNER_LAYER
 from llmtraffic.config.scenario import Scenario
 from llmtraffic.engine.entities import ATTEMPT_STATUSES, REQUEST_OUTCOMES
 from llmtraffic.results.metrics import (
+    BATCHING_KEYS,
     INCIDENT_KEYS,
     LAYER_KEYS,
     LAYERED_KEYS,
@@ -67,6 +68,8 @@ def expected_columns(scenarios: Iterable[Scenario]) -> set[str]:
                 columns.add(f"quota_exhausted_by.{name}.spend_cap")
             if any(inc.kind == "quota_exhausted" for inc in provider.incidents):
                 columns.add(f"quota_exhausted_by.{name}.incident")
+            if provider.batching is not None:
+                columns.update(f"batching.{name}.{k}" for k in BATCHING_KEYS)
         incidents = sum(len(p.incidents) for p in sc.providers.values())
         for i in range(incidents):
             columns.update(f"incident.{i}.{k}" for k in INCIDENT_KEYS)

@@ -181,9 +181,10 @@ def format_errors(exc: ValidationError, raw: Any, root: type[BaseModel]) -> list
         elif kind == "value_error":
             text = str(ctx.get("error", err["msg"]))
             # Cross-field checks at the top level already name their own paths.
-            # A line that starts with "." names a key below the validator's own path.
+            # A line that starts with "." (or "[") names a key (or an item) below the
+            # validator's own path.
             msg = "\n".join(
-                (f"{where}{line}" if line.startswith(".") else f"{where}: {line}")
+                (f"{where}{line}" if line.startswith((".", "[")) else f"{where}: {line}")
                 if where
                 else line.lstrip(".")
                 for line in text.splitlines()

@@ -255,6 +255,85 @@ class ErrorKind(Model):
     )
 
 
+MAX_BATCH = 1_000_000
+"""Largest concurrency a ``batching.tpot`` point may name (a batch is thousands at most)."""
+
+
+def _points(value: object) -> object:
+    """``[[concurrency, seconds], ...]``: a pair per point, concurrency a whole number from 1
+    to ``MAX_BATCH`` rising from point to point, seconds > 0 and finite. Checked here so
+    that the message names the point (``tpot[1][0]``)."""
+    if not isinstance(value, list) or not value:
+        raise ValueError(
+            "expected a list of [concurrency, seconds per token] pairs, e.g. "
+            f"[[1, 0.012], [64, 0.03]]; got {value!r}"
+        )
+    prev = 0
+    for i, point in enumerate(value):
+        if (
+            not isinstance(point, list)
+            or len(point) != 2
+            or not all(isinstance(x, int | float) and not isinstance(x, bool) for x in point)
+        ):
+            raise ValueError(f"[{i}]: expected a pair [concurrency, seconds], got {point!r}")
+        n, sec = point
+        if not isinstance(n, int) or not 1 <= n <= MAX_BATCH:
+            raise ValueError(
+                f"[{i}][0]: concurrency must be a whole number from 1 to {MAX_BATCH:,}, got {n!r}"
+            )
+        if n <= prev:
+            raise ValueError(
+                f"[{i}][0]: concurrency must rise from point to point: {n} is not above the "
+                f"previous point's {prev}; sort the points by concurrency"
+            )
+        if not 0 < sec < float("inf"):
+            raise ValueError(f"[{i}][1]: seconds per token must be > 0 and finite, got {sec!r}")
+        prev = n
+    return value
+
+
+class Batching(Model):
+    """Continuous batching: the per-token time of every decoding sequence grows with how many
+    decode at once, and the time to first token grows with the prompt tokens queued for
+    prefill ahead of an attempt (docs/providers.md, "Continuous batching").
+
+    ``capacity.slots`` is the batch limit (vLLM's ``max_num_seqs``) and the capacity queue is
+    the waiting queue. Give the per-token curve either as measured points (``tpot``) or as
+    llm-d-inference-sim's linear load factor (``load_factor``) over ``service.decode_tps``.
+    """
+
+    tpot: Annotated[list[list[float]] | None, BeforeValidator(_points)] = Field(
+        None,
+        description="seconds per output token against concurrent decoding sequences, "
+        "[[concurrency, seconds], ...]: interpolated linearly, extended past the last point "
+        "along the last segment (two points: step = a + b * batch); the output of "
+        "`llmtraffic calibrate`",
+    )
+    load_factor: float | None = Field(
+        None,
+        ge=1.0,
+        description="per-token time at a full batch (capacity.slots sequences) over that of "
+        "one sequence (1 / service.decode_tps), linear in between: llm-d-inference-sim's "
+        "time-factor-under-load",
+    )
+    prefill_tps: float | None = Field(
+        None,
+        gt=0,
+        description="uncached prompt tokens prefilled per second, one prompt at a time in "
+        "arrival order: the time to first token grows with the prompt tokens queued ahead "
+        "(none: prefill takes no time beyond service.ttft)",
+    )
+
+    @model_validator(mode="after")
+    def _one_curve(self) -> Self:
+        if (self.tpot is None) == (self.load_factor is None):
+            raise ValueError(
+                "give exactly one of tpot (measured points, e.g. from `llmtraffic calibrate`) "
+                "and load_factor (per-token time at a full batch / at one sequence)"
+            )
+        return self
+
+
 class Failures(Model):
     """Per-attempt failures outside incidents.
 
@@ -462,6 +541,11 @@ class Provider(Model):
         None, description="serving slots and queue; none: the traffic is not capacity-limited"
     )
     service: Service = TokenService(kind="tokens")
+    batching: Batching | None = Field(
+        None,
+        description="continuous batching: per-token time grows with the sequences decoding at "
+        "once; none: every attempt decodes at service.decode_tps",
+    )
     failures: Failures = Failures()
     billing: Billing = Billing()
     quota: Quota | None = Field(
@@ -560,6 +644,39 @@ class Provider(Model):
                     f"incidents[{i}].error_rate: {inc.error_rate:g} plus the rates of "
                     f"failures.errors ({others:g}) is more than 1; one draw picks at most one "
                     "kind of error per attempt, so lower one of them"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _batching_needs(self) -> Self:
+        """Batching works on token service within a batch limit (``capacity.slots``)."""
+        b = self.batching
+        if b is None:
+            return self
+        if self.capacity is None:
+            raise ValueError(
+                "batching needs capacity.slots, the batch limit (vLLM's max_num_seqs): add "
+                "capacity = { slots = ... } (and queue_limit)"
+            )
+        if not isinstance(self.service, TokenService):
+            raise ValueError(
+                f'batching needs service.kind = "tokens" (time to first token, then tokens): '
+                f"got {self.service.kind!r}"
+            )
+        if b.tpot is not None and "decode_tps" in self.service.model_fields_set:
+            raise ValueError(
+                "service.decode_tps is not used with batching.tpot (the points give the "
+                "per-token time); remove one of them"
+            )
+        if b.tpot is not None:
+            from llmtraffic.provider.batching import first_non_positive
+
+            bad = first_non_positive(b, self.capacity.slots, self.service.decode_tps)
+            if bad is not None:
+                raise ValueError(
+                    f"batching.tpot: extended along its last segment the per-token time is "
+                    f"<= 0 at concurrency {bad} (capacity.slots = {self.capacity.slots}); "
+                    "add a point at or beyond capacity.slots"
                 )
         return self
 

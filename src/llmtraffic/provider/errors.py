@@ -35,6 +35,7 @@ from llmtraffic.engine.entities import (
 )
 from llmtraffic.engine.kernel import Call, Kernel
 from llmtraffic.engine.streams import Streams
+from llmtraffic.provider.batching import BatchingEndpoint
 from llmtraffic.provider.endpoint import Endpoint
 from llmtraffic.provider.quota import SpendMeter
 from llmtraffic.results.recorder import Recorder
@@ -42,7 +43,13 @@ from llmtraffic.results.recorder import Recorder
 INF = math.inf
 NAN = math.nan
 
-__all__ = ["ErrorEndpoint", "longest_request", "make_endpoint", "spend_meters"]
+__all__ = [
+    "BatchingErrorEndpoint",
+    "ErrorEndpoint",
+    "longest_request",
+    "make_endpoint",
+    "spend_meters",
+]
 
 
 def _most_tokens(dist: TokenDist | None) -> float:
@@ -108,7 +115,8 @@ def make_endpoint(
 ) -> Endpoint:
     """The endpoint of provider ``name``: an ``ErrorEndpoint`` when it uses error kinds, a
     quota (``meter``, from ``spend_meters``), or a context window that a request of
-    ``longest`` tokens could exceed."""
+    ``longest`` tokens could exceed; serving by continuous batching (``BatchingEndpoint``,
+    or both) when it has a ``batching`` table."""
     window = cfg.context_window
     check_context = isinstance(window, int) and longest > window
     f = cfg.failures
@@ -119,7 +127,10 @@ def make_endpoint(
         or meter is not None
         or any(isinstance(inc, QuotaExhaustion) for inc in cfg.incidents)
     ):
-        return ErrorEndpoint(name, cfg, kernel, streams, check_context, meter)
+        errors = BatchingErrorEndpoint if cfg.batching is not None else ErrorEndpoint
+        return errors(name, cfg, kernel, streams, check_context, meter)
+    if cfg.batching is not None:
+        return BatchingEndpoint(name, cfg, kernel, streams)
     return Endpoint(name, cfg, kernel, streams)
 
 
@@ -236,3 +247,9 @@ class ErrorEndpoint(Endpoint):
         att: Attempt = ev._value
         if self.meter is not None and att.cost:
             self.meter.add(att.cost, self.kernel.now)
+
+
+class BatchingErrorEndpoint(ErrorEndpoint, BatchingEndpoint):
+    """Error kinds at admission (``ErrorEndpoint``) on a provider that serves by continuous
+    batching (``BatchingEndpoint``): the two override different steps (admission and
+    metering; service), and cooperate through ``super()``."""

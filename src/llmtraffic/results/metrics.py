@@ -233,6 +233,9 @@ LIMIT_KINDS = ("rpm", "tpm", "itpm", "otpm", "rpd", "tpd")
 """A provider's rate limits, in the order ``RateLimiter.rejected`` counts its 429s: the
 summary's ``rate_limited_by`` has one count per ``<provider>.<kind>`` that refused any."""
 
+BATCHING_KEYS = ("mean_batch", "max_batch", "tpot_mean", "tpot_slowdown")
+"""Keys of summary.json's ``batching.<provider>`` (providers with continuous batching)."""
+
 RUN_KEYS = (
     "peak_attempt_rate_ratio",
     "retry_share",

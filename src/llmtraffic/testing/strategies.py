@@ -29,6 +29,8 @@ from hypothesis import strategies as st
 
 __all__ = [
     "arrivals",
+    "batching_scenarios",
+    "batchings",
     "breakers",
     "incidents",
     "policies",
@@ -369,3 +371,40 @@ def scenarios(draw: st.DrawFn, policy: dict[str, Any] | None = None) -> dict[str
         for feat in feats.values():
             feat["policy"] = "under-test"
     return {"run": run, "providers": provs, "features": feats, "policies": pols}
+
+
+@st.composite
+def batchings(draw: st.DrawFn) -> dict[str, Any]:
+    """A continuous-batching table: a load factor or rising per-token points, and sometimes
+    a prefill speed."""
+    out: dict[str, Any]
+    if draw(st.booleans()):
+        out = {"load_factor": draw(floats(1.0, 5.0))}
+    else:
+        n, sec, points = 0, 0.0, []
+        for _ in range(draw(st.integers(1, 3))):
+            n += draw(st.integers(1, 8))
+            sec += draw(floats(0.001, 0.05))
+            points.append([n, sec])
+        out = {"tpot": points}
+    if draw(st.booleans()):
+        out["prefill_tps"] = draw(floats(200.0, 50_000.0))
+    return out
+
+
+@st.composite
+def batching_scenarios(draw: st.DrawFn, policy: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``scenarios`` whose providers all serve by continuous batching (token service)."""
+    raw = draw(scenarios(policy))
+    for prov in raw["providers"].values():
+        batching = draw(batchings())
+        service: dict[str, Any] = {
+            "kind": "tokens",
+            "ttft": draw(floats(0.0, 2.0)),
+            "noise_sigma": draw(floats(0.0, 0.8)),
+        }
+        if "load_factor" in batching:
+            service["decode_tps"] = draw(floats(10.0, 300.0))
+        prov["service"] = service
+        prov["batching"] = batching
+    return raw
