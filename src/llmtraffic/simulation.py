@@ -16,8 +16,10 @@ from typing import Any
 import pyarrow as pa
 
 from llmtraffic.client.client import Client
+from llmtraffic.client.hedging import HedgedClient
 from llmtraffic.client.layers import LayeredClient
 from llmtraffic.client.plugins import check_plugins
+from llmtraffic.config.policy import Policy
 from llmtraffic.config.scenario import Scenario
 from llmtraffic.config.span import resolve_duration
 from llmtraffic.config.workload import Feature
@@ -39,6 +41,7 @@ from llmtraffic.results.metrics import (
     IncidentSpan,
     RecoveryRule,
     SloBounds,
+    hedge_metrics,
     incident_metrics,
     layer_metrics,
     peak_attempt_rate_ratio,
@@ -147,7 +150,7 @@ class Simulation:
         finite_drain = not math.isinf(run.drain)
         # A policy with retry layers gets the client that runs them; the others, today's.
         clients = {
-            name: (LayeredClient if sc.policy_of(name).layers else Client)(
+            name: client_class(sc.policy_of(name))(
                 name,
                 feat,
                 sc.policy_of(name),
@@ -301,6 +304,10 @@ class Simulation:
                         sc.policy_of(n).attempt_bound(),
                     )
                 )
+            elif isinstance(client, HedgedClient):
+                summary["features"][n].update(
+                    hedge_metrics(client.hedges, client.hedge_wins, client.tally.sent)
+                )
         summary["incidents"] = incidents
         # Which limit refused the 429s, per provider: "<provider>.<rpm|tpm|itpm|otpm>".
         summary["rate_limited_by"] = {
@@ -340,6 +347,16 @@ class Simulation:
             }
         )
         return summary
+
+
+def client_class(policy: Policy) -> type[Client]:
+    """The client a policy needs: with retry layers, with hedging, or today's plain one
+    (chosen here so that a policy without them runs exactly the plain client's code)."""
+    if policy.layers:
+        return LayeredClient
+    if policy.hedge is not None:
+        return HedgedClient
+    return Client
 
 
 def incident_scope(sc: Scenario, provider: str) -> list[str]:

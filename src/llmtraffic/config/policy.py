@@ -364,6 +364,21 @@ class Concurrency(Model):
     )
 
 
+class Hedge(Model):
+    """Hedged requests (Dean & Barroso, "The Tail at Scale", CACM 2013): when an attempt has
+    not answered ``delay`` after it was sent, send another attempt of the same request to
+    the same provider; the first success ends the request and the others are cancelled
+    (billed as the provider bills an attempt the client abandons)."""
+
+    delay: FiniteDuration = Field(
+        description="wait after an attempt is sent before a hedge of it goes out (the paper "
+        "suggests about the p95 latency)"
+    )
+    max_hedges: int = Field(
+        1, ge=1, le=10, description="hedges at most per attempt the retry policy sends"
+    )
+
+
 class Fallback(Model):
     """Move a request to the next provider of ``providers`` (in order)."""
 
@@ -481,6 +496,11 @@ class Policy(Model):
     max_attempts: int = Field(
         100, gt=0, description="hard cap on attempts per request (guards custom policies)"
     )
+    hedge: Hedge | None = Field(
+        None,
+        description="send a second attempt when the first is slow, keep the first answer "
+        '(docs/policies.md, "Hedged requests")',
+    )
     layers: list[Layer] = Field(
         default_factory=list,
         description=(
@@ -522,10 +542,36 @@ class Policy(Model):
                     "layers cannot be combined with a fallback (not modelled yet): drop "
                     "fallback, or model the fallback's retries without layers"
                 )
+        if self.hedge is not None:
+            others = [
+                name
+                for name in (
+                    "breaker",
+                    "budget",
+                    "throttle",
+                    "rate_limit",
+                    "concurrency",
+                    "fallback",
+                )
+                if getattr(self, name) is not None
+            ] + (["layers"] if self.layers else [])
+            if others:
+                raise ValueError(
+                    f"hedge cannot be combined with {', '.join(others)} (not modelled yet): "
+                    "drop hedge, or drop " + ", ".join(others)
+                )
         return self
 
     def attempt_bound(self) -> int:
         """The most attempts one request can make under this policy."""
+        bound = self._retry_bound()
+        if self.hedge is not None:
+            # Each attempt the retry policy sends may be hedged; max_attempts caps them all.
+            bound = min(self.max_attempts, bound * (1 + self.hedge.max_hedges))
+        return bound
+
+    def _retry_bound(self) -> int:
+        """The most attempts the retry policy (and its layers) sends for one request."""
         providers = 1 + (len(self.fallback.providers) if self.fallback else 0)
         retry = self.retry
         if isinstance(retry, NoRetry):

@@ -292,6 +292,13 @@ def layer_metrics(
     return {"layers": layers, "attempts_per_request_max": most_attempts, "attempt_bound": bound}
 
 
+def hedge_metrics(hedges: int, wins: int, sent: int) -> dict[str, Any]:
+    """Hedged requests of one feature (docs/metrics.md, "Hedged requests"): the hedge
+    attempts sent, their share of all attempts sent (the spend hedging adds, in attempts),
+    and how many requests a hedge answered first."""
+    return {"hedges": hedges, "hedge_share": ratio(hedges, sent), "hedge_wins": wins}
+
+
 @dataclass(frozen=True)
 class RecoveryRule:
     """How recovery is judged (``run.recovery``; docs/metrics.md, "Recovery and metastability")."""
