@@ -420,7 +420,7 @@ class Endpoint:
                 # A stalled stream has no end event here, only the cut it waits for.
                 self._on_stall_cut(Call(self._on_stall_cut, att))
                 return
-            if att.callbacks is self._finish_callbacks:
+            if getattr(att, "callbacks", None) is self._finish_callbacks:
                 # Its end is in the event queue: it frees the slot then (keeps running) or
                 # fires empty (``_on_timeout`` frees the slot now).
                 att.callbacks = self._release_callbacks if self.keep_running else []
