@@ -281,6 +281,13 @@ def test_unsupported_combinations_are_refused(extra: dict[str, Any], named: str)
 
 
 def test_attempt_bound_counts_hedges() -> None:
-    sc = hedged({"hedge": {"delay": 1, "max_hedges": 2}, "retry": {"kind": "naive"}})
-    retries = sc.policy_of("f").retry.max_retries  # type: ignore[union-attr]
-    assert sc.policy_of("f").attempt_bound() == (retries + 1) * 3
+    # Each of the retry rule's 3 attempts may have 2 hedges; max_attempts caps them all.
+    retry = {"kind": "naive", "max_retries": 2}
+    assert (
+        hedged({"hedge": {"delay": 1, "max_hedges": 2}, "retry": retry})
+        .policy_of("f")
+        .attempt_bound()
+        == 9
+    )
+    capped = {"hedge": {"delay": 1, "max_hedges": 2}, "retry": retry, "max_attempts": 5}
+    assert hedged(capped).policy_of("f").attempt_bound() == 5
