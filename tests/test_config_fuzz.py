@@ -210,7 +210,7 @@ output_tokens = { kind = "fixed", value = 50 }
 
 [features.listed]
 provider = "t"
-policy = "fixed"
+policy = "hedged"
 arrivals = { kind = "times", at = [0.5, 1.0, 2.5, 30.0] }
 input_tokens = { kind = "fixed", value = 100 }
 output_tokens = { kind = "fixed", value = 50 }
@@ -285,6 +285,11 @@ retry = { kind = "fixed", max_retries = 2, delay = "1s" }
 name = "app"
 timeout = "20s"
 retry = { kind = "fixed", max_retries = 1, delay = "2s" }
+
+[policies.hedged]
+timeout = "5s"
+retry = { kind = "fixed", max_retries = 1, delay = "1s" }
+hedge = { delay = "1s", max_hedges = 2 }
 """
 )
 
