@@ -15,16 +15,19 @@ tests/test_oracle.py (the oracle does not model it).
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import numpy as np
 import pytest
+from rich.console import Console
 from scipy import optimize, stats
 
 from llmtraffic import Simulation
 from llmtraffic.client.client import Client
 from llmtraffic.client.hedging import HedgedClient
 from llmtraffic.errors import ConfigError
+from llmtraffic.report_table import hedges_table
 from tests.conftest import make_scenario
 from tests.test_invariants import (
     check_attempt_bound,
@@ -125,7 +128,7 @@ def test_hedge_wins_over_a_slow_first_attempt_hand_computed(keeps_running: bool)
     assert req.billed_cost.iloc[1] == pytest.approx(cancelled + FULL)
     assert req.useful_cost.iloc[1] == pytest.approx(FULL)
     f = result.summary["features"]["f"]
-    assert (f["hedges"], f["hedge_wins"]) == (1, 1)
+    assert (f["hedges"], f["hedge_wins"], f["hedges_cancelled"]) == (1, 1, 1)
     assert f["hedge_share"] == pytest.approx(1 / 3)
     assert result.summary["billed_cost"] == pytest.approx(2 * FULL + cancelled)
 
@@ -180,7 +183,7 @@ def test_when_every_attempt_in_flight_fails_the_retry_policy_decides_once() -> N
     assert att.wait_before.tolist() == pytest.approx([0.0, 0.0, 0.5, 0.0])
     assert set(att.status) == {"timeout"}
     f = result.summary["features"]["f"]
-    assert (f["hedges"], f["hedge_wins"]) == (2, 0)
+    assert (f["hedges"], f["hedge_wins"], f["hedges_cancelled"]) == (2, 0, 0)
     assert result.summary["retry_share"] == pytest.approx(1 / 4)
 
 
@@ -223,6 +226,11 @@ def test_conservation_through_incidents(keeps_running: bool) -> None:
     client = sim.clients["f"]
     assert isinstance(client, HedgedClient)
     assert client.tally.sent == client.tally.attempts and not client.hedging
+    # A cancelled attempt ends with its request's success, as a timeout.
+    end = att.request_id.map(req.set_index("request_id").end_time)
+    won = att.request_id.map(req.set_index("request_id").outcome) == "ok"
+    at_end = att[won & (att.status == "timeout") & np.isclose(att.end_time, end, atol=1e-12)]
+    assert f["hedges_cancelled"] <= len(at_end) and f["hedges_cancelled"] > 50
     oks = att[att.status == "ok"].groupby("request_id").size()
     assert (oks == 1).all()
     assert set(oks.index) == set(req.request_id[req.outcome == "ok"])
@@ -291,3 +299,15 @@ def test_attempt_bound_counts_hedges() -> None:
     )
     capped = {"hedge": {"delay": 1, "max_hedges": 2}, "retry": retry, "max_attempts": 5}
     assert hedged(capped).policy_of("f").attempt_bound() == 5
+
+
+def test_the_terminal_output_shows_the_hedges() -> None:
+    summary = Simulation(spike_scenario(True)).run().summary
+    table = hedges_table(summary)
+    assert table is not None
+    console = Console(width=100, record=True)
+    console.print(table)
+    out = console.export_text()
+    assert "Hedged requests" in out
+    assert re.search(r"f\s+1\s+33\.33%\s+1\s", out), out
+    assert hedges_table(Simulation(make_scenario(**{"run.duration": 5})).run().summary) is None

@@ -274,6 +274,29 @@ def layers_table(s: dict[str, Any]) -> Table | None:
     return t
 
 
+def hedges_table(s: dict[str, Any]) -> Table | None:
+    """Per feature that hedges: the hedges sent, their share of the attempts (the spend
+    added, in attempts), the requests a hedge answered, and the latency tail
+    (docs/metrics.md, "Hedged requests"). None when no feature hedges."""
+    hedged = {n: m for n, m in s["features"].items() if "hedges" in m}
+    if not hedged:
+        return None
+    t = _plain_table("Hedged requests", caption="hedge share: hedges / attempts sent")
+    t.add_column("feature", max_width=24)
+    for col in ("hedges", "hedge share", "hedge wins", "p50", "p99"):
+        t.add_column(col, justify="right", no_wrap=True)
+    for name, m in hedged.items():
+        t.add_row(
+            escape(name),
+            f"{m['hedges']:,}",
+            _num(m["hedge_share"], ".2%"),
+            f"{m['hedge_wins']:,}",
+            seconds(m.get("latency_p50")),
+            seconds(m.get("latency_p99")),
+        )
+    return t
+
+
 def incidents_table(s: dict[str, Any]) -> Group:
     """Per incident: what happened (success before and during, attempts per request), then
     what it cost (extra cost, the requests it left unserved and what they were worth) and how
@@ -401,6 +424,10 @@ def failures_table(s: dict[str, Any]) -> Group | None:
     by_limit = s.get("rate_limited_by")
     for k, v in sorted(statuses.items(), key=lambda kv: -kv[1]):
         t.add_row("  " + escape(ATTEMPT_CAUSES.get(k, k)), f"{v:,}", _share(v, attempts))
+        cancelled = sum(m.get("hedges_cancelled", 0) for m in s["features"].values())
+        if k == "timeout" and cancelled:
+            # Hedging records the attempts it cancels as timeouts (docs/policies.md).
+            t.add_row("    cancelled: another attempt answered first", f"{cancelled:,}", "")
         if k == "rate_limited" and by_limit:
             # Which limit refused them: "gpt-4o tpm", the largest first.
             for limit, n in sorted(by_limit.items(), key=lambda kv: -kv[1]):
@@ -450,6 +477,9 @@ def print_summary(console: Console, s: dict[str, Any]) -> None:
     layers = layers_table(s)
     if layers is not None:
         print_fixed(console, layers)
+    hedges = hedges_table(s)
+    if hedges is not None:
+        print_fixed(console, hedges)
     if s["incidents"]:
         print_fixed(console, incidents_table(s))
     for line in batching_lines(s):

@@ -306,7 +306,9 @@ class Simulation:
                 )
             elif isinstance(client, HedgedClient):
                 summary["features"][n].update(
-                    hedge_metrics(client.hedges, client.hedge_wins, client.tally.sent)
+                    hedge_metrics(
+                        client.hedges, client.hedge_wins, client.cancelled, client.tally.sent
+                    )
                 )
         summary["incidents"] = incidents
         # Which limit refused the 429s, per provider: "<provider>.<rpm|tpm|itpm|otpm>".

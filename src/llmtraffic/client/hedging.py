@@ -54,7 +54,8 @@ class Hedging:
 class HedgedClient(Client):
     """A client whose policy hedges its attempts.
 
-    ``hedges`` counts the hedge attempts sent, ``hedge_wins`` the requests a hedge answered.
+    ``hedges`` counts the hedge attempts sent, ``hedge_wins`` the requests a hedge answered,
+    ``cancelled`` the attempts cancelled because another of their request succeeded.
     """
 
     def __init__(
@@ -77,6 +78,7 @@ class HedgedClient(Client):
         self.hedging: dict[int, Hedging] = {}
         self.hedges = 0
         self.hedge_wins = 0
+        self.cancelled = 0
         self._hedge_numbers: dict[int, set[int]] = {}
 
     # Sending ----------------------------------------------------------------------------------
@@ -156,6 +158,7 @@ class HedgedClient(Client):
             if numbers is not None and att.number in numbers:
                 self.hedge_wins += 1
             now = self.kernel.now
+            self.cancelled += len(st.inflight)
             for other in list(st.inflight):
                 other.provider.cancel(other, now)
         super().on_response(att)

@@ -292,11 +292,17 @@ def layer_metrics(
     return {"layers": layers, "attempts_per_request_max": most_attempts, "attempt_bound": bound}
 
 
-def hedge_metrics(hedges: int, wins: int, sent: int) -> dict[str, Any]:
+def hedge_metrics(hedges: int, wins: int, cancelled: int, sent: int) -> dict[str, Any]:
     """Hedged requests of one feature (docs/metrics.md, "Hedged requests"): the hedge
     attempts sent, their share of all attempts sent (the spend hedging adds, in attempts),
-    and how many requests a hedge answered first."""
-    return {"hedges": hedges, "hedge_share": ratio(hedges, sent), "hedge_wins": wins}
+    how many requests a hedge answered first, and the attempts cancelled because another
+    of their request succeeded (recorded with status timeout)."""
+    return {
+        "hedges": hedges,
+        "hedge_share": ratio(hedges, sent),
+        "hedge_wins": wins,
+        "hedges_cancelled": cancelled,
+    }
 
 
 @dataclass(frozen=True)
