@@ -211,9 +211,12 @@ class HedgedClient(Client):
                     tpot,
                 )
             )
+        # As Client.on_response records a success (the token times its tally keeps).
         tally = self.tally
-        tally.ttfts.append(ttft + (att.send - req.arrival))
-        tally.tpots.append(tpot)
+        if self.keep_ttft:
+            tally.ttfts.append(ttft + (att.send - req.arrival))
+        if self.keep_tpot:
+            tally.tpots.append(tpot)
         self.finish(req, OK, now)
 
     def _forget(self, req: Request) -> None:

@@ -190,6 +190,7 @@ class Scenario(Model):
         if not problems:
             problems.extend(self._endless_stalls())
             problems.extend(self._tpot_without_tokens())
+            problems.extend(self._hedges_on_batching())
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -236,6 +237,20 @@ class Scenario(Model):
                     f"features.{name}.slo.tpot: provider {feat.provider!r} has a "
                     f"{'/'.join(sorted(kinds))} service, which has no time per token; give it "
                     f'service = {{ kind = "tokens", ... }} or drop tpot'
+                )
+        return problems
+
+    def _hedges_on_batching(self) -> list[str]:
+        """Hedging cancels attempts through the plain endpoint's abandon path; a batching
+        provider's cancellation is not modelled yet (a problem line per feature)."""
+        problems = []
+        for name, feat in self.features.items():
+            provider = self.providers.get(feat.provider)
+            if self.policy_of(name).hedge is not None and provider and provider.batching:
+                problems.append(
+                    f"features.{name}: its policy hedges and provider {feat.provider!r} has "
+                    "batching; hedging on a batching provider is not modelled yet: drop the "
+                    "policy's hedge or the provider's batching"
                 )
         return problems
 
