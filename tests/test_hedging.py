@@ -187,20 +187,32 @@ def test_when_every_attempt_in_flight_fails_the_retry_policy_decides_once() -> N
     assert result.summary["retry_share"] == pytest.approx(1 / 4)
 
 
-@pytest.mark.parametrize("keeps_running", [True, False])
-def test_conservation_through_incidents(keeps_running: bool) -> None:
+@pytest.mark.parametrize(
+    ("keeps_running", "stream"), [(True, False), (False, False), (True, True), (False, True)]
+)
+def test_conservation_through_incidents(keeps_running: bool, stream: bool) -> None:
+    # Streamed: token service, first-token and idle timeouts (limits lifted at the first
+    # token, stalls cut by the idle timeout) on top of the cancellations.
+    limits = {"first_token_timeout": 2.5, "idle_timeout": 1.5} if stream else {}
+    service = (
+        {"kind": "tokens", "ttft": 0.3, "decode_tps": 100, "noise_sigma": 0.6}
+        if stream
+        else {"kind": "lognormal", "median": 0.8, "p99": 4.0}
+    )
     sc = hedged(
         {
             "hedge": {"delay": 0.9, "max_hedges": 2},
             "timeout": 4,
             "deadline": 12,
             "retry": {"kind": "exponential", "max_retries": 3, "base": 0.5},
+            **limits,
         },
         **{
             "run.duration": 300,
             "providers.p.capacity": {"slots": 12, "queue_limit": 20},
             "providers.p.billing": {"abandoned_keeps_running": keeps_running},
-            "providers.p.service": {"kind": "lognormal", "median": 0.8, "p99": 4.0},
+            "providers.p.service": service,
+            "features.f.stream": stream,
             "providers.p.failures": {
                 "error_rate": 0.02,
                 "midstream_rate": 0.02,
