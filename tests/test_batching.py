@@ -485,7 +485,8 @@ def test_a_stalled_stream_holds_its_batch_place_until_the_timeout() -> None:
 
 
 def test_a_spend_cap_counts_what_the_batch_bills() -> None:
-    """Error kinds and batching together (``BatchingErrorEndpoint``): each answer bills input
+    """Error kinds and batching together (``BatchingEndpoint`` extends ``ErrorEndpoint``):
+    each answer bills input
     + 100 tokens = 0.0012 USD; with a 0.002 cap the first two (at 0 s and 20 s) reach it, and
     the third (40 s) is refused with quota_exhausted. The same with a 5 s timeout: the
     abandoned attempts, billed when the client leaves, fill the cap as well."""

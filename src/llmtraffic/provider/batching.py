@@ -28,7 +28,9 @@ from llmtraffic.config.provider import Batching, Provider, TokenService
 from llmtraffic.engine.entities import STALLED, TIMEOUT, Attempt
 from llmtraffic.engine.kernel import Call, Kernel
 from llmtraffic.engine.streams import Streams
-from llmtraffic.provider.endpoint import INF, Endpoint
+from llmtraffic.provider.endpoint import INF
+from llmtraffic.provider.errors import ErrorEndpoint
+from llmtraffic.provider.quota import SpendMeter
 
 TIE = 1e-9
 """Virtual tokens within which a target counts as reached (float rounding of V), plus
@@ -112,15 +114,25 @@ class _Seq:
         self.join: Call | None = None
 
 
-class BatchingEndpoint(Endpoint):
+class BatchingEndpoint(ErrorEndpoint):
     """An ``Endpoint`` whose attempts share a continuously batched decoder (module docstring).
 
-    Admission, the queue, shedding, billing rules and incidents are ``Endpoint``'s; what
-    differs is when an attempt in service produces its first token and ends.
+    Admission, the queue, shedding, billing rules and incidents are ``Endpoint``'s, with the
+    error kinds, context check and quota of ``ErrorEndpoint`` (inactive unless configured:
+    one class rather than two bases, which mypyc cannot compile); what differs is when an
+    attempt in service produces its first token and ends.
     """
 
-    def __init__(self, name: str, cfg: Provider, kernel: Kernel, streams: Streams) -> None:
-        super().__init__(name, cfg, kernel, streams)
+    def __init__(
+        self,
+        name: str,
+        cfg: Provider,
+        kernel: Kernel,
+        streams: Streams,
+        check_context: bool = False,
+        meter: SpendMeter | None = None,
+    ) -> None:
+        super().__init__(name, cfg, kernel, streams, check_context, meter)
         b = cfg.batching
         svc = cfg.service
         assert b is not None and isinstance(svc, TokenService)  # the config guarantees it
@@ -314,7 +326,16 @@ class BatchingEndpoint(Endpoint):
         return True
 
     def _on_timeout(self, ev: Call) -> None:
-        """The client gives up on an attempt (per-attempt timeout or request deadline)."""
+        """The client gives up on an attempt (per-attempt timeout or request deadline); what
+        the abandoned attempt is billed counts toward a spend cap (``ErrorEndpoint``)."""
+        if self._abandon(ev) and self.meter is not None:
+            att: Attempt = ev._value
+            if att.cost:
+                self.meter.add(att.cost, self.kernel.now)
+
+    def _abandon(self, ev: Call) -> bool:
+        """``_on_timeout``'s work: whether the client abandoned the attempt now (not when
+        it ended at this same instant, or its first token came in time)."""
         att: Attempt = ev._value
         now = self.kernel.now
         att.timer = None  # this one has fired: nothing left to cancel
@@ -322,15 +343,15 @@ class BatchingEndpoint(Endpoint):
         started = att.start == att.start
         if started:
             if seq is None:
-                return  # it ended earlier at this same instant
+                return False  # it ended earlier at this same instant
             if seq.joined:
                 # An end due at this very instant wins over the timeout (as Endpoint's
                 # ``now + service <= abandon_at``): the batch's end event, due now, ends it.
                 self._advance(now)
                 if seq.target <= self.v + TIE + TIE_REL * self.v:
-                    return
+                    return False
             if self._first_token_in_time(att, seq, now):
-                return
+                return False
         if started and att.status is STALLED:
             # A stream that will stall, cut before it does: the provider drops it (as
             # ``Endpoint._on_stall_cut``), keep_running or not, and bills billing.timeout.
@@ -344,7 +365,7 @@ class BatchingEndpoint(Endpoint):
             att.service = now - att.start
             self._free_slot(att, now)
             att.client.on_response(att)
-            return
+            return True
         att.abandoned = True
         att.status = TIMEOUT
         att.http_status = 0
@@ -362,6 +383,7 @@ class BatchingEndpoint(Endpoint):
             self.queue_acc += now
             att.generated = 0
         att.client.on_response(att)
+        return True
 
     def _stop(self, seq: _Seq, now: float) -> None:
         """Take a sequence out of the batch (its heap entry is dropped lazily)."""

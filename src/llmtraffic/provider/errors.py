@@ -35,7 +35,6 @@ from llmtraffic.engine.entities import (
 )
 from llmtraffic.engine.kernel import Call, Kernel
 from llmtraffic.engine.streams import Streams
-from llmtraffic.provider.batching import BatchingEndpoint
 from llmtraffic.provider.endpoint import Endpoint
 from llmtraffic.provider.quota import SpendMeter
 from llmtraffic.results.recorder import Recorder
@@ -44,7 +43,6 @@ INF = math.inf
 NAN = math.nan
 
 __all__ = [
-    "BatchingErrorEndpoint",
     "ErrorEndpoint",
     "longest_request",
     "make_endpoint",
@@ -120,6 +118,11 @@ def make_endpoint(
     window = cfg.context_window
     check_context = isinstance(window, int) and longest > window
     f = cfg.failures
+    if cfg.batching is not None:
+        # Imported here: batching's endpoint extends this module's.
+        from llmtraffic.provider.batching import BatchingEndpoint
+
+        return BatchingEndpoint(name, cfg, kernel, streams, check_context, meter)
     if (
         check_context
         or f.errors
@@ -127,10 +130,7 @@ def make_endpoint(
         or meter is not None
         or any(isinstance(inc, QuotaExhaustion) for inc in cfg.incidents)
     ):
-        errors = BatchingErrorEndpoint if cfg.batching is not None else ErrorEndpoint
-        return errors(name, cfg, kernel, streams, check_context, meter)
-    if cfg.batching is not None:
-        return BatchingEndpoint(name, cfg, kernel, streams)
+        return ErrorEndpoint(name, cfg, kernel, streams, check_context, meter)
     return Endpoint(name, cfg, kernel, streams)
 
 
@@ -247,9 +247,3 @@ class ErrorEndpoint(Endpoint):
         att: Attempt = ev._value
         if self.meter is not None and att.cost:
             self.meter.add(att.cost, self.kernel.now)
-
-
-class BatchingErrorEndpoint(ErrorEndpoint, BatchingEndpoint):
-    """Error kinds at admission (``ErrorEndpoint``) on a provider that serves by continuous
-    batching (``BatchingEndpoint``): the two override different steps (admission and
-    metering; service), and cooperate through ``super()``."""
