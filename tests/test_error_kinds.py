@@ -453,7 +453,7 @@ def with_error_kinds(draw: st.DrawFn) -> dict[str, Any]:
         + [i.get("error_rate", 0.0) for i in p.get("incidents", []) if i["kind"] == "brownout"]
     )
     rate = draw(st.floats(0.0, 0.3)) * room
-    if rate > 0:
+    if rate / 2 > 0:  # a rate must be > 0: a subnormal one halves to 0.0
         failures["errors"] = [
             {"status": 503, "rate": rate / 2, "should_retry": draw(st.booleans())},
             {"status": 400, "rate": rate / 2},
