@@ -348,6 +348,7 @@ def _run_tasks(
     finally:
         outcome.wall_s = time.perf_counter() - t0
         # The tables are written even after an interruption: they then hold the finished runs.
+        store.remove_stale_locks()
         store.collect(spec)
         store.write_manifest(
             experiment_manifest(spec, started, outcome.wall_s, outcome.status, counts(), executor)

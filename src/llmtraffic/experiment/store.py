@@ -154,7 +154,16 @@ class ExperimentStore:
         }
         for final in finals:
             remove_stale_partials(final)
-        # A killed worker's lock file: taking the lock (the kernel freed it) removes it.
+        self.remove_stale_locks()
+
+    def remove_stale_locks(self) -> None:
+        """Lock files of run folders whose writer was killed: taking such a lock (the kernel
+        freed it) removes it; one a live process holds is left alone. Called as a sweep
+        starts and again as it ends: a worker killed with an earlier command may still be
+        dying, holding its lock, when the next command starts."""
+        root = self.folder / "runs"
+        if not root.is_dir():
+            return
         for lock_file in root.glob("*/.rep-*.lock"):
             with (
                 contextlib.suppress(FolderLockedError),
