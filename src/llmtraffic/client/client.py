@@ -226,15 +226,20 @@ class Client:
             return
         self._submit(req, now)
 
-    def _submit(self, req: Request, now: float) -> None:
-        """The attempt goes out to the provider now."""
+    def _submit(self, req: Request, now: float, cap: float = INF) -> None:
+        """The attempt goes out to the provider now; it is abandoned at its timeout, the
+        request's deadline, or ``cap`` (an outer retry layer's call running out), whichever
+        comes first."""
         endpoint = self.chain[req.chain_pos]
         # What the gates gave the request now belongs to the attempt (reported on response).
         req.held = 0
         epoch = req.epoch
+        deadline = req.deadline_at
+        if cap < deadline:
+            deadline = cap
         abandon = now + self.timeout
-        if req.deadline_at < abandon:
-            abandon = req.deadline_at
+        if deadline < abandon:
+            abandon = deadline
         number = req.attempts
         tally = self.tally
         tally.sent += 1
@@ -250,7 +255,7 @@ class Client:
         att = Attempt(req, self, number, endpoint, now, abandon, wait, epoch)
         if self.late_timeout is not None:
             late = now + self.late_timeout
-            att.late = late if late < req.deadline_at else req.deadline_at
+            att.late = late if late < deadline else deadline
         endpoint.submit(att, now)
 
     def on_response(self, att: Attempt) -> None:

@@ -83,9 +83,9 @@ class HedgedClient(Client):
 
     # Sending ----------------------------------------------------------------------------------
 
-    def _submit(self, req: Request, now: float) -> None:
+    def _submit(self, req: Request, now: float, cap: float = math.inf) -> None:
         """An attempt of the retry policy (the first or a retry) goes out now; its hedge timer
-        starts."""
+        starts (``cap`` is for retry layers, which the config refuses with hedging)."""
         st = self.hedging.get(req.id)
         if st is None:
             st = self.hedging[req.id] = Hedging()

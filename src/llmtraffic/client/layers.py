@@ -112,7 +112,7 @@ class LayeredClient(Client):
             calls[i] += 1
         super().arrive(req)
 
-    def _submit(self, req: Request, now: float) -> None:
+    def _submit(self, req: Request, now: float, cap: float = INF) -> None:
         """``Client._submit``, with the attempt abandoned when an outer layer's call times out."""
         st = self._states[req.id]
         if st.queued & 1:
@@ -124,35 +124,8 @@ class LayeredClient(Client):
             self.release_held(req)
             self._pass_up(req, st, self._cut_layer(st, now), now, TIMEOUT, 0, NAN, EXHAUSTED)
             return
-        endpoint = self.chain[req.chain_pos]
-        req.held = 0
-        epoch = req.epoch
-        abandon = now + self.timeout
-        if req.deadline_at < abandon:
-            abandon = req.deadline_at
-        if due < abandon:
-            abandon = due
-        number = req.attempts
-        tally = self.tally
-        tally.sent += 1
-        tally.inflight_acc -= now
-        if number:
-            tally.retries += 1
-            wait = req.prev_wait
-        else:
-            wait = 0.0
-        req.attempts = number + 1
-        req.provider_attempts += 1
-        req.last_provider = endpoint
-        att = Attempt(req, self, number, endpoint, now, abandon, wait, epoch)
-        if self.late_timeout is not None:
-            # A streamed attempt past its first token is held to this instead (Endpoint):
-            # the outer layers' timeouts bound it too.
-            late = now + self.late_timeout
-            if req.deadline_at < late:
-                late = req.deadline_at
-            att.late = due if due < late else late
-        endpoint.submit(att, now)
+        # A streamed attempt past its first token is bounded by the outer call too.
+        super()._submit(req, now, due if due < cap else cap)
 
     @staticmethod
     def _first_cut(st: LayerCalls, levels: int, t: float) -> int:
