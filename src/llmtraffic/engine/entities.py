@@ -88,8 +88,10 @@ class Request:
         "input_tokens",
         "last_provider",
         "output_tokens",
+        "prefix_tokens",
         "prev_wait",
         "provider_attempts",
+        "session",
         "useful",
     )
 
@@ -125,6 +127,12 @@ class Request:
         self.held = 0
         self.epoch = 0  # the breaker epoch in which it passed the breaker
         self.gated_at = 0.0  # when the throttle counted it and the budget gave it a retry
+        # Sessions and prompt caching: the session (closed-loop workload) the request is a turn
+        # of (-1: none), and how many tokens at the start of its prompt repeat an earlier
+        # request's (a shared system prompt, a conversation's transcript): what a provider's
+        # prompt cache could match.
+        self.session = -1
+        self.prefix_tokens = 0
 
 
 class Attempt:
