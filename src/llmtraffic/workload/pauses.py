@@ -78,3 +78,19 @@ def delay_sampler(cfg: Delay, rng: np.random.Generator) -> Callable[[int], np.nd
         sigma = (math.log(cfg.p99) - mu) / Z99
         return lambda n: rng.lognormal(mu, sigma, n)
     raise TypeError(f"unknown delay config {cfg!r}")
+
+
+def mean_count(cfg: Count) -> float:
+    """The mean number of turns of a count config (before the cap at ``MAX_TURNS``, an upper
+    bound then): what the size limits multiply session arrivals by."""
+    if isinstance(cfg, FixedCount):
+        return float(cfg.value)
+    if isinstance(cfg, UniformCount):
+        return (cfg.low + cfg.high) / 2
+    if isinstance(cfg, LognormalCount):
+        mu = math.log(cfg.median)
+        sigma = (math.log(cfg.p99) - mu) / Z99
+        return min(math.exp(mu + sigma * sigma / 2), float(MAX_TURNS))
+    # Linear between evenly spaced quantiles: the mean is the trapezoid rule's.
+    q = cfg.quantiles
+    return (sum(q) - (q[0] + q[-1]) / 2) / (len(q) - 1)
