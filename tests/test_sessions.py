@@ -385,7 +385,9 @@ def test_a_closed_loop_feature_cannot_replay_a_trace() -> None:
         del feat[key]
     feat["trace"] = {"path": "builtin:azure-conv"}
     raw["run"]["duration"] = "trace"
-    with pytest.raises(ConfigError, match=re.escape("features.f.session: not allowed with a trace")):
+    with pytest.raises(
+        ConfigError, match=re.escape("features.f.session: not allowed with a trace")
+    ):
         scenario_from_dict(raw)
 
 
