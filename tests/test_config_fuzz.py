@@ -163,6 +163,38 @@ value_per_success = 0.01
 stream = true
 slo = { ttft = "2s", tpot = "50ms", e2e = "20s" }
 
+[features.talk]
+provider = "p"
+policy = "fixed"
+arrivals = { kind = "poisson", rate = 0.5 }
+input_tokens = { kind = "fixed", value = 100 }
+output_tokens = { kind = "fixed", value = 50 }
+session = { turns = { kind = "fixed", value = 3 }, think_time = { kind = "fixed", value = "2s" }, system_tokens = 200, max_context = 600, on_overflow = "summarize", summary_tokens = 150 }
+
+[features.talk_more]
+provider = "p"
+policy = "fixed"
+arrivals = { kind = "poisson", rate = 0.5 }
+input_tokens = { kind = "fixed", value = 100 }
+output_tokens = { kind = "fixed", value = 50 }
+session = { turns = { kind = "uniform", low = 1, high = 4 }, think_time = { kind = "exponential", mean = "5s" }, abandon_on_failure = false }
+
+[features.agent]
+provider = "p"
+policy = "fixed"
+arrivals = { kind = "poisson", rate = 0.3 }
+input_tokens = { kind = "fixed", value = 100 }
+output_tokens = { kind = "fixed", value = 50 }
+agent = { calls = { kind = "lognormal", median = 3, p99 = 12 }, tool_time = { kind = "uniform", low = "0.5s", high = "2s" }, max_context = 2000 }
+
+[features.agent_listed]
+provider = "p"
+policy = "fixed"
+arrivals = { kind = "poisson", rate = 0.3 }
+input_tokens = { kind = "fixed", value = 100 }
+output_tokens = { kind = "fixed", value = 50 }
+agent = { calls = { kind = "empirical", quantiles = [1, 2, 5] }, tool_time = { kind = "lognormal", median = "1s", p99 = "5s" } }
+
 [features.daily]
 provider = "q"
 policy = "paced"
