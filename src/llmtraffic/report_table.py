@@ -311,7 +311,7 @@ def sessions_table(s: dict[str, Any]) -> Table | None:
             continue
         rows.append(
             (
-                f"{escape(name)} ({unit}s)",
+                escape(name) + (" (agent)" if unit == "task" else ""),
                 f"{m[unit + 's']:,}",
                 _num(m[f"{unit}_success_rate"], ".2%"),
                 f"{m[unit + 's_abandoned']:,}",
@@ -325,7 +325,8 @@ def sessions_table(s: dict[str, Any]) -> Table | None:
         return None
     t = _plain_table(
         "Sessions and agent tasks",
-        caption="ok: every turn (call) answered; cost per ok: the feature's bill / ok ones",
+        caption="count: sessions, or an agent's tasks; ok: every turn (call) answered; turns: "
+        "per session (calls per task); per ok: the feature's bill / ok ones",
     )
     t.add_column("feature", max_width=24)
     for col in ("count", "ok", "abandoned", "turns", "cost each", "per ok", "duration"):
