@@ -169,7 +169,12 @@ policy = "fixed"
 arrivals = { kind = "poisson", rate = 0.5 }
 input_tokens = { kind = "fixed", value = 100 }
 output_tokens = { kind = "fixed", value = 50 }
-session = { turns = { kind = "fixed", value = 3 }, think_time = { kind = "fixed", value = "2s" }, system_tokens = 200, max_context = 600, on_overflow = "summarize", summary_tokens = 150 }
+session.turns = { kind = "fixed", value = 3 }
+session.think_time = { kind = "fixed", value = "2s" }
+session.system_tokens = 200
+session.max_context = 600
+session.on_overflow = "summarize"
+session.summary_tokens = 150
 
 [features.talk_more]
 provider = "p"
@@ -177,7 +182,9 @@ policy = "fixed"
 arrivals = { kind = "poisson", rate = 0.5 }
 input_tokens = { kind = "fixed", value = 100 }
 output_tokens = { kind = "fixed", value = 50 }
-session = { turns = { kind = "uniform", low = 1, high = 4 }, think_time = { kind = "exponential", mean = "5s" }, abandon_on_failure = false }
+session.turns = { kind = "uniform", low = 1, high = 4 }
+session.think_time = { kind = "exponential", mean = "5s" }
+session.abandon_on_failure = false
 
 [features.agent]
 provider = "p"
@@ -185,7 +192,9 @@ policy = "fixed"
 arrivals = { kind = "poisson", rate = 0.3 }
 input_tokens = { kind = "fixed", value = 100 }
 output_tokens = { kind = "fixed", value = 50 }
-agent = { calls = { kind = "lognormal", median = 3, p99 = 12 }, tool_time = { kind = "uniform", low = "0.5s", high = "2s" }, max_context = 2000 }
+agent.calls = { kind = "lognormal", median = 3, p99 = 12 }
+agent.tool_time = { kind = "uniform", low = "0.5s", high = "2s" }
+agent.max_context = 2000
 
 [features.agent_listed]
 provider = "p"
@@ -193,7 +202,8 @@ policy = "fixed"
 arrivals = { kind = "poisson", rate = 0.3 }
 input_tokens = { kind = "fixed", value = 100 }
 output_tokens = { kind = "fixed", value = 50 }
-agent = { calls = { kind = "empirical", quantiles = [1, 2, 5] }, tool_time = { kind = "lognormal", median = "1s", p99 = "5s" } }
+agent.calls = { kind = "empirical", quantiles = [1, 2, 5] }
+agent.tool_time = { kind = "lognormal", median = "1s", p99 = "5s" }
 
 [features.daily]
 provider = "q"

@@ -422,3 +422,44 @@ def test_mean_turns_is_what_the_sampler_draws(cfg: dict[str, Any]) -> None:
     assert draws.min() >= 1
     # Rounding moves an empirical or lognormal mean by well under 2%.
     assert draws.mean() == pytest.approx(mean_count(parsed), rel=0.02)
+
+
+@pytest.mark.parametrize(
+    ("policy", "client"),
+    [
+        ({"hedge": {"delay": 0.5}}, "SessionHedgedClient"),
+        ({"layers": [{"preset": "langchain-retry"}]}, "SessionLayeredClient"),
+    ],
+)
+def test_hedged_and_layered_clients_drive_sessions_too(
+    policy: dict[str, Any], client: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 1 s service, 5 s think: turns at 0, 6, 12 whatever the client (a hedge sent at 0.5 s
+    # loses to the first attempt, which answers at 1 s); the driver takes each turn once.
+    sc = scenario(
+        **{
+            "providers.p.service": {"kind": "deterministic", "value": 1.0},
+            **{f"policies.x.{k}": v for k, v in policy.items()},
+        }
+    )
+    sim, res = run(sc, monkeypatch)
+    assert type(sim.clients["f"]).__name__ == client
+    assert requests_of(res).arrival_time.tolist() == [0.0, 6.0, 12.0]
+    seen = sim.drivers["f"].seen  # type: ignore[attr-defined]
+    assert [(r.id, outcome) for r, outcome, _ in seen] == [(0, "ok"), (1, "ok"), (2, "ok")]
+    f = res.summary["features"]["f"]
+    assert (f["sessions_completed"], f["session_duration_mean"]) == (1, 13.0)
+
+
+def test_checks_know_the_session_metrics_before_any_run() -> None:
+    from llmtraffic.checks.columns import expected_columns
+
+    cols = expected_columns([scenario()])
+    assert {"feature.f.session_success_rate", "feature.f.cost_per_completed_session"} <= cols
+    agent = {"calls": {"kind": "fixed", "value": 2}, "tool_time": {"kind": "fixed", "value": 1}}
+    cols = expected_columns([scenario(**{"features.f.session": None, "features.f.agent": agent})])
+    assert "feature.f.cost_per_succeeded_task" in cols and "feature.f.sessions" not in cols
+    # The keys checks expect are the keys a run gives.
+    _, res = run(scenario())
+    summary_keys = {f"feature.f.{k}" for k in res.summary["features"]["f"]}
+    assert {c for c in expected_columns([scenario()]) if "session" in c} <= summary_keys

@@ -520,3 +520,15 @@ def session_metrics(stats: SessionCounts, agent: bool, billed: float) -> dict[st
         }
     )
     return metrics
+
+
+def session_metric_keys(agent: bool) -> list[str]:
+    """The keys ``session_metrics`` gives a chat (or, with ``agent``, an agent) feature: what
+    ``llmtraffic check`` may name before any run (checks.columns)."""
+
+    class _Empty:
+        started = turns = tokens = ended = cuts = 0
+        duration = 0.0
+        outcomes = dict.fromkeys(("completed", "partial", "abandoned", "unfinished"), 0)
+
+    return list(session_metrics(_Empty(), agent, 0.0))
