@@ -26,7 +26,7 @@ from llmtraffic.results.load import RunResult
 from llmtraffic.testing.strategies import scenarios
 from llmtraffic.workload import sessions as sessions_module
 from llmtraffic.workload.pauses import count_sampler, mean_count
-from tests.test_invariants import check_billing, check_costs, check_terminal_outcomes
+from tests.test_invariants import check_billing, check_costs, check_terminal_outcomes, price
 
 BASE: dict[str, Any] = {
     "name": "s",
@@ -333,6 +333,16 @@ def test_every_turn_and_every_session_ends_once_and_money_adds_up(raw: dict[str,
             assert not abandon or st.outcomes["partial"] == 0
             tally = sim.clients[name].tally
             assert tally.finished == tally.requests
+        # The baseline: every turn that was sent, as if its first attempt on the feature's
+        # primary provider succeeded.
+        req = res.df("requests")
+        if len(req):
+            assert np.isclose(req.baseline_cost.sum(), res.summary["baseline_cost"], rtol=1e-9)
+            expect = [
+                price(sc, sc.features[f].provider, f, i, o)
+                for f, i, o in zip(req.feature, req.input_tokens, req.output_tokens, strict=True)
+            ]
+            assert np.allclose(req.baseline_cost, expect, rtol=1e-9, atol=1e-15)
 
 
 # The config ------------------------------------------------------------------------------------
