@@ -473,3 +473,17 @@ def test_checks_know_the_session_metrics_before_any_run() -> None:
     _, res = run(scenario())
     summary_keys = {f"feature.f.{k}" for k in res.summary["features"]["f"]}
     assert {c for c in expected_columns([scenario()]) if "session" in c} <= summary_keys
+
+
+def test_session_ids_are_unique_across_features(monkeypatch: pytest.MonkeyPatch) -> None:
+    raw = copy.deepcopy(BASE)
+    raw["features"]["g"] = copy.deepcopy(raw["features"]["f"])
+    raw["features"]["g"]["arrivals"] = {"kind": "times", "at": [1.0]}
+    monkeypatch.setattr("llmtraffic.simulation.SessionDriver", Recording)
+    sim = Simulation(scenario_from_dict(raw))
+    sim.run()
+    ids = {
+        name: {r.session for r, _, _ in driver.seen}  # type: ignore[attr-defined]
+        for name, driver in sim.drivers.items()
+    }
+    assert ids == {"f": {0}, "g": {1}}

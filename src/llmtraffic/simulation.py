@@ -177,12 +177,21 @@ class Simulation:
             "queue_length": lambda t: sum(e.queue_integral(t) for e in endpoints.values()),
         }
         ids = itertools.count()
+        session_ids = itertools.count()
         drivers: dict[str, SessionDriver] = {}
         for name, feat in sc.features.items():
             client = clients[name]
             if isinstance(client, SessionClient | SessionLayeredClient | SessionHedgedClient):
                 drivers[name] = SessionDriver(
-                    name, feat, client, kernel, streams, duration, run.start_hour, ids.__next__
+                    name,
+                    feat,
+                    client,
+                    kernel,
+                    streams,
+                    duration,
+                    run.start_hour,
+                    ids.__next__,
+                    session_ids.__next__,
                 )
                 drivers[name].start()
                 continue

@@ -106,6 +106,7 @@ class SessionDriver:
         horizon: float,
         start_hour: float,
         next_id: Callable[[], int],
+        next_session: Callable[[], int],
     ) -> None:
         conv = cfg.session if cfg.session is not None else cfg.agent
         assert conv is not None and cfg.arrivals is not None
@@ -115,6 +116,9 @@ class SessionDriver:
         self.client = client
         self.kernel = kernel
         self.next_id = next_id
+        # Session ids are unique within the run (a counter all features share), so that a
+        # provider's prompt cache shared by several features never mixes two sessions.
+        self.next_session = next_session
         client.hook = self
         if cfg.session is not None:
             self.abandon = cfg.session.abandon_on_failure
@@ -151,7 +155,6 @@ class SessionDriver:
         arrivals = streams.generator(f"feature/{name}/arrivals")
         self._times = self._flat(arrival_times(cfg.arrivals, arrivals, horizon, start_hour))
         self.live: dict[int, Conversation] = {}
-        self._ids = 0
         self.stats = SessionStats()
 
     @staticmethod
@@ -183,8 +186,7 @@ class SessionDriver:
         cap = self.max_tokens
         outputs = [min(o, cap) for o in islice(self._outputs, n)]
         pauses = list(islice(self._pauses, n - 1))
-        s = Conversation(self._ids, now, inputs, outputs, pauses)
-        self._ids += 1
+        s = Conversation(self.next_session(), now, inputs, outputs, pauses)
         self.live[s.id] = s
         self.stats.started += 1
         self._send(s, now)
@@ -234,9 +236,10 @@ class SessionDriver:
         if s is None or s.request is not req:
             return  # told twice (a hedged first try), or not a turn of a live session
         s.request = None
-        if outcome is OK:
+        # Outcomes compare by value: they come from the (possibly compiled) client.
+        if outcome == OK:
             s.transcript = s.carried + s.inputs[s.k] + s.outputs[s.k]
-        elif outcome is UNFINISHED:
+        elif outcome == UNFINISHED:
             self._end(s, UNFINISHED, now)
             return
         else:
@@ -256,7 +259,7 @@ class SessionDriver:
         del self.live[s.id]
         stats = self.stats
         stats.outcomes[outcome] += 1
-        if outcome is not UNFINISHED:
+        if outcome != UNFINISHED:
             stats.ended += 1
             stats.duration += now - s.arrival
 
