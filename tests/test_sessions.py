@@ -487,3 +487,33 @@ def test_session_ids_are_unique_across_features(monkeypatch: pytest.MonkeyPatch)
         for name, driver in sim.drivers.items()
     }
     assert ids == {"f": {0}, "g": {1}}
+
+
+def test_a_slower_provider_sees_the_same_sessions_turn_for_turn(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Common random numbers: a session's turns, token sizes and pauses are drawn when it
+    # arrives, so a provider three times slower (which reorders every later turn) changes
+    # when turns are sent, not what they are.
+    def sessions(service: float) -> dict[int, list[tuple[int, int]]]:
+        sc = scenario(
+            **{
+                "run.duration": 300.0,
+                "features.f.arrivals": {"kind": "poisson", "rate": 0.5},
+                "features.f.input_tokens": {"kind": "lognormal", "median": 100, "p99": 900},
+                "features.f.session.turns": {"kind": "uniform", "low": 1, "high": 6},
+                "features.f.session.think_time": {"kind": "exponential", "mean": 4.0},
+                "providers.p.service": {"kind": "exponential", "mean": service},
+            }
+        )
+        monkeypatch.setattr("llmtraffic.simulation.SessionDriver", Recording)
+        sim = Simulation(sc)
+        sim.run()
+        out: dict[int, list[tuple[int, int]]] = {}
+        for r, _, _ in sim.drivers["f"].seen:  # type: ignore[attr-defined]
+            out.setdefault(r.session, []).append((r.input_tokens, r.output_tokens))
+        return out
+
+    fast, slow = sessions(1.0), sessions(3.0)
+    assert len(fast) > 100
+    assert fast == slow
