@@ -24,6 +24,7 @@ HOT_MODULES = [
     "src/llmtraffic/provider/errors.py",
     "src/llmtraffic/provider/quota.py",
     "src/llmtraffic/provider/ratelimit.py",
+    "src/llmtraffic/client/session_client.py",
     "src/llmtraffic/workload/source.py",
 ]
 

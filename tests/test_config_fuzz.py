@@ -163,6 +163,48 @@ value_per_success = 0.01
 stream = true
 slo = { ttft = "2s", tpot = "50ms", e2e = "20s" }
 
+[features.talk]
+provider = "p"
+policy = "fixed"
+arrivals = { kind = "poisson", rate = 0.5 }
+input_tokens = { kind = "fixed", value = 100 }
+output_tokens = { kind = "fixed", value = 50 }
+session.turns = { kind = "fixed", value = 3 }
+session.think_time = { kind = "fixed", value = "2s" }
+session.system_tokens = 200
+session.max_context = 600
+session.on_overflow = "summarize"
+session.summary_tokens = 150
+
+[features.talk_more]
+provider = "p"
+policy = "fixed"
+arrivals = { kind = "poisson", rate = 0.5 }
+input_tokens = { kind = "fixed", value = 100 }
+output_tokens = { kind = "fixed", value = 50 }
+session.turns = { kind = "uniform", low = 1, high = 4 }
+session.think_time = { kind = "exponential", mean = "5s" }
+session.abandon_on_failure = false
+
+[features.agent]
+provider = "p"
+policy = "fixed"
+arrivals = { kind = "poisson", rate = 0.3 }
+input_tokens = { kind = "fixed", value = 100 }
+output_tokens = { kind = "fixed", value = 50 }
+agent.calls = { kind = "lognormal", median = 3, p99 = 12 }
+agent.tool_time = { kind = "uniform", low = "0.5s", high = "2s" }
+agent.max_context = 2000
+
+[features.agent_listed]
+provider = "p"
+policy = "fixed"
+arrivals = { kind = "poisson", rate = 0.3 }
+input_tokens = { kind = "fixed", value = 100 }
+output_tokens = { kind = "fixed", value = 50 }
+agent.calls = { kind = "empirical", quantiles = [1, 2, 5] }
+agent.tool_time = { kind = "lognormal", median = "1s", p99 = "5s" }
+
 [features.daily]
 provider = "q"
 policy = "paced"

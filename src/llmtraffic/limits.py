@@ -36,6 +36,7 @@ from typing import Any
 from llmtraffic.config.scenario import Scenario
 from llmtraffic.config.trace import BUILTIN_PREFIX, Trace
 from llmtraffic.errors import ConfigError
+from llmtraffic.workload.pauses import mean_count
 
 BYTES_PER_REQUEST = 24
 SECONDS_PER_REQUEST = 6e-6
@@ -163,6 +164,24 @@ def estimate(scenario: Scenario) -> RunSize:
 
 
 def _feature_load(name: str, feature: Any, seconds: float) -> FeatureLoad:
+    """Expected arrivals (requests) of one feature over ``seconds``: a closed-loop feature's
+    arrivals are sessions (or tasks), each making its mean number of turns (or calls)."""
+    load = _arrival_load(name, feature, seconds)
+    conv, key = (
+        (feature.session, "turns") if feature.session is not None else (feature.agent, "calls")
+    )
+    if conv is None:
+        return load
+    turns = mean_count(getattr(conv, key))
+    table = "session" if feature.session is not None else "agent"
+    return FeatureLoad(
+        load.arrivals * turns,
+        load.field,
+        f"{load.how}, x {turns:g} {key} each (features.{name}.{table}.{key})",
+    )
+
+
+def _arrival_load(name: str, feature: Any, seconds: float) -> FeatureLoad:
     """Expected arrivals of one feature over ``seconds``."""
     where = f"features.{name}"
     if feature.trace is not None:

@@ -297,6 +297,45 @@ def hedges_table(s: dict[str, Any]) -> Table | None:
     return t
 
 
+def sessions_table(s: dict[str, Any]) -> Table | None:
+    """Per closed-loop feature: its sessions (or agent tasks), how they ended, the turns (or
+    calls) and cost of one, and how long one lasted (docs/metrics.md, "Sessions and agent
+    tasks"). None when no feature has sessions or tasks."""
+    rows = []
+    for name, m in s["features"].items():
+        if "sessions" in m:
+            unit, done, turns = "session", "completed", "turns"
+        elif "tasks" in m:
+            unit, done, turns = "task", "succeeded", "calls"
+        else:
+            continue
+        rows.append(
+            (
+                escape(name) + (" (agent)" if unit == "task" else ""),
+                f"{m[unit + 's']:,}",
+                _num(m[f"{unit}_success_rate"], ".2%"),
+                f"{m[unit + 's_abandoned']:,}",
+                _num(m[f"{turns}_per_{unit}"], ".2f"),
+                money(m[f"cost_per_{unit}"]),
+                money(m[f"cost_per_{done}_{unit}"]),
+                seconds(m[f"{unit}_duration_mean"]),
+            )
+        )
+    if not rows:
+        return None
+    t = _plain_table(
+        "Sessions and agent tasks",
+        caption="count: sessions, or an agent's tasks; ok: every turn (call) answered; turns: "
+        "per session (calls per task); per ok: the feature's bill / ok ones",
+    )
+    t.add_column("feature", max_width=24)
+    for col in ("count", "ok", "abandoned", "turns", "cost each", "per ok", "duration"):
+        t.add_column(col, justify="right", no_wrap=True)
+    for row in rows:
+        t.add_row(*row)
+    return t
+
+
 def incidents_table(s: dict[str, Any]) -> Group:
     """Per incident: what happened (success before and during, attempts per request), then
     what it cost (extra cost, the requests it left unserved and what they were worth) and how
@@ -480,6 +519,9 @@ def print_summary(console: Console, s: dict[str, Any]) -> None:
     hedges = hedges_table(s)
     if hedges is not None:
         print_fixed(console, hedges)
+    sessions = sessions_table(s)
+    if sessions is not None:
+        print_fixed(console, sessions)
     if s["incidents"]:
         print_fixed(console, incidents_table(s))
     for line in batching_lines(s):

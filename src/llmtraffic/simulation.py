@@ -19,6 +19,11 @@ from llmtraffic.client.client import Client
 from llmtraffic.client.hedging import HedgedClient
 from llmtraffic.client.layers import LayeredClient
 from llmtraffic.client.plugins import check_plugins
+from llmtraffic.client.session_client import (
+    SessionClient,
+    SessionHedgedClient,
+    SessionLayeredClient,
+)
 from llmtraffic.config.policy import Policy
 from llmtraffic.config.scenario import Scenario
 from llmtraffic.config.span import resolve_duration
@@ -45,12 +50,14 @@ from llmtraffic.results.metrics import (
     incident_metrics,
     layer_metrics,
     peak_attempt_rate_ratio,
+    session_metrics,
     steady_cost_rate,
     tally_metrics,
 )
 from llmtraffic.results.recorder import Recorder
 from llmtraffic.results.schema import SCHEMA_VERSION
 from llmtraffic.results.sink import MemorySink, RecordSink
+from llmtraffic.workload.sessions import SessionDriver
 from llmtraffic.workload.source import FeatureSource
 
 __all__ = ["ProgressFn", "RunResult", "Simulation", "config_hash"]
@@ -103,6 +110,7 @@ class Simulation:
         self.progress = progress
         self.clients: dict[str, Client] = {}
         self.endpoints: dict[str, Endpoint] = {}
+        self.drivers: dict[str, SessionDriver] = {}
 
     def run(self) -> RunResult:
         """Simulate the scenario and return the summary (and in-memory tables)."""
@@ -150,7 +158,7 @@ class Simulation:
         finite_drain = not math.isinf(run.drain)
         # A policy with retry layers gets the client that runs them; the others, today's.
         clients = {
-            name: client_class(sc.policy_of(name))(
+            name: client_class(sc.policy_of(name), closed_loop(feat))(
                 name,
                 feat,
                 sc.policy_of(name),
@@ -169,13 +177,30 @@ class Simulation:
             "queue_length": lambda t: sum(e.queue_integral(t) for e in endpoints.values()),
         }
         ids = itertools.count()
+        session_ids = itertools.count()
+        drivers: dict[str, SessionDriver] = {}
         for name, feat in sc.features.items():
+            client = clients[name]
+            if isinstance(client, SessionClient | SessionLayeredClient | SessionHedgedClient):
+                drivers[name] = SessionDriver(
+                    name,
+                    feat,
+                    client,
+                    kernel,
+                    streams,
+                    duration,
+                    run.start_hour,
+                    ids.__next__,
+                    session_ids.__next__,
+                )
+                drivers[name].start()
+                continue
             FeatureSource(
-                name, feat, clients[name], kernel, streams, duration, run.start_hour, ids.__next__
+                name, feat, client, kernel, streams, duration, run.start_hour, ids.__next__
             ).start()
-        self._schedule_ticks(kernel, recorder, endpoints, clients, duration)
+        self._schedule_ticks(kernel, recorder, endpoints, clients, duration, drivers)
         # Kept for inspection after the run (tests audit the gates' books through them).
-        self.clients, self.endpoints = clients, endpoints
+        self.clients, self.endpoints, self.drivers = clients, endpoints, drivers
         until = duration + run.drain if finite_drain else None
         kernel.run(until=until)
         end = kernel.now
@@ -184,6 +209,8 @@ class Simulation:
                 for req in list(c.live.values()):
                     c.finish(req, UNFINISHED, end)
             c.close_open_intervals(end)
+        for d in drivers.values():
+            d.close(end)
         recorder.final_sample(end)
         recorder.close(end)
         wall = time.perf_counter() - wall0
@@ -215,17 +242,20 @@ class Simulation:
         endpoints: dict[str, Endpoint],
         clients: dict[str, Client],
         duration: float,
+        drivers: dict[str, SessionDriver],
     ) -> None:
         """One event per bin boundary: closes the bin, samples levels, reports progress.
 
-        Ticks go on while requests arrive or are still active, then stop, so the event queue
-        empties once the last request is done.
+        Ticks go on while requests arrive or are still active, or sessions are open (one may
+        be pausing between turns), then stop, so the event queue empties once the last
+        request is done.
         """
         bins = recorder.bins
         width = bins.width
         limiters = [ep.limiter for ep in endpoints.values() if ep.limiter is not None]
         budgets = [c.budget for c in clients.values() if c.budget is not None]
         client_list = list(clients.values())
+        driver_list = list(drivers.values())
         progress = self.progress
         state = {"k": 1}
 
@@ -240,7 +270,11 @@ class Simulation:
                 bins.samples["budget_level"][b] = min(bg.level(now) for bg in budgets)
             if progress is not None:
                 progress(min(1.0, now / duration))
-            if now < duration or any(c.active for c in client_list):
+            if (
+                now < duration
+                or any(c.active for c in client_list)
+                or any(d.live for d in driver_list)
+            ):
                 state["k"] = k + 1
                 # Absolute bin edges, so that no rounding drift accumulates over a long run;
                 # urgent, so that bin k holds what happens in [k w, (k + 1) w), the same rule
@@ -310,6 +344,10 @@ class Simulation:
                         client.hedges, client.hedge_wins, client.cancelled, client.tally.sent
                     )
                 )
+        for n, driver in self.drivers.items():
+            summary["features"][n].update(
+                session_metrics(driver.stats, driver.agent, recorder.tallies[n].billed)
+            )
         summary["incidents"] = incidents
         # Which limit refused the 429s, per provider: "<provider>.<rpm|tpm|itpm|otpm>".
         summary["rate_limited_by"] = {
@@ -351,14 +389,21 @@ class Simulation:
         return summary
 
 
-def client_class(policy: Policy) -> type[Client]:
-    """The client a policy needs: with retry layers, with hedging, or today's plain one
-    (chosen here so that a policy without them runs exactly the plain client's code)."""
+def client_class(policy: Policy, sessions: bool = False) -> type[Client]:
+    """The client a policy needs: with retry layers, with hedging, or today's plain one; and
+    for a closed-loop feature (``sessions``), its variant that tells the session driver when
+    a request ends (chosen here so that a feature without them runs exactly the plain
+    client's code)."""
     if policy.layers:
-        return LayeredClient
+        return SessionLayeredClient if sessions else LayeredClient
     if policy.hedge is not None:
-        return HedgedClient
-    return Client
+        return SessionHedgedClient if sessions else HedgedClient
+    return SessionClient if sessions else Client
+
+
+def closed_loop(feature: Feature) -> bool:
+    """Whether a feature sends sessions or agent tasks (a closed loop) rather than requests."""
+    return feature.session is not None or feature.agent is not None
 
 
 def incident_scope(sc: Scenario, provider: str) -> list[str]:

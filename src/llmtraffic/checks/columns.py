@@ -21,6 +21,7 @@ from llmtraffic.results.metrics import (
     LAYERED_KEYS,
     LIMIT_KINDS,
     RUN_KEYS,
+    session_metric_keys,
     tally_metric_keys,
 )
 
@@ -55,6 +56,11 @@ def expected_columns(scenarios: Iterable[Scenario]) -> set[str]:
         for name in sc.features:
             keys = _feature_keys(name in valued, name in slo)
             columns.update(f"feature.{name}.{k}" for k in keys)
+            feature = sc.features[name]
+            if feature.session is not None or feature.agent is not None:
+                # Sessions or agent tasks: counts, turns, cost and duration of one.
+                agent = feature.agent is not None
+                columns.update(f"feature.{name}.{k}" for k in session_metric_keys(agent))
             layers = sc.policy_of(name).layers
             if layers:
                 # Retry layers: calls per layer, the most attempts of a request, the bound.

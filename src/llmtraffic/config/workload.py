@@ -8,6 +8,7 @@ from typing import Annotated, Literal, Self, TypeVar
 from pydantic import AfterValidator, Field, model_validator
 
 from llmtraffic.config.base import FiniteDuration, Model, Rate, RateOrZero
+from llmtraffic.config.sessions import Agent, Session
 from llmtraffic.config.trace import Trace
 from llmtraffic.units import show_number
 
@@ -334,6 +335,16 @@ class Feature(Model):
     slo: Slo | None = Field(
         None, description="latency objectives: SLO attainment and goodput within them"
     )
+    session: Session | None = Field(
+        None,
+        description="closed-loop chat sessions: arrivals are sessions, input_tokens each "
+        "turn's new tokens, and each turn waits for the previous one (docs/workload.md)",
+    )
+    agent: Agent | None = Field(
+        None,
+        description="closed-loop agent tasks: arrivals are tasks, input_tokens each call's "
+        "new tokens (a tool's result), and each call waits for the previous one and its tool",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:
@@ -354,4 +365,15 @@ class Feature(Model):
                         for k in extra
                     )
                 )
+        closed = [k for k in ("session", "agent") if getattr(self, k) is not None]
+        if len(closed) == 2:
+            raise ValueError(
+                ".agent: a feature is chat sessions or agent tasks, not both; remove session "
+                "or agent (or make two features)"
+            )
+        if closed and self.trace is not None:
+            raise ValueError(
+                f".{closed[0]}: not allowed with a trace (a trace's rows are independent "
+                f"requests, not turns of a conversation); remove {closed[0]}, or the trace"
+            )
         return self

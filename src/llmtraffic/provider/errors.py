@@ -65,12 +65,20 @@ def _most_tokens(dist: TokenDist | None) -> float:
 
 def longest_request(features: Iterable[Feature]) -> float:
     """The largest input + max_tokens any of ``features`` can send (inf when unbounded: a
-    lognormal size or a trace), which decides whether a context window can ever refuse one."""
+    lognormal size, a trace, a conversation without max_context), which decides whether a
+    context window can ever refuse one."""
     longest = 0.0
     for feat in features:
         if feat.trace is not None:
             return INF
         size = _most_tokens(feat.input_tokens) + _most_tokens(feat.rag_tokens)
+        conv = feat.session if feat.session is not None else feat.agent
+        if conv is not None:
+            # A conversation's prompt grows by each turn: bounded only by its max_context
+            # (or by the system prompt and a turn's new tokens, sent whole when they exceed it).
+            if conv.max_context is None:
+                return INF
+            size = max(float(conv.max_context), conv.system_tokens + size)
         longest = max(longest, size + feat.max_tokens)
     return longest
 

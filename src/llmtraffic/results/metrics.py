@@ -7,7 +7,7 @@ import math
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -478,3 +478,57 @@ def latencies_of(tallies: list[Tally]) -> array[float]:
     for t in tallies:
         out.extend(t.latencies)
     return out
+
+
+class SessionCounts(Protocol):
+    """What ``session_metrics`` reads of a feature's sessions (workload.sessions.SessionStats)."""
+
+    started: int
+    outcomes: dict[str, int]
+    turns: int
+    tokens: int
+    duration: float
+    ended: int
+    cuts: int
+
+
+def session_metrics(stats: SessionCounts, agent: bool, billed: float) -> dict[str, Any]:
+    """Sessions (or agent tasks, when ``agent``) of one closed-loop feature (docs/metrics.md,
+    "Sessions and agent tasks"). ``billed`` is the feature's billed cost: every request of a
+    closed-loop feature is a turn of one of its sessions, so it is their cost."""
+    s, turn = ("task", "call") if agent else ("session", "turn")
+    done = "succeeded" if agent else "completed"
+    n = stats.started
+    out = stats.outcomes
+    metrics: dict[str, Any] = {
+        f"{s}s": n,
+        f"{s}s_{done}": out["completed"],
+        f"{s}s_abandoned": out["abandoned"],
+        f"{s}s_unfinished": out["unfinished"],
+    }
+    if not agent:
+        metrics["sessions_partial"] = out["partial"]
+    metrics.update(
+        {
+            f"{s}_success_rate": ratio(out["completed"], n),
+            f"{turn}s_per_{s}": ratio(stats.turns, n),
+            f"tokens_per_{s}": ratio(stats.tokens, n),
+            f"cost_per_{s}": ratio(billed, n),
+            f"cost_per_{done}_{s}": ratio(billed, out["completed"]),
+            f"{s}_duration_mean": ratio(stats.duration, stats.ended),
+            "context_cuts": stats.cuts,
+        }
+    )
+    return metrics
+
+
+def session_metric_keys(agent: bool) -> list[str]:
+    """The keys ``session_metrics`` gives a chat (or, with ``agent``, an agent) feature: what
+    ``llmtraffic check`` may name before any run (checks.columns)."""
+
+    class _Empty:
+        started = turns = tokens = ended = cuts = 0
+        duration = 0.0
+        outcomes = dict.fromkeys(("completed", "partial", "abandoned", "unfinished"), 0)
+
+    return list(session_metrics(_Empty(), agent, 0.0))
