@@ -19,6 +19,7 @@ from llmtraffic.client.client import Client
 from llmtraffic.client.hedging import HedgedClient
 from llmtraffic.client.layers import LayeredClient
 from llmtraffic.client.plugins import check_plugins
+from llmtraffic.client.routing import RoutedClient
 from llmtraffic.config.policy import Policy
 from llmtraffic.config.scenario import Scenario
 from llmtraffic.config.span import resolve_duration
@@ -45,6 +46,7 @@ from llmtraffic.results.metrics import (
     incident_metrics,
     layer_metrics,
     peak_attempt_rate_ratio,
+    route_metrics,
     steady_cost_rate,
     tally_metrics,
 )
@@ -61,10 +63,9 @@ ProgressFn = Callable[[float], None]
 
 
 def chain_of(sc: Scenario, feature: str, endpoints: dict[str, Endpoint]) -> list[Endpoint]:
-    """A feature's provider followed by its policy's fallback providers."""
-    policy = sc.policy_of(feature)
-    fallbacks = policy.fallback.providers if policy.fallback is not None else []
-    return [endpoints[sc.features[feature].provider], *(endpoints[p] for p in fallbacks)]
+    """A feature's provider followed by its route's other deployments and its policy's
+    fallback providers (``Scenario.chain_names``)."""
+    return [endpoints[p] for p in sc.chain_names(feature)]
 
 
 def config_hash(scenario: Scenario) -> str:
@@ -310,6 +311,8 @@ class Simulation:
                         client.hedges, client.hedge_wins, client.cancelled, client.tally.sent
                     )
                 )
+            elif isinstance(client, RoutedClient):
+                summary["features"][n].update(route_metrics(*client.route_totals()))
         summary["incidents"] = incidents
         # Which limit refused the 429s, per provider: "<provider>.<rpm|tpm|itpm|otpm>".
         summary["rate_limited_by"] = {
@@ -352,24 +355,22 @@ class Simulation:
 
 
 def client_class(policy: Policy) -> type[Client]:
-    """The client a policy needs: with retry layers, with hedging, or today's plain one
-    (chosen here so that a policy without them runs exactly the plain client's code)."""
+    """The client a policy needs: with retry layers, with hedging, routing across
+    deployments, or today's plain one (chosen here so that a policy without them runs exactly
+    the plain client's code)."""
     if policy.layers:
         return LayeredClient
     if policy.hedge is not None:
         return HedgedClient
+    if policy.route is not None:
+        return RoutedClient
     return Client
 
 
 def incident_scope(sc: Scenario, provider: str) -> list[str]:
-    """The features whose provider chain (primary and fallbacks) includes ``provider``."""
-    out = []
-    for name, feat in sc.features.items():
-        policy = sc.policy_of(name)
-        fallbacks = policy.fallback.providers if policy.fallback is not None else []
-        if provider == feat.provider or provider in fallbacks:
-            out.append(name)
-    return out
+    """The features whose provider chain (primary, route deployments and fallbacks) includes
+    ``provider``."""
+    return [name for name in sc.features if provider in sc.chain_names(name)]
 
 
 def incident_summaries(sc: Scenario, recorder: Recorder, duration: float) -> list[dict[str, Any]]:

@@ -31,6 +31,7 @@ from llmtraffic.config.base import (
     Model,
     PositiveDuration,
 )
+from llmtraffic.config.route import Route
 
 FailureKind = Literal[
     "rate_limited",
@@ -508,6 +509,11 @@ class Policy(Model):
             "loop, framework, router); the policy itself is the innermost layer, named sdk"
         ),
     )
+    route: Route | None = Field(
+        None,
+        description="send each attempt to one of several deployments of the model, picked "
+        'by a strategy, with cooldown (docs/policies.md, "Routing across deployments")',
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -559,6 +565,18 @@ class Policy(Model):
                 raise ValueError(
                     f"hedge cannot be combined with {', '.join(others)} (not modelled yet): "
                     "drop hedge, or drop " + ", ".join(others)
+                )
+        if self.route is not None:
+            # The route's cooldown is the per-deployment breaker; a fallback chain, hedges and
+            # retry layers each pick their own provider or wrap the sending path.
+            others = [
+                name for name in ("breaker", "fallback", "hedge") if getattr(self, name) is not None
+            ] + (["layers"] if self.layers else [])
+            if others:
+                raise ValueError(
+                    f"route cannot be combined with {', '.join(others)} (not modelled yet; "
+                    "the route's cooldown is its per-deployment breaker): drop route, or drop "
+                    + ", ".join(others)
                 )
         return self
 

@@ -305,6 +305,31 @@ def hedge_metrics(hedges: int, wins: int, cancelled: int, sent: int) -> dict[str
     }
 
 
+def route_metrics(
+    strategy: str, deployments: list[tuple[str, int, int, int]], rejected: int
+) -> dict[str, Any]:
+    """Routing across deployments for one feature (docs/metrics.md, "Routing"): per
+    deployment, the attempts sent to it, their share of the attempts the route sent, the
+    times it was cooled down and the picks it was left out of while cooling down; and the
+    requests no deployment could take (``rejected_route``)."""
+    sent = sum(attempts for _, attempts, _, _ in deployments)
+    return {
+        "route": {
+            "strategy": strategy,
+            "rejected_route": rejected,
+            "deployments": {
+                name: {
+                    "attempts": attempts,
+                    "share": ratio(attempts, sent),
+                    "cooldowns": cooldowns,
+                    "cooldown_skips": skipped,
+                }
+                for name, attempts, cooldowns, skipped in deployments
+            },
+        }
+    }
+
+
 @dataclass(frozen=True)
 class RecoveryRule:
     """How recovery is judged (``run.recovery``; docs/metrics.md, "Recovery and metastability")."""
