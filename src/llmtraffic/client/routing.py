@@ -74,8 +74,8 @@ class RoutedClient(Client):
                     position[dname],
                     weight,
                     ep.price_input + ep.price_output,
-                    ep.limit_rpm,
-                    ep.limit_tpm,
+                    ep.limit_rpm if route.declared_limits else INF,
+                    ep.limit_tpm if route.declared_limits else INF,
                     route.latency.samples if route.latency is not None else 10,
                 )
             )

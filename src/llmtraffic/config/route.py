@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from llmtraffic.config.base import FiniteDuration, Model
 
@@ -76,7 +76,6 @@ class Route(Model):
     deployment ``strategy`` picks among those not cooling down."""
 
     deployments: list[str] = Field(
-        min_length=2,
         description="provider names, one per deployment (region, key); the feature's "
         "provider must be one of them (its prices are the baseline)",
     )
@@ -90,6 +89,12 @@ class Route(Model):
         description='weighted only: a weight per deployment, or "rpm" / "tpm" (each '
         "deployment's rate limit, as LiteLLM weighs by rpm or tpm); none: equal weights",
     )
+    declared_limits: bool = Field(
+        False,
+        description="the router knows each deployment's rate_limit rpm and tpm, and the "
+        "latency, cost and usage strategies skip a deployment this minute's usage would "
+        "take past them (LiteLLM: rpm / tpm written on the deployment; not by default)",
+    )
     latency: RouteLatency | None = Field(
         None, description="latency only: samples, ttl and buffer (LiteLLM's defaults)"
     )
@@ -97,6 +102,17 @@ class Route(Model):
         default_factory=RouteCooldown,
         description="skip a failing deployment for a while (LiteLLM's cooldown)",
     )
+
+    @field_validator("deployments")
+    @classmethod
+    def _two_or_more(cls, value: list[str]) -> list[str]:
+        if len(value) < 2:
+            raise ValueError(
+                f"a route needs at least 2 deployments, got {value}; for one provider drop "
+                'route (breaker = "litellm-cooldown" is LiteLLM\'s cooldown of a lone '
+                "deployment)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> Self:
