@@ -24,7 +24,7 @@ What counts as a command (the rule ``tests/test_docs_commands.py`` applies):
 - Everything else must exit 0.
 
 Where they run: a fresh temporary folder per document, holding a copy of experiments/ (commands
-may write baselines there), ``.venv`` as a link to the environment running the tests (the
+may write baselines there) and of examples/, ``.venv`` as a link to the environment running the tests (the
 project's .venv) and ``tests`` as a link to its tests; that bin/ is first on PATH, as in an
 activated environment.
 Nothing is written into the repository: ``runs/`` and ``reports/`` land in the scratch folder.
@@ -334,6 +334,8 @@ class Workspace:
     def __post_init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="llmtraffic-doc-"))
         shutil.copytree(ROOT / "experiments", self.root / "experiments")
+        # examples/ holds configs the docs run too (examples/routing.toml).
+        shutil.copytree(ROOT / "examples", self.root / "examples")
         for name, edits in SCALE.items():
             target = self.root / name
             content = target.read_text(encoding="utf-8")

@@ -367,7 +367,7 @@ def test_every_deployment_cooling_ends_requests_rejected_route() -> None:
 
 # Conservation with the client's gates --------------------------------------------------------
 
-GATES = {
+GATES: dict[str, dict[str, Any]] = {
     "none": {},
     "throttle": {"throttle": {"k": 2.0, "window": 60}},
     "budget": {"budget": "envoy"},
