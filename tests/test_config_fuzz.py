@@ -301,7 +301,12 @@ output_tokens = { kind = "fixed", value = 50 }
 [policies.routed]
 timeout = "5s"
 retry = { kind = "fixed", max_retries = 1, delay = "1s" }
-route = { deployments = ["t", "r"], strategy = "latency", latency = { samples = 5, ttl = "60s", buffer = 0.1 }, cooldown = { allowed_fails = 2, time = "3s" } }
+
+[policies.routed.route]
+deployments = ["t", "r"]
+strategy = "latency"
+latency = { samples = 5, ttl = "60s", buffer = 0.1 }
+cooldown = { allowed_fails = 2, time = "3s" }
 
 [policies.weighted]
 timeout = "5s"

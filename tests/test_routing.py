@@ -470,3 +470,21 @@ def test_declared_limits_keep_the_cheap_deployment_within_its_rpm_per_minute() -
     # attempts already in flight (about 4/s x 1 s) may still land in the minute.
     assert per_minute.max() <= 120 + 15, per_minute.max()
     assert per_minute.max() >= 110
+
+
+def test_a_check_can_bound_a_deployments_share() -> None:
+    from llmtraffic.checks.columns import expected_columns
+    from llmtraffic.experiment.analysis import flatten_summary
+
+    sc = scenario({"deployments": ["a", "b"], "weights": [3, 1]}, rate=1.0, duration=200)
+    _, result = run(sc)
+    row = flatten_summary(result.summary)
+    want = {
+        "feature.f.route.rejected_route",
+        "feature.f.route.deployments.a.share",
+        "feature.f.route.deployments.b.cooldowns",
+    }
+    assert want <= set(row) and want <= expected_columns([sc])
+    assert row["feature.f.route.deployments.a.share"] == pytest.approx(
+        result.summary["features"]["f"]["route"]["deployments"]["a"]["share"]
+    )

@@ -305,6 +305,10 @@ def hedge_metrics(hedges: int, wins: int, cancelled: int, sent: int) -> dict[str
     }
 
 
+ROUTE_KEYS = ("attempts", "share", "cooldowns", "cooldown_skips")
+"""Per deployment of a route, under ``route.deployments.<name>`` (``route_metrics``)."""
+
+
 def route_metrics(
     strategy: str, deployments: list[tuple[str, int, int, int]], rejected: int
 ) -> dict[str, Any]:
@@ -318,12 +322,13 @@ def route_metrics(
             "strategy": strategy,
             "rejected_route": rejected,
             "deployments": {
-                name: {
-                    "attempts": attempts,
-                    "share": ratio(attempts, sent),
-                    "cooldowns": cooldowns,
-                    "cooldown_skips": skipped,
-                }
+                name: dict(
+                    zip(
+                        ROUTE_KEYS,
+                        (attempts, ratio(attempts, sent), cooldowns, skipped),
+                        strict=True,
+                    )
+                )
                 for name, attempts, cooldowns, skipped in deployments
             },
         }
