@@ -289,7 +289,7 @@ retry = { kind = "fixed", max_retries = 1, delay = "2s" }
 [policies.hedged]
 timeout = "5s"
 retry = { kind = "fixed", max_retries = 1, delay = "1s" }
-hedge = { delay = "1s", max_hedges = 2 }
+hedge = { delay = "1s", max_hedges = 2, samples = 500, min_samples = 10 }
 
 [features.spread]
 provider = "t"
