@@ -19,6 +19,8 @@ HOT_MODULES = [
     "src/llmtraffic/client/budget.py",
     "src/llmtraffic/client/hedging.py",
     "src/llmtraffic/client/layers.py",
+    "src/llmtraffic/client/router.py",
+    "src/llmtraffic/client/routing.py",
     "src/llmtraffic/provider/batching.py",
     "src/llmtraffic/provider/endpoint.py",
     "src/llmtraffic/provider/errors.py",

@@ -24,9 +24,9 @@ What counts as a command (the rule ``tests/test_docs_commands.py`` applies):
 - Everything else must exit 0.
 
 Where they run: a fresh temporary folder per document, holding a copy of experiments/ (commands
-may write baselines there) and of examples/, ``.venv`` as a link to the environment running the
-tests (the project's .venv) and ``tests`` as a link to its tests; that bin/ is first on PATH, as
-in an activated environment.
+may write baselines there) and of examples/, ``.venv`` as a link to the environment running
+the tests (the project's .venv) and ``tests`` as a link to its tests; that bin/ is first on
+PATH, as in an activated environment.
 Nothing is written into the repository: ``runs/`` and ``reports/`` land in the scratch folder.
 The commands of one document run in order in one folder (a later one may read what an earlier
 one wrote), so running one command runs the ones before it in its document first.
@@ -334,7 +334,7 @@ class Workspace:
     def __post_init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="llmtraffic-doc-"))
         shutil.copytree(ROOT / "experiments", self.root / "experiments")
-        # docs/workload.md runs the example configs under examples/.
+        # examples/ holds configs the docs run too (examples/routing.toml, sessions.toml).
         shutil.copytree(ROOT / "examples", self.root / "examples")
         for name, edits in SCALE.items():
             target = self.root / name

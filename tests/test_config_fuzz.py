@@ -331,7 +331,28 @@ retry = { kind = "fixed", max_retries = 1, delay = "2s" }
 [policies.hedged]
 timeout = "5s"
 retry = { kind = "fixed", max_retries = 1, delay = "1s" }
-hedge = { delay = "1s", max_hedges = 2 }
+hedge = { delay = "1s", max_hedges = 2, samples = 500, min_samples = 10 }
+
+[features.spread]
+provider = "t"
+policy = "routed"
+arrivals = { kind = "times", at = [0.5, 1.0, 2.5, 30.0] }
+input_tokens = { kind = "fixed", value = 100 }
+output_tokens = { kind = "fixed", value = 50 }
+
+[policies.routed]
+timeout = "5s"
+retry = { kind = "fixed", max_retries = 1, delay = "1s" }
+
+[policies.routed.route]
+deployments = ["t", "r"]
+strategy = "latency"
+latency = { samples = 5, ttl = "60s", buffer = 0.1 }
+cooldown = { allowed_fails = 2, time = "3s" }
+
+[policies.weighted]
+timeout = "5s"
+route = { deployments = ["t", "r"], weights = [2.0, 1.0] }
 """
 )
 

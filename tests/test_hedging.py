@@ -323,3 +323,47 @@ def test_the_terminal_output_shows_the_hedges() -> None:
     assert "Hedged requests" in out
     assert re.search(r"f\s+1\s+33\.33%\s+1\s", out), out
     assert hedges_table(Simulation(make_scenario(**{"run.duration": 5})).run().summary) is None
+
+
+def test_a_percentile_delay_is_the_quantile_of_the_latencies_seen_so_far() -> None:
+    # Hedge at the p90 of the last 200 successful attempt latencies, once 20 were seen.
+    q, window, minimum = 0.9, 200, 20
+    sc = hedged(
+        {"hedge": {"delay": "p90", "samples": window, "min_samples": minimum}},
+        **{
+            "run.duration": 600,
+            "providers.p.capacity": None,
+            "providers.p.service": {
+                "kind": "tokens",
+                "ttft": 0.5,
+                "decode_tps": 50,
+                "noise_sigma": 0.5,
+            },
+            "features.f.output_tokens": {"kind": "fixed", "value": 100},
+        },
+    )
+    result = Simulation(sc).run()
+    att = result.df("attempts")
+    ok = att[att.status == "ok"].sort_values("end_time")
+    ok_end = ok.end_time.to_numpy()
+    ok_lat = (ok.end_time - ok.send_time).to_numpy()
+    hedged_n = checked = 0
+    for _, rows in att.sort_values("attempt").groupby("request_id"):
+        first = rows.iloc[0]
+        s = float(first.send_time)
+        seen = ok_lat[ok_end < s][-window:]  # the successes answered before it was sent
+        if len(seen) < minimum:
+            assert len(rows) == 1, "a hedge before min_samples latencies were seen"
+            continue
+        delay = float(np.sort(seen)[math.ceil(q * len(seen)) - 1])  # nearest rank
+        if len(rows) > 1:
+            hedged_n += 1
+            assert float(rows.iloc[1].send_time) == pytest.approx(s + delay, abs=1e-9)
+        else:
+            # No hedge: the first attempt answered before the delay ran out.
+            assert float(first.end_time) <= s + delay + 1e-9
+        checked += 1
+    assert checked > 2500
+    # The p90 of the latencies seen: about 10% of requests are hedged, a little more since the
+    # slow first attempts a hedge beats are cancelled, not seen (their latency is censored).
+    assert 0.08 < hedged_n / checked < 0.2, hedged_n / checked

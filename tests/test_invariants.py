@@ -110,12 +110,16 @@ def check_terminal_outcomes(sc: Scenario, result: RunResult) -> None:
             # user's deadline or the end of the drain before sending the first attempt.
             holds = policy.rate_limit is not None or policy.concurrency is not None
             unsent = ("deadline", "unfinished") if holds else ()
-            assert r.outcome in ("rejected_breaker", "rejected_throttle", *unsent), r
+            # A route refuses when every deployment is cooling down (or over its limits).
+            routed = ("rejected_route",) if policy.route is not None else ()
+            assert r.outcome in ("rejected_breaker", "rejected_throttle", *routed, *unsent), r
         if r.outcome == "rejected_throttle":
             limits = (policy.throttle, policy.rate_limit, policy.concurrency)
             assert any(x is not None for x in limits), r
         if r.outcome == "rejected_breaker":
             assert policy.breaker is not None
+        if r.outcome == "rejected_route":
+            assert policy.route is not None
         if r.outcome == "unfinished":
             assert math.isfinite(sc.run.drain)
             assert r.end_time == pytest.approx(sc.run.seconds + sc.run.drain), r
@@ -149,19 +153,26 @@ def check_records_agree(sc: Scenario, result: RunResult) -> None:
     merged = att.merge(req, on="request_id", suffixes=("", "_r"))
     assert (merged.feature == merged.feature_r).all()
     assert (merged.input_tokens == merged.input_tokens_r).all()
-    provider = req.feature.map({n: f.provider for n, f in sc.features.items()})
-    model = provider.map({n: p.model for n, p in sc.providers.items()})
     sent = req.attempts > 0
-    assert (req.final_provider[sent] == provider[sent]).all()
-    assert (req.final_model[sent] == model[sent]).all()
+    # The provider of the last attempt: the feature's, or (routed) one of its deployments.
+    chains = {n: set(sc.chain_names(n)) for n in sc.features}
+    assert all(
+        p in chains[f] for f, p in zip(req.feature[sent], req.final_provider[sent], strict=True)
+    )
+    model = req.final_provider[sent].map({n: p.model for n, p in sc.providers.items()})
+    assert (req.final_model[sent] == model).all()
     assert (req.final_provider[~sent] == "").all() and (req.final_model[~sent] == "").all()
     max_tokens = req.feature.map({n: f.max_tokens for n, f in sc.features.items()}).astype("int64")
     assert (req.output_tokens <= max_tokens).all()
-    assert (merged.provider == merged.final_provider).all()
+    # final_provider is the provider of the request's last attempt.
+    last = merged.sort_values("attempt").groupby("request_id").last()
+    assert (last.provider == last.final_provider).all()
     assert (req.baseline_cost >= 0).all()
     ok = req[req.outcome == "ok"]
-    # One provider per feature (no fallbacks here): a success bills exactly the baseline.
-    assert np.allclose(ok.useful_cost, ok.baseline_cost, rtol=1e-9, atol=1e-15)
+    # On the feature's own provider (no fallback, no other deployment here) a success bills
+    # exactly the baseline.
+    home = ok.final_provider == ok.feature.map({n: f.provider for n, f in sc.features.items()})
+    assert np.allclose(ok.useful_cost[home], ok.baseline_cost[home], rtol=1e-9, atol=1e-15)
     assert close(req.baseline_cost.sum(), result.summary["baseline_cost"])
     if len(ok):
         assert result.summary["latency_max"] == ok.latency.max()

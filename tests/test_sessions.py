@@ -439,16 +439,21 @@ def test_mean_turns_is_what_the_sampler_draws(cfg: dict[str, Any]) -> None:
     [
         ({"hedge": {"delay": 0.5}}, "SessionHedgedClient"),
         ({"layers": [{"preset": "langchain-retry"}]}, "SessionLayeredClient"),
+        ({"route": {"deployments": ["p", "q"], "strategy": "least_busy"}}, "SessionRoutedClient"),
     ],
 )
-def test_hedged_and_layered_clients_drive_sessions_too(
+def test_hedged_layered_and_routed_clients_drive_sessions_too(
     policy: dict[str, Any], client: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # 1 s service, 5 s think: turns at 0, 6, 12 whatever the client (a hedge sent at 0.5 s
     # loses to the first attempt, which answers at 1 s); the driver takes each turn once.
+    p = copy.deepcopy(BASE["providers"]["p"])
+    p["service"] = {"kind": "deterministic", "value": 1.0}
     sc = scenario(
         **{
-            "providers.p.service": {"kind": "deterministic", "value": 1.0},
+            "providers.p": p,
+            # A second deployment, used only by the route (the others ignore it).
+            "providers.q": p,
             **{f"policies.x.{k}": v for k, v in policy.items()},
         }
     )

@@ -336,6 +336,36 @@ def sessions_table(s: dict[str, Any]) -> Table | None:
     return t
 
 
+def routes_table(s: dict[str, Any]) -> Table | None:
+    """Per deployment of the features that route: the attempts sent to it, their share, the
+    times it was cooled down and the picks it missed while cooling down (docs/metrics.md,
+    "Routing"). None when no feature routes."""
+    routed = {n: m["route"] for n, m in s["features"].items() if "route" in m}
+    if not routed:
+        return None
+    t = _plain_table(
+        "Routing across deployments",
+        caption="skips: attempts routed elsewhere while it cooled down",
+    )
+    t.add_column("feature", max_width=20)
+    t.add_column("deployment", max_width=20)
+    for col in ("attempts", "share", "cooldowns", "skips"):
+        t.add_column(col, justify="right", no_wrap=True)
+    for name, route in routed.items():
+        rows = list(route["deployments"].items())
+        for i, (dname, v) in enumerate(rows):
+            t.add_row(
+                f"{escape(name)} ({route['strategy']})" if i == 0 else "",
+                escape(dname),
+                f"{v['attempts']:,}",
+                _num(v["share"], ".2%"),
+                f"{v['cooldowns']:,}",
+                f"{v['cooldown_skips']:,}",
+                end_section=i == len(rows) - 1,
+            )
+    return t
+
+
 def incidents_table(s: dict[str, Any]) -> Group:
     """Per incident: what happened (success before and during, attempts per request), then
     what it cost (extra cost, the requests it left unserved and what they were worth) and how
@@ -414,6 +444,7 @@ REQUEST_CAUSES = {
     "rejected_breaker": "refused by the open circuit breaker",
     "rejected_budget": "refused by the retry budget",
     "rejected_throttle": "refused by the client's throttle, pacing or concurrency limit",
+    "rejected_route": "no deployment of its route available (all cooling down)",
     "unfinished": "unfinished when the run stopped (run.drain)",
 }
 """Why a request failed, by its outcome (docs/records.md)."""
@@ -522,6 +553,9 @@ def print_summary(console: Console, s: dict[str, Any]) -> None:
     sessions = sessions_table(s)
     if sessions is not None:
         print_fixed(console, sessions)
+    routes = routes_table(s)
+    if routes is not None:
+        print_fixed(console, routes)
     if s["incidents"]:
         print_fixed(console, incidents_table(s))
     for line in batching_lines(s):

@@ -19,10 +19,12 @@ from llmtraffic.client.client import Client
 from llmtraffic.client.hedging import HedgedClient
 from llmtraffic.client.layers import LayeredClient
 from llmtraffic.client.plugins import check_plugins
+from llmtraffic.client.routing import RoutedClient
 from llmtraffic.client.session_client import (
     SessionClient,
     SessionHedgedClient,
     SessionLayeredClient,
+    SessionRoutedClient,
 )
 from llmtraffic.config.policy import Policy
 from llmtraffic.config.scenario import Scenario
@@ -50,6 +52,7 @@ from llmtraffic.results.metrics import (
     incident_metrics,
     layer_metrics,
     peak_attempt_rate_ratio,
+    route_metrics,
     session_metrics,
     steady_cost_rate,
     tally_metrics,
@@ -57,7 +60,7 @@ from llmtraffic.results.metrics import (
 from llmtraffic.results.recorder import Recorder
 from llmtraffic.results.schema import SCHEMA_VERSION
 from llmtraffic.results.sink import MemorySink, RecordSink
-from llmtraffic.workload.sessions import SessionDriver
+from llmtraffic.workload.sessions import SessionClients, SessionDriver
 from llmtraffic.workload.source import FeatureSource
 
 __all__ = ["ProgressFn", "RunResult", "Simulation", "config_hash"]
@@ -68,10 +71,9 @@ ProgressFn = Callable[[float], None]
 
 
 def chain_of(sc: Scenario, feature: str, endpoints: dict[str, Endpoint]) -> list[Endpoint]:
-    """A feature's provider followed by its policy's fallback providers."""
-    policy = sc.policy_of(feature)
-    fallbacks = policy.fallback.providers if policy.fallback is not None else []
-    return [endpoints[sc.features[feature].provider], *(endpoints[p] for p in fallbacks)]
+    """A feature's provider followed by its route's other deployments and its policy's
+    fallback providers (``Scenario.chain_names``)."""
+    return [endpoints[p] for p in sc.chain_names(feature)]
 
 
 def config_hash(scenario: Scenario) -> str:
@@ -181,7 +183,8 @@ class Simulation:
         drivers: dict[str, SessionDriver] = {}
         for name, feat in sc.features.items():
             client = clients[name]
-            if isinstance(client, SessionClient | SessionLayeredClient | SessionHedgedClient):
+            if closed_loop(feat):
+                assert isinstance(client, SessionClients)
                 drivers[name] = SessionDriver(
                     name,
                     feat,
@@ -344,6 +347,8 @@ class Simulation:
                         client.hedges, client.hedge_wins, client.cancelled, client.tally.sent
                     )
                 )
+            elif isinstance(client, RoutedClient):
+                summary["features"][n].update(route_metrics(*client.route_totals()))
         for n, driver in self.drivers.items():
             summary["features"][n].update(
                 session_metrics(driver.stats, driver.agent, recorder.tallies[n].billed)
@@ -390,14 +395,16 @@ class Simulation:
 
 
 def client_class(policy: Policy, sessions: bool = False) -> type[Client]:
-    """The client a policy needs: with retry layers, with hedging, or today's plain one; and
-    for a closed-loop feature (``sessions``), its variant that tells the session driver when
-    a request ends (chosen here so that a feature without them runs exactly the plain
-    client's code)."""
+    """The client a policy needs: with retry layers, with hedging, routing across
+    deployments, or today's plain one; and for a closed-loop feature (``sessions``), its
+    variant that tells the session driver when a request ends (chosen here so that a policy
+    without them runs exactly the plain client's code)."""
     if policy.layers:
         return SessionLayeredClient if sessions else LayeredClient
     if policy.hedge is not None:
         return SessionHedgedClient if sessions else HedgedClient
+    if policy.route is not None:
+        return SessionRoutedClient if sessions else RoutedClient
     return SessionClient if sessions else Client
 
 
@@ -407,14 +414,9 @@ def closed_loop(feature: Feature) -> bool:
 
 
 def incident_scope(sc: Scenario, provider: str) -> list[str]:
-    """The features whose provider chain (primary and fallbacks) includes ``provider``."""
-    out = []
-    for name, feat in sc.features.items():
-        policy = sc.policy_of(name)
-        fallbacks = policy.fallback.providers if policy.fallback is not None else []
-        if provider == feat.provider or provider in fallbacks:
-            out.append(name)
-    return out
+    """The features whose provider chain (primary, route deployments and fallbacks) includes
+    ``provider``."""
+    return [name for name in sc.features if provider in sc.chain_names(name)]
 
 
 def incident_summaries(sc: Scenario, recorder: Recorder, duration: float) -> list[dict[str, Any]]:

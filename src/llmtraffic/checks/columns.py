@@ -20,6 +20,7 @@ from llmtraffic.results.metrics import (
     LAYER_KEYS,
     LAYERED_KEYS,
     LIMIT_KINDS,
+    ROUTE_KEYS,
     RUN_KEYS,
     session_metric_keys,
     tally_metric_keys,
@@ -67,6 +68,12 @@ def expected_columns(scenarios: Iterable[Scenario]) -> set[str]:
                 columns.update(f"feature.{name}.{k}" for k in LAYERED_KEYS)
                 for layer in [*(la.name for la in layers), INNER_LAYER]:
                     columns.update(f"feature.{name}.layers.{layer}.{k}" for k in LAYER_KEYS)
+            route = sc.policy_of(name).route
+            if route is not None:
+                # Routing: per deployment, and the requests no deployment could take.
+                columns.add(f"feature.{name}.route.rejected_route")
+                for d in route.deployments:
+                    columns.update(f"feature.{name}.route.deployments.{d}.{k}" for k in ROUTE_KEYS)
         for name, provider in sc.providers.items():
             if provider.rate_limit is not None:
                 columns.update(f"rate_limited_by.{name}.{k}" for k in LIMIT_KINDS)

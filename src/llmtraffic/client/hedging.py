@@ -1,7 +1,10 @@
 """Hedged requests (Dean & Barroso, "The Tail at Scale", CACM 2013; docs/policies.md, "Hedged
 requests"): when an attempt has not answered ``hedge.delay`` after it was sent, send another
 attempt of the same request to the same provider, up to ``hedge.max_hedges`` of them; the first
-success ends the request and the attempts still in flight are cancelled.
+success ends the request and the attempts still in flight are cancelled. ``hedge.delay`` may
+be a percentile ("p95") of the latencies of this client's last ``hedge.samples`` successful
+attempts (hedges included), taken when the attempt is sent; no hedge goes out before
+``hedge.min_samples`` of them were seen.
 
 A cancelled attempt is treated by the provider exactly as one the client abandoned at its
 timeout (``Endpoint.cancel``): it keeps running and is billed per ``billing.timeout`` when
@@ -22,6 +25,8 @@ limit, fallbacks and layers (not modelled yet), so every attempt here goes strai
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, insort
+from collections import deque
 
 from llmtraffic.client.client import Client
 from llmtraffic.config.policy import Policy
@@ -39,12 +44,13 @@ NAN = math.nan
 
 class Hedging:
     """Where one request stands: its attempts in flight, the hedges sent for the retry
-    policy's current attempt (``round_hedges``), the timer of the next hedge, and whether a
-    success has settled it (its other attempts are being cancelled)."""
+    policy's current attempt (``round_hedges``) and their delay, the timer of the next hedge,
+    and whether a success has settled it (its other attempts are being cancelled)."""
 
-    __slots__ = ("inflight", "round_hedges", "settled", "timer")
+    __slots__ = ("delay", "inflight", "round_hedges", "settled", "timer")
 
     def __init__(self) -> None:
+        self.delay = math.inf  # the hedge delay of the retry policy's current attempt
         self.inflight: list[Attempt] = []
         self.round_hedges = 0
         self.settled = False
@@ -73,7 +79,14 @@ class HedgedClient(Client):
         hedge = policy.hedge
         assert hedge is not None  # simulation chooses this class only for hedging policies
         assert self._direct  # the config refuses the gates and breakers hedging does not model
-        self.hedge_delay = hedge.delay
+        # A fixed delay, or (hedge_q > 0) a percentile of the latencies of the last
+        # ``hedge.samples`` successful attempts, kept sorted (``_latencies``) and in arrival
+        # order (``_recent``, to drop the oldest); no hedge before ``hedge.min_samples``.
+        self.hedge_q = hedge.percentile
+        self.hedge_delay = hedge.delay if isinstance(hedge.delay, float) else math.inf
+        self.hedge_min = hedge.min_samples
+        self._recent: deque[float] = deque(maxlen=hedge.samples)
+        self._latencies: list[float] = []
         self.max_hedges = hedge.max_hedges
         self.hedging: dict[int, Hedging] = {}
         self.hedges = 0
@@ -99,8 +112,26 @@ class HedgedClient(Client):
             wait = 0.0
         req.provider_attempts += 1
         self._send(req, st, now, wait)
-        if now + self.hedge_delay < req.deadline_at:
-            st.timer = self.kernel.call_in(self.hedge_delay, self._on_hedge_timer, req)
+        delay = st.delay = self.hedge_delay if not self.hedge_q else self._percentile_delay()
+        if now + delay < req.deadline_at:
+            st.timer = self.kernel.call_in(delay, self._on_hedge_timer, req)
+
+    def _percentile_delay(self) -> float:
+        """The ``hedge_q`` percentile (nearest rank) of the latencies seen, or inf (no hedge)
+        before ``hedge_min`` of them."""
+        n = len(self._latencies)
+        if n < self.hedge_min:
+            return math.inf
+        return self._latencies[max(0, math.ceil(self.hedge_q * n) - 1)]
+
+    def _learn(self, latency: float) -> None:
+        """A successful attempt took ``latency`` seconds: into the window of the percentile."""
+        recent = self._recent
+        if len(recent) == recent.maxlen:
+            oldest = recent[0]
+            del self._latencies[bisect_left(self._latencies, oldest)]
+        recent.append(latency)
+        insort(self._latencies, latency)
 
     def _send(self, req: Request, st: Hedging, now: float, wait: float) -> Attempt:
         """``Client._submit``'s sending, for an attempt of either kind: counted, timed out as
@@ -138,8 +169,8 @@ class HedgedClient(Client):
         self.hedges += 1
         self._hedge_numbers.setdefault(req.id, set()).add(req.attempts)
         self._send(req, st, now, 0.0)
-        if st.round_hedges < self.max_hedges and now + self.hedge_delay < req.deadline_at:
-            st.timer = self.kernel.call_in(self.hedge_delay, self._on_hedge_timer, req)
+        if st.round_hedges < self.max_hedges and now + st.delay < req.deadline_at:
+            st.timer = self.kernel.call_in(st.delay, self._on_hedge_timer, req)
 
     # Outcomes ---------------------------------------------------------------------------------
 
@@ -149,6 +180,8 @@ class HedgedClient(Client):
         req = att.request
         st = self.hedging[req.id]
         st.inflight.remove(att)
+        if self.hedge_q and att.status is OK:
+            self._learn(self.kernel.now - att.send)
         if att.status is OK and not st.settled:
             st.settled = True
             if st.timer is not None:

@@ -4,7 +4,7 @@ a request ends, so that the driver sends the session's next turn.
 Every request ends exactly once, in ``Client.finish`` or, on the common first-try success,
 in ``Client._finish_first_try``; these subclasses add the notice after either. Features
 without sessions keep the plain clients, so their path is unchanged. One subclass per client
-kind (plain, layered, hedged), because mypyc compiles single inheritance only.
+kind (plain, layered, hedged, routed), because mypyc compiles single inheritance only.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Protocol
 from llmtraffic.client.client import Client
 from llmtraffic.client.hedging import HedgedClient
 from llmtraffic.client.layers import LayeredClient
+from llmtraffic.client.routing import RoutedClient
 from llmtraffic.engine.entities import OK, Attempt, Request
 
 
@@ -63,6 +64,21 @@ class SessionHedgedClient(HedgedClient):
 
     def finish(self, req: Request, outcome: str, now: float) -> None:
         """End ``req`` (``HedgedClient.finish``), then tell the session driver."""
+        super().finish(req, outcome, now)
+        self.hook.ended(req, outcome, now)
+
+    def _finish_first_try(self, req: Request, att: Attempt, now: float) -> None:
+        super()._finish_first_try(req, att, now)
+        self.hook.ended(req, OK, now)
+
+
+class SessionRoutedClient(RoutedClient):
+    """The client routing across deployments, of a closed-loop feature."""
+
+    hook: SessionHook
+
+    def finish(self, req: Request, outcome: str, now: float) -> None:
+        """End ``req`` (``RoutedClient.finish``), then tell the session driver."""
         super().finish(req, outcome, now)
         self.hook.ended(req, outcome, now)
 

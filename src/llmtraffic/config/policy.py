@@ -9,6 +9,7 @@ next to ``preset`` override the preset's.
 from __future__ import annotations
 
 import math
+import re
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
@@ -31,6 +32,8 @@ from llmtraffic.config.base import (
     Model,
     PositiveDuration,
 )
+from llmtraffic.config.route import Route
+from llmtraffic.units import parse_duration
 
 FailureKind = Literal[
     "rate_limited",
@@ -364,19 +367,59 @@ class Concurrency(Model):
     )
 
 
+_PERCENTILE = re.compile(r"^p(\d{1,2}(?:\.\d+)?)$")
+
+
+def _hedge_delay(value: object) -> object:
+    """A hedge delay: a duration (> 0, finite), or a percentile such as "p95" of the latencies
+    of the successful attempts seen so far (0 < percentile < 100)."""
+    if isinstance(value, str) and value.startswith("p"):
+        match = _PERCENTILE.match(value)
+        if match is None or not 0 < float(match.group(1)) < 100:
+            raise ValueError(
+                f'{value!r} is not a percentile: write "p" and a number between 0 and 100, '
+                'such as "p95" or "p99.9", or give a duration such as "2s"'
+            )
+        return value
+    seconds = parse_duration(value)
+    if not 0 < seconds < math.inf:
+        raise ValueError(f"must be > 0 and finite, got {seconds}")
+    return seconds
+
+
 class Hedge(Model):
     """Hedged requests (Dean & Barroso, "The Tail at Scale", CACM 2013): when an attempt has
     not answered ``delay`` after it was sent, send another attempt of the same request to
     the same provider; the first success ends the request and the others are cancelled
     (billed as the provider bills an attempt the client abandons)."""
 
-    delay: FiniteDuration = Field(
-        description="wait after an attempt is sent before a hedge of it goes out (the paper "
-        "suggests about the p95 latency)"
+    delay: Annotated[float | str, BeforeValidator(_hedge_delay)] = Field(
+        description="wait after an attempt is sent before a hedge of it goes out: a duration, "
+        "or a percentile (\"p95\": the paper's choice) of the latencies of this client's "
+        "successful attempts seen so far"
     )
     max_hedges: int = Field(
         1, ge=1, le=10, description="hedges at most per attempt the retry policy sends"
     )
+    samples: int = Field(
+        1000,
+        gt=0,
+        description="a percentile delay: over the latencies of the last this many successful "
+        "attempts",
+    )
+    min_samples: int = Field(
+        20,
+        gt=0,
+        description="a percentile delay: no hedge until this many successful attempts were "
+        "seen (a percentile of fewer says little)",
+    )
+
+    @property
+    def percentile(self) -> float:
+        """The percentile of a percentile delay, as a fraction (0: a fixed delay)."""
+        if isinstance(self.delay, str):
+            return float(self.delay[1:]) / 100
+        return 0.0
 
 
 class Fallback(Model):
@@ -508,6 +551,11 @@ class Policy(Model):
             "loop, framework, router); the policy itself is the innermost layer, named sdk"
         ),
     )
+    route: Route | None = Field(
+        None,
+        description="send each attempt to one of several deployments of the model, picked "
+        'by a strategy, with cooldown (docs/policies.md, "Routing across deployments")',
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -559,6 +607,18 @@ class Policy(Model):
                 raise ValueError(
                     f"hedge cannot be combined with {', '.join(others)} (not modelled yet): "
                     "drop hedge, or drop " + ", ".join(others)
+                )
+        if self.route is not None:
+            # The route's cooldown is the per-deployment breaker; a fallback chain, hedges and
+            # retry layers each pick their own provider or wrap the sending path.
+            others = [
+                name for name in ("breaker", "fallback", "hedge") if getattr(self, name) is not None
+            ] + (["layers"] if self.layers else [])
+            if others:
+                raise ValueError(
+                    f"route cannot be combined with {', '.join(others)} (not modelled yet; "
+                    "the route's cooldown is its per-deployment breaker): drop route, or drop "
+                    + ", ".join(others)
                 )
         return self
 

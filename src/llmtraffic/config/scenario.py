@@ -178,6 +178,8 @@ class Scenario(Model):
         if isinstance(duration, float):
             problems.extend(late_incidents(self, duration))
         for pname, policy in self.policies.items():
+            if policy.route is not None:
+                problems.extend(self._route_problems(pname, policy))
             if policy.fallback is None:
                 continue
             for i, target in enumerate(policy.fallback.providers):
@@ -186,6 +188,15 @@ class Scenario(Model):
                         f"policies.{pname}.fallback.providers[{i}]: unknown provider "
                         f"{target!r}; defined: {_names(self.providers)}"
                     )
+        for name, feat in self.features.items():
+            route = self.policy_of(name).route if not problems else None
+            if route is not None and feat.provider not in route.deployments:
+                problems.append(
+                    f"features.{name}.provider: {feat.provider!r} is not one of its policy "
+                    f"{feat.policy!r}'s route.deployments ({', '.join(route.deployments)}); "
+                    "the feature's provider is the route's primary (its prices are the "
+                    "baseline): add it to the deployments or name one of them"
+                )
         problems.extend(_shared_quotas(self.providers))
         if not problems:
             problems.extend(self._endless_stalls())
@@ -195,15 +206,46 @@ class Scenario(Model):
             raise ValueError("\n".join(problems))
         return self
 
+    def _route_problems(self, pname: str, policy: Policy) -> list[str]:
+        """A route's deployments are defined providers; weights by rate limit need that limit
+        on every deployment."""
+        route = policy.route
+        assert route is not None
+        problems = []
+        for i, target in enumerate(route.deployments):
+            if target not in self.providers:
+                problems.append(
+                    f"policies.{pname}.route.deployments[{i}]: unknown provider {target!r}; "
+                    f"defined: {_names(self.providers)}"
+                )
+            elif isinstance(route.weights, str):
+                limit = self.providers[target].rate_limit
+                if limit is None or getattr(limit, route.weights) is None:
+                    problems.append(
+                        f"policies.{pname}.route.weights: {route.weights!r} weighs each "
+                        f"deployment by its rate_limit.{route.weights}, and provider "
+                        f"{target!r} has none; give it one, or give weights as numbers"
+                    )
+        return problems
+
+    def chain_names(self, feature: str) -> list[str]:
+        """The providers a feature's attempts may go to: its provider, the other deployments
+        of its policy's route, then its policy's fallback providers, in order."""
+        policy = self.policy_of(feature)
+        primary = self.features[feature].provider
+        routed = [] if policy.route is None else policy.route.deployments
+        fallbacks = [] if policy.fallback is None else policy.fallback.providers
+        return [primary, *(d for d in routed if d != primary), *fallbacks]
+
     def _endless_stalls(self) -> list[str]:
         """A stalled stream ends only when the client's timeout cuts it: with no timeout, no
         deadline and an unbounded drain, the run would never end (a problem line per feature)."""
         if not math.isinf(self.run.drain):
             return []
         problems = []
-        for name, feat in self.features.items():
+        for name in self.features:
             policy = self.policy_of(name)
-            chain = [feat.provider, *(policy.fallback.providers if policy.fallback else [])]
+            chain = self.chain_names(name)
             stalls = [
                 p for p in chain if p in self.providers and self.providers[p].failures.stall_rate
             ]
@@ -229,8 +271,7 @@ class Scenario(Model):
         for name, feat in self.features.items():
             if feat.slo is None or feat.slo.tpot is None:
                 continue
-            policy = self.policy_of(name)
-            chain = [feat.provider, *(policy.fallback.providers if policy.fallback else [])]
+            chain = self.chain_names(name)
             kinds = {self.providers[p].service.kind for p in chain if p in self.providers}
             if "tokens" not in kinds:
                 problems.append(

@@ -47,6 +47,9 @@ DEADLINE = "deadline"
 REJECTED_BREAKER = "rejected_breaker"
 REJECTED_BUDGET = "rejected_budget"
 REJECTED_THROTTLE = "rejected_throttle"
+# Every deployment of the request's route was cooling down or over its limits: LiteLLM's
+# "No deployments available for selected model" (docs/policies.md, "Routing across deployments").
+REJECTED_ROUTE = "rejected_route"
 NON_RETRYABLE = "non_retryable"
 UNFINISHED = "unfinished"
 REQUEST_OUTCOMES = (
@@ -56,6 +59,7 @@ REQUEST_OUTCOMES = (
     REJECTED_BREAKER,
     REJECTED_BUDGET,
     REJECTED_THROTTLE,
+    REJECTED_ROUTE,
     NON_RETRYABLE,
     UNFINISHED,
 )

@@ -56,6 +56,10 @@ class Endpoint:
         rl = cfg.rate_limit
         self.limiter = RateLimiter.from_config(rl) if rl is not None else None
         self.charges_output = self.limiter is not None and self.limiter.otpm is not None
+        # The per-minute limits a router reads as the deployment's rpm / tpm (LiteLLM's
+        # deployment rpm and tpm; inf: none).
+        self.limit_rpm = INF if rl is None or rl.rpm is None else rl.rpm
+        self.limit_tpm = INF if rl is None or rl.tpm is None else rl.tpm
         cap = cfg.capacity
         if cap is None:
             # A hosted model's own traffic is not capacity-limited unless the config says so

@@ -305,6 +305,36 @@ def hedge_metrics(hedges: int, wins: int, cancelled: int, sent: int) -> dict[str
     }
 
 
+ROUTE_KEYS = ("attempts", "share", "cooldowns", "cooldown_skips")
+"""Per deployment of a route, under ``route.deployments.<name>`` (``route_metrics``)."""
+
+
+def route_metrics(
+    strategy: str, deployments: list[tuple[str, int, int, int]], rejected: int
+) -> dict[str, Any]:
+    """Routing across deployments for one feature (docs/metrics.md, "Routing"): per
+    deployment, the attempts sent to it, their share of the attempts the route sent, the
+    times it was cooled down and the picks it was left out of while cooling down; and the
+    requests no deployment could take (``rejected_route``)."""
+    sent = sum(attempts for _, attempts, _, _ in deployments)
+    return {
+        "route": {
+            "strategy": strategy,
+            "rejected_route": rejected,
+            "deployments": {
+                name: dict(
+                    zip(
+                        ROUTE_KEYS,
+                        (attempts, ratio(attempts, sent), cooldowns, skipped),
+                        strict=True,
+                    )
+                )
+                for name, attempts, cooldowns, skipped in deployments
+            },
+        }
+    }
+
+
 @dataclass(frozen=True)
 class RecoveryRule:
     """How recovery is judged (``run.recovery``; docs/metrics.md, "Recovery and metastability")."""

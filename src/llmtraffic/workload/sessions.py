@@ -22,6 +22,7 @@ from llmtraffic.client.session_client import (
     SessionClient,
     SessionHedgedClient,
     SessionLayeredClient,
+    SessionRoutedClient,
 )
 from llmtraffic.config.workload import Feature
 from llmtraffic.engine.entities import OK, UNFINISHED, Request
@@ -31,7 +32,7 @@ from llmtraffic.workload.arrivals import arrival_times
 from llmtraffic.workload.pauses import count_sampler, delay_sampler, scalars
 from llmtraffic.workload.tokens import token_sampler
 
-SessionClients = SessionClient | SessionLayeredClient | SessionHedgedClient
+SessionClients = SessionClient | SessionLayeredClient | SessionHedgedClient | SessionRoutedClient
 
 # How a session ended (one each): every turn answered; every turn sent but some failed (only
 # with abandon_on_failure = false); ended early by a failed turn; cut by the end of the run.
