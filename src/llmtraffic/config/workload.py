@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from typing import Annotated, Literal, Self, TypeVar
 
 from pydantic import AfterValidator, Field, model_validator
@@ -189,8 +190,6 @@ class MmppArrivals(Model):
 def _check_generator(q: list[list[float]], k: int) -> None:
     """A generator matrix: k x k, finite, off-diagonal >= 0, rows summing to 0, and one
     stationary distribution (all states communicate)."""
-    import numpy as np
-
     if len(q) != k or any(len(row) != k for row in q):
         raise ValueError(
             f".generator: must be {k} x {k} (one row and one column per state in 'rates')"
@@ -207,11 +206,28 @@ def _check_generator(q: list[list[float]], k: int) -> None:
                 f".generator[{i}][{i}]: each row must sum to 0: the diagonal must be minus the "
                 f"sum of the row's other entries ({-off:g}), got {row[i]:g}"
             )
-    if k > 1 and np.linalg.matrix_rank(np.asarray(q, dtype=float)) != k - 1:
+    if not _communicate(q):
         raise ValueError(
             ".generator: the states must all reach each other (one stationary distribution); "
             "add switching rates between the groups of states"
         )
+
+
+def _communicate(q: list[list[float]]) -> bool:
+    """Whether every state reaches every other through positive switching rates."""
+    k = len(q)
+
+    def reach(edge: Callable[[int, int], bool]) -> set[int]:
+        seen, todo = {0}, [0]
+        while todo:
+            i = todo.pop()
+            for j in range(k):
+                if j not in seen and edge(i, j):
+                    seen.add(j)
+                    todo.append(j)
+        return seen
+
+    return len(reach(lambda i, j: q[i][j] > 0)) == k == len(reach(lambda i, j: q[j][i] > 0))
 
 
 class BatchArrivals(Model):
