@@ -36,7 +36,10 @@ KS_MAX = 0.05
 """Largest Kolmogorov-Smirnov distance at which the lognormal is used."""
 
 SAMPLE = 1_000_000
-QUANTILES = 101
+TAIL_LEVELS = (0.995, 0.999, 0.9995, 0.9999, 0.99995, 0.99999)
+"""Levels above p99 of a fitted empirical distribution: the top percentile keeps its shape
+and the maximum stays the trace's (linear interpolation between p99 and the maximum alone
+would draw the top 1% uniformly up to it)."""
 MAX_SPAN = 10 * 366 * 86_400.0
 """Longest span (seconds, after speedup) ``fit`` reads: ten years. Per-minute counts take 8
 bytes a minute (42 MB at this span); a longer span is nearly always a timestamp in the wrong
@@ -97,7 +100,10 @@ class TokenFit:
     ks: float
     """Kolmogorov-Smirnov distance between the data and the rounded fitted lognormal."""
     quantiles: list[float]
-    """p0, p1, ..., p100."""
+    """The quantiles at ``levels``: the minimum, p1, ..., p99, finer ones up to the maximum."""
+    levels: list[float] = field(default_factory=list)
+    """Their probabilities: 0, 0.01, ..., 0.99, then ``TAIL_LEVELS`` (those the sample can
+    tell apart: below 1 - 1 / rows), then 1."""
 
     @property
     def kind(self) -> str:
@@ -112,18 +118,11 @@ class TokenFit:
                 "median": _sig(math.exp(self.mu)),
                 "p99": _sig(math.exp(self.mu + Z99 * self.sigma)),
             }
-        return {"kind": "empirical", "quantiles": [round(q, 1) for q in self.mean_matched()]}
-
-    def mean_matched(self) -> list[float]:
-        """The quantiles with the last one moved so that inverse-CDF sampling between them
-        (linear in between) has the column's mean: with the true maximum as the last point,
-        the top percentile would be drawn uniformly up to it and inflate the mean."""
-        q = list(self.quantiles)
-        if len(q) < 2 or not math.isfinite(self.mean):
-            return q
-        interp_mean = sum((a + b) / 2 for a, b in itertools.pairwise(q)) / (len(q) - 1)
-        q[-1] = max(q[-2], q[-1] + 2 * (len(q) - 1) * (self.mean - interp_mean))
-        return q
+        return {
+            "kind": "empirical",
+            "quantiles": [round(q, 1) for q in self.quantiles],
+            "levels": self.levels,
+        }
 
 
 @dataclass(frozen=True)
@@ -164,8 +163,8 @@ class TraceFit:
             )
         if "empirical" in (i.kind, o.kind):
             notes.append(
-                "empirical = percentiles p0..p100; the last is moved from the maximum so "
-                "that the mean matches."
+                "empirical = the quantiles at levels: the minimum, p1..p99, finer levels "
+                "above p99, and the maximum."
             )
         notes.append(
             "To replay the trace itself instead of these distributions, replace the arrivals, "
@@ -480,7 +479,11 @@ class _TokenStats:
         else:
             mu = math.log(positive[0]) if positive.size else 0.0
             sigma, ks = 0.0, math.inf
-        qs = np.quantile(x, np.linspace(0.0, 1.0, QUANTILES)) if x.size else np.zeros(QUANTILES)
+        levels = token_levels(x.size)
+        qs = np.quantile(x, levels) if x.size else np.zeros(len(levels))
+        if self.n:
+            # The sample's ends are the column's (a reservoir might have missed them).
+            qs[0], qs[-1] = self.minimum, self.maximum
         return TokenFit(
             column=self.column,
             n=self.n,
@@ -493,7 +496,15 @@ class _TokenStats:
             sigma=float(sigma),
             ks=ks,
             quantiles=[float(q) for q in qs],
+            levels=levels,
         )
+
+
+def token_levels(n: int) -> list[float]:
+    """Levels of a fitted empirical distribution of ``n`` values: 0, 0.01, ..., 0.99, the
+    tail levels below 1 - 1 / n, and 1."""
+    tail = [lv for lv in TAIL_LEVELS if lv < 1.0 - 1.0 / max(n, 1)]
+    return [round(i / 100, 2) for i in range(100)] + tail + [1.0]
 
 
 def _ks_rounded_lognormal(x: np.ndarray, mu: float, sigma: float) -> float:

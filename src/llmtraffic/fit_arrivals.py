@@ -209,7 +209,7 @@ class HmmFit:
         rows = [[sig(float(v), 3) for v in row] for row in q]
         for i, row in enumerate(rows):
             # Rounding must keep each row summing to 0.
-            row[i] = -sig(sum(v for j, v in enumerate(row) if j != i), 12)
+            row[i] = -sig(sum(v for j, v in enumerate(row) if j != i), 4)
         return {"kind": "mmpp", "rates": [sig(float(r)) for r in self.rates], "generator": rows}
 
 

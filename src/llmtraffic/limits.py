@@ -205,6 +205,13 @@ def _arrival_load(name: str, feature: Any, seconds: float) -> FeatureLoad:
         return FeatureLoad(
             mean * seconds, f"{where}.arrivals.rates", f"{mean:g}/s on average {span}"
         )
+    if kind in ("mmpp", "batch", "resample"):
+        from llmtraffic.workload.fitted import fitted_mean_rate
+
+        mean = fitted_mean_rate(a)
+        return FeatureLoad(
+            mean * seconds, f"{where}.arrivals.rate", f"{mean:g}/s on average {span}"
+        )
     if kind == "ramp":
         peak = max(a.start_rate, a.end_rate)
         mean = (a.start_rate + a.end_rate) / 2

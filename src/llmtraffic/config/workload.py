@@ -143,7 +143,7 @@ class MmppArrivals(Model):
     generator: list[list[float]] | None = Field(
         None,
         description="k x k switching rates per second: Q[i][j] >= 0 from state i to j, each "
-        "row summing to 0 (give this or mean_durations)",
+        "row summing to 0 within 0.1% (give this or mean_durations)",
     )
     mean_durations: list[FiniteDuration] | None = Field(
         None,
@@ -175,7 +175,11 @@ class MmppArrivals(Model):
     def matrix(self) -> list[list[float]]:
         """The generator Q (rows sum to 0), from ``generator`` or ``mean_durations``."""
         if self.generator is not None:
-            return [list(row) for row in self.generator]
+            # The diagonal is minus the others' sum exactly (the config's may be rounded).
+            q = [list(row) for row in self.generator]
+            for i, row in enumerate(q):
+                row[i] = -sum(v for j, v in enumerate(row) if j != i)
+            return q
         assert self.mean_durations is not None
         k = len(self.rates)
         if k == 1:
@@ -201,7 +205,8 @@ def _check_generator(q: list[list[float]], k: int) -> None:
                     f".generator[{i}][{j}]: switching rates must be >= 0, got {v:g}"
                 )
         off = sum(v for j, v in enumerate(row) if j != i)
-        if abs(row[i] + off) > 1e-9 * max(1.0, off):
+        # Rounded figures are accepted (the diagonal used is minus the others' sum).
+        if abs(row[i] + off) > 1e-3 * off or (off == 0 and row[i] != 0):
             raise ValueError(
                 f".generator[{i}][{i}]: each row must sum to 0: the diagonal must be minus the "
                 f"sum of the row's other entries ({-off:g}), got {row[i]:g}"
