@@ -12,7 +12,6 @@ every row up to ``SAMPLE`` rows, and a uniform random sample of that size beyond
 
 from __future__ import annotations
 
-import itertools
 import math
 import os
 import textwrap

@@ -130,7 +130,10 @@ class Batching:
             f"batches {when}, {self.zero_share:.0%} of gaps zero, mean batch "
             f"{self.mean_size:.1f} (max {self.max_size:,})"
         )
-        if self.resolution is not None:
+        if self.resolution is not None and not (
+            self.periodic and self.period > 1.5 * self.resolution
+        ):
+            # Repeats at every tick of the stamps' resolution may be rounding, not batching.
             text += f"; stamps are whole {_unit_name(self.resolution)}: repeats may be rounding"
         return text
 
@@ -201,16 +204,20 @@ class HmmFit:
 
     bins: int = 0
 
-    def config(self) -> dict[str, Any]:
-        """The ``mmpp`` table: the generator Q = (P - I) / bin (sojourns of whole bins)."""
+    def config(self, mean_rate: float) -> dict[str, Any]:
+        """The ``mmpp`` table: the generator Q = (P - I) / bin (sojourns of whole bins), the
+        rates scaled so that the mean rate pi . lambda is the trace's ``mean_rate``."""
         if self.k == 1:
-            return {"kind": "poisson", "rate": sig(float(self.rates[0]))}
+            return {"kind": "poisson", "rate": sig(mean_rate)}
+        from llmtraffic.workload.fitted import stationary
+
         q = (self.transitions - np.eye(self.k)) / self.bin_width
+        rates = self.rates * (mean_rate / float(stationary(q) @ self.rates))
         rows = [[sig(float(v), 3) for v in row] for row in q]
         for i, row in enumerate(rows):
             # Rounding must keep each row summing to 0.
             row[i] = -sig(sum(v for j, v in enumerate(row) if j != i), 4)
-        return {"kind": "mmpp", "rates": [sig(float(r)) for r in self.rates], "generator": rows}
+        return {"kind": "mmpp", "rates": [sig(float(r)) for r in rates], "generator": rows}
 
 
 def fit_hmm(counts: np.ndarray, width: float, k: int, iterations: int = 200) -> HmmFit:
@@ -353,7 +360,7 @@ def choose(
     cands = [Candidate("poisson", {"kind": "poisson", "rate": sig(rate)})]
     if best > 1:
         hmm = fits[best]
-        cands.append(Candidate(f"mmpp-{best}", hmm.config(), note=f"bin {width:g} s"))
+        cands.append(Candidate(f"mmpp-{best}", hmm.config(rate), note=f"bin {width:g} s"))
     bat = batching(times, stamps_exact) if times is not None else None
     if bat is not None and bat.batched:
         cands.append(Candidate("batch", batch_config(bat)))
@@ -382,9 +389,7 @@ def choose(
             elif cfg["kind"] == "mmpp":
                 mc = MmppArrivals.model_validate(cfg)
                 syn = _concat(
-                    fitted.mmpp_times(
-                        np.asarray(mc.rates), np.asarray(mc.matrix()), rng, span
-                    )
+                    fitted.mmpp_times(np.asarray(mc.rates), np.asarray(mc.matrix()), rng, span)
                 )
             elif cfg["kind"] == "batch":
                 syn = _concat(fitted.batch_times(BatchArrivals.model_validate(cfg), rng, span))

@@ -201,9 +201,7 @@ def _check_generator(q: list[list[float]], k: int) -> None:
     for i, row in enumerate(q):
         for j, v in enumerate(row):
             if i != j and v < 0:
-                raise ValueError(
-                    f".generator[{i}][{j}]: switching rates must be >= 0, got {v:g}"
-                )
+                raise ValueError(f".generator[{i}][{j}]: switching rates must be >= 0, got {v:g}")
         off = sum(v for j, v in enumerate(row) if j != i)
         # Rounded figures are accepted (the diagonal used is minus the others' sum).
         if abs(row[i] + off) > 1e-3 * off or (off == 0 and row[i] != 0):
@@ -246,9 +244,7 @@ class BatchArrivals(Model):
     """
 
     kind: Literal["batch"] = "batch"
-    rate: Rate | None = Field(
-        None, description="batches per second, Poisson (give this or period)"
-    )
+    rate: Rate | None = Field(None, description="batches per second, Poisson (give this or period)")
     period: FiniteDuration | None = Field(
         None, description="one batch every this many seconds (give this or rate)"
     )
@@ -272,7 +268,8 @@ class BatchArrivals(Model):
             raise ValueError("give either 'mean_size' (geometric sizes) or 'sizes', not both")
         if self.mean_size is not None and not self.mean_size < 1e6:
             raise ValueError(
-                f".mean_size: must be < 1,000,000 requests a batch, got {show_number(self.mean_size)}"
+                ".mean_size: must be < 1,000,000 requests a batch, got "
+                f"{show_number(self.mean_size)}"
             )
         if self.sizes is not None:
             for i, w in enumerate(self.sizes):

@@ -54,8 +54,9 @@ def stationary(q: np.ndarray) -> np.ndarray:
     a[-1, :] = 1.0
     b = np.zeros(k)
     b[-1] = 1.0
-    pi = np.linalg.solve(a, b)
-    return np.clip(pi, 0.0, None) / np.clip(pi, 0.0, None).sum()
+    pi: np.ndarray = np.clip(np.linalg.solve(a, b), 0.0, None)
+    out: np.ndarray = pi / pi.sum()
+    return out
 
 
 def mmpp_dispersion(rates: np.ndarray, q: np.ndarray, t: float = math.inf) -> float:
@@ -147,9 +148,10 @@ def batch_times(
         weights = w / w.sum()
     jitter = cfg.jitter
     t = 0.0 if cfg.rate is not None else -float(rng.uniform(0.0, cfg.batch_rate() ** -1))
-    held = np.zeros(0)
+    held: np.ndarray = np.zeros(0)
     done = False
     while not done:
+        epochs: np.ndarray
         if cfg.rate is not None:
             epochs = t + np.cumsum(rng.exponential(1.0 / cfg.rate, 1024))
         else:
