@@ -28,7 +28,15 @@ from rich.table import Table
 
 from llmtraffic.config.trace import Trace
 from llmtraffic.errors import ConfigError, OutputError, TraceError
-from llmtraffic.fit_arrivals import FIGURES, LABELS, MAX_GAPS, SEEDS, ArrivalChoice, choose
+from llmtraffic.fit_arrivals import (
+    FIGURES,
+    LABELS,
+    MAX_GAPS,
+    MIN_WINDOWS,
+    SEEDS,
+    ArrivalChoice,
+    choose,
+)
 from llmtraffic.workload.trace import TraceReader
 
 KS_MAX = 0.05
@@ -188,8 +196,12 @@ class TraceFit:
             f"max_tokens = {max(o.maximum, 1)}  # the trace's largest output",
             "",
             f"[features.{_key(feature)}.arrivals]",
-            *_table_lines(a.config),
+            *_table_lines({k: v for k, v in a.config.items() if not isinstance(v, dict)}),
         ]
+        for k, v in a.config.items():
+            if isinstance(v, dict):
+                # A sub-table (resample's trace), one key a line: a long path stays alone.
+                lines += ["", f"[features.{_key(feature)}.arrivals.{k}]", *_table_lines(v)]
         for tf, key in ((i, "input_tokens"), (o, "output_tokens")):
             lines += ["", f"[features.{_key(feature)}.{key}]", *_table_lines(tf.config())]
         return "\n".join(lines) + "\n"
@@ -566,9 +578,7 @@ def print_fit(console: Console, fit: TraceFit) -> None:
     console.print()
     if a.choice is not None:
         # Prose, not a cell: it wraps at a narrow terminal.
-        console.print(
-            f"Batched timestamps: {a.choice.batching.describe()}", markup=False, highlight=False
-        )
+        _prose(console, f"Batched timestamps: {a.choice.batching.describe()}")
         console.print()
         _print_models(console, a.choice)
     # The columns' names are on the format line: a long name would squeeze the numbers.
@@ -647,8 +657,10 @@ def _print_models(console: Console, choice: ArrivalChoice) -> None:
         return f"{v:.1%}" if name == "empty" else f"{v:.3g}"
 
     for name in FIGURES:
+        # A figure of too few windows to compare is shown in brackets.
+        label = LABELS[name] if name in choice.candidates[0].errors else f"({LABELS[name]})"
         table.add_row(
-            LABELS[name],
+            label,
             show(name, choice.real[name]),
             *(show(name, c.figures[name]) for c in choice.candidates),
         )
@@ -664,15 +676,22 @@ def _print_models(console: Console, choice: ArrivalChoice) -> None:
         else "none within 25% on every figure: the smallest worst error"
     )
     mmpp_k = min(choice.bic, key=choice.bic.__getitem__)
-    console.print(
+    note = (
         f"* chosen: {chosen.name}, {why}. Fitted figures: mean of {SEEDS} synthetic runs "
-        f"over the trace's span. MMPP states by BIC on {choice.bin_width:g} s "
-        f"bins: {mmpp_k} (of 1..{max(choice.bic)}). Empty minutes: within 1 point when "
-        "the trace has under 4% empty.",
-        markup=False,
-        highlight=False,
+        f"over the trace's span. MMPP states by BIC on {choice.bin_width:g} s bins: "
+        f"{mmpp_k} (of 1..{max(choice.bic)}). Empty minutes: within 1 point when the trace "
+        "has under 4% empty."
     )
+    if len(choice.candidates[0].errors) < len(FIGURES):
+        note += f" In brackets: under {MIN_WINDOWS} windows in the trace, not compared."
+    _prose(console, note)
     console.print()
+
+
+def _prose(console: Console, text: str) -> None:
+    """``text`` wrapped at 80 columns, however wide the terminal, like the tables."""
+    for line in textwrap.wrap(text, 80, break_long_words=False, break_on_hyphens=False):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def _sig(x: float, digits: int = 4) -> float:
