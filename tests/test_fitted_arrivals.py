@@ -243,11 +243,12 @@ def test_bad_fitted_arrivals_name_the_field(arrivals: dict[str, Any], says: str)
 def test_empirical_levels_are_checked() -> None:
     ok = EmpiricalTokens(quantiles=[1, 10, 100], levels=[0, 0.9, 1])
     assert ok.grid() == [0, 0.9, 1]
-    for levels, says in [
+    cases: list[tuple[list[float], str]] = [
         ([0, 1], "'quantiles' has 3 values but 'levels' has 2"),
         ([0.1, 0.5, 1], "must start at 0"),
         ([0, 1, 1], "levels[2]: levels must be strictly increasing"),
-    ]:
+    ]
+    for levels, says in cases:
         with pytest.raises(ValueError) as info:
             EmpiricalTokens(quantiles=[1, 10, 100], levels=levels)
         assert says in str(info.value)

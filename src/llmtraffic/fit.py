@@ -554,7 +554,7 @@ def print_fit(console: Console, fit: TraceFit) -> None:
     head.add_column(justify="right")
     unit = fit.time_unit
     if t.time_unit == "auto":
-        unit += " (assumed; --time-unit)" if unit != "datetime" else " (read as dates)"
+        unit += " (assumed; --time-unit)" if unit != "datetime" else " (auto: date-times)"
     rows = [
         ("rows read / replayed", f"{fit.rows:,} / {a.requests:,}"),
         ("time unit", unit),
