@@ -47,6 +47,12 @@ def fitted_mean_rate(cfg: MmppArrivals | BatchArrivals | ResampleArrivals) -> fl
 # --- MMPP --------------------------------------------------------------------------------
 
 
+def switch_rate(cfg: MmppArrivals) -> float:
+    """Long-run state changes per second, sum_i pi_i (-Q_ii): the generator's own work."""
+    q = np.asarray(cfg.matrix())
+    return float(stationary(q) @ -np.diag(q)) if len(cfg.rates) > 1 else 0.0
+
+
 def stationary(q: np.ndarray) -> np.ndarray:
     """The stationary distribution pi of a generator: pi Q = 0, sum(pi) = 1."""
     k = q.shape[0]
