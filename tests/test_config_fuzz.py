@@ -253,9 +253,13 @@ output_tokens = { kind = "fixed", value = 50 }
 [features.modulated]
 provider = "t"
 policy = "fixed"
-arrivals = { kind = "mmpp", rates = [0.2, 3.0, 0.0], generator = [[-0.1, 0.05, 0.05], [0.2, -0.3, 0.1], [0.5, 0.5, -1.0]] }
 input_tokens = { kind = "fixed", value = 100 }
 output_tokens = { kind = "empirical", quantiles = [1, 20, 50, 400], levels = [0, 0.5, 0.99, 1] }
+
+[features.modulated.arrivals]
+kind = "mmpp"
+rates = [0.2, 3.0, 0.0]
+generator = [[-0.1, 0.05, 0.05], [0.2, -0.3, 0.1], [0.5, 0.5, -1.0]]
 
 [features.modulated-by-stays]
 provider = "t"
