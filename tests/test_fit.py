@@ -127,7 +127,8 @@ def test_the_azure_trace_figures() -> None:
     assert real["idc_1"] == pytest.approx(1.385, abs=0.001)
     assert real["idc_10"] == pytest.approx(3.857, abs=0.001)
     assert real["idc_60"] == pytest.approx(a.dispersion_minute, rel=1e-12)
-    assert real["empty"] == 0.0 and a.choice.batching.zero_share == 0.0
+    assert real["empty"] == 0.0
+    assert a.choice.batching is not None and a.choice.batching.zero_share == 0.0
     i, o = fit.input_tokens, fit.output_tokens
     assert i.mean == pytest.approx(1154.7, abs=0.05)
     assert (i.p50, i.p99, i.maximum) == (1020, 4142, 14_050)

@@ -325,6 +325,7 @@ def test_a_batched_trace_is_reported_with_its_period(
     fit = fit_trace(Trace.model_validate({"path": str(path)}))
     assert fit.arrivals.choice is not None
     b = fit.arrivals.choice.batching
+    assert b is not None
     assert b.zero_share == pytest.approx(0.9, abs=0.01) and b.periodic and b.period == 3.0
     assert fit.arrivals.kind == "batch" and fit.arrivals.config["period"] == 3.0
     monkeypatch.chdir(tmp_path)
@@ -346,6 +347,28 @@ def test_a_poisson_trace_is_not_called_batched(tmp_path: Path) -> None:
     pd.DataFrame({"timestamp": t, "input_tokens": 1, "output_tokens": 1}).to_csv(path, index=False)
     a = fit_trace(Trace.model_validate({"path": str(path)})).arrivals
     assert a.choice is not None
-    assert not a.choice.batching.batched
-    assert a.choice.batching.describe().startswith("no (0.0% of gaps zero)")
+    b = a.choice.batching
+    assert b is not None and not b.batched
+    assert b.describe().startswith("no (0.0% of gaps zero)")
     assert a.kind == "poisson"
+
+
+def test_a_trace_too_long_to_keep_its_times_is_still_fitted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Past ``MAX_GAPS`` requests the times are not kept: no batch or resampling candidate,
+    and the report says the repeats were not measured."""
+    import llmtraffic.fit
+
+    monkeypatch.setattr(llmtraffic.fit, "MAX_GAPS", 1000)
+    rng = np.random.default_rng(9)
+    t = np.cumsum(rng.exponential(0.1, 5000))
+    path = tmp_path / "p.csv"
+    pd.DataFrame({"timestamp": t, "input_tokens": 1, "output_tokens": 1}).to_csv(path, index=False)
+    a = fit_trace(Trace.model_validate({"path": str(path)})).arrivals
+    assert a.choice is not None and a.choice.batching is None
+    assert [c.name for c in a.choice.candidates][:1] == ["poisson"]
+    assert all(c.config["kind"] in ("poisson", "mmpp") for c in a.choice.candidates)
+    assert main(["fit", str(path)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "Batched timestamps: not measured (over 1,000 requests)" in out

@@ -1,13 +1,18 @@
 """``llmtraffic fit``: describe a trace's load and fit distributions that reproduce it.
 
-Arrival statistics (mean rate, inter-arrival CV, per-minute counts, index of dispersion) and,
+Arrival statistics (mean rate, inter-arrival CV, per-minute counts, index of dispersion) and
+the arrival model that reproduces them, chosen among Poisson, an MMPP, batches and a block
+bootstrap of the trace's gaps by the figures their synthetic traffic shows (``fit_arrivals``);
 per token column, a lognormal fit (scipy's maximum-likelihood fit) with its Kolmogorov-Smirnov
 distance to the data; when the distance is above ``KS_MAX`` the column is described by its
-measured quantiles instead (``kind = "empirical"``). The result prints as tables and as a
-scenario TOML that reproduces the load with distributions (docs/traces.md).
+measured quantiles instead (``kind = "empirical"``, with finer levels above p99 up to the
+maximum). The result prints as tables and as a scenario TOML that reproduces the load with
+distributions (docs/traces.md).
 
 The trace is streamed: counts and sums are exact over every row; quantiles and the fits use
-every row up to ``SAMPLE`` rows, and a uniform random sample of that size beyond.
+every row up to ``SAMPLE`` rows, and a uniform random sample of that size beyond. The arrival
+times are kept (8 bytes each, up to ``fit_arrivals.MAX_GAPS``) for the batch and resampling
+models.
 """
 
 from __future__ import annotations
@@ -578,7 +583,9 @@ def print_fit(console: Console, fit: TraceFit) -> None:
     console.print()
     if a.choice is not None:
         # Prose, not a cell: it wraps at a narrow terminal.
-        _prose(console, f"Batched timestamps: {a.choice.batching.describe()}")
+        b = a.choice.batching
+        how = b.describe() if b is not None else f"not measured (over {MAX_GAPS:,} requests)"
+        _prose(console, f"Batched timestamps: {how}")
         console.print()
         _print_models(console, a.choice)
     # The columns' names are on the format line: a long name would squeeze the numbers.

@@ -11,6 +11,9 @@ when timestamps repeat; and a stationary block bootstrap of the trace's own gaps
 candidate's figures are measured on its synthetic traffic over the trace's span (a few seeds,
 averaged); the simplest candidate whose every figure is within ``TOLERANCE`` of the trace's is
 chosen, else the one with the smallest worst error.
+
+The EM is written here (about 60 lines, numpy): hmmlearn's PoissonHMM would do it, but brings
+scikit-learn, which the project does not otherwise need.
 """
 
 from __future__ import annotations
@@ -182,7 +185,8 @@ class ArrivalChoice:
     bic: dict[int, float]
     """BIC of the MMPP with k states (k = 1 is Poisson on the same bins)."""
     bin_width: float
-    batching: Batching
+    batching: Batching | None
+    """How timestamps repeat; None when the trace had too many requests to keep their times."""
 
     @property
     def model(self) -> Candidate:
@@ -423,8 +427,6 @@ def choose(
         cands.append(keep)
     passing = [i for i, c in enumerate(cands) if c.worst <= TOLERANCE]
     chosen = passing[0] if passing else min(range(len(cands)), key=lambda i: cands[i].worst)
-    if bat is None:
-        bat = Batching(0.0, 1.0, 1, [1.0], math.nan, math.nan, math.nan, None)
     return ArrivalChoice(real, cands, chosen, bic, width, bat)
 
 
