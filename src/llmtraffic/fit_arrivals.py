@@ -214,13 +214,13 @@ class HmmFit:
     loglik: float
     k: int
     bin_width: float
+    bins: int
+    """T, the number of bins fitted."""
 
     @property
     def bic(self) -> float:
         """-2 log L + p ln T, with p = k rates + k (k - 1) transition probabilities."""
         return -2.0 * self.loglik + (self.k + self.k * (self.k - 1)) * math.log(self.bins)
-
-    bins: int = 0
 
     def config(self, mean_rate: float) -> dict[str, Any]:
         """The ``mmpp`` table: the generator Q = (P - I) / bin (sojourns of whole bins), the
@@ -268,7 +268,8 @@ def fit_hmm(counts: np.ndarray, width: float, k: int, iterations: int = 200) -> 
         for t in range(t_n):
             if t:
                 a = (a @ p) * b[t]
-            s = a.sum()
+            # A bin no state explains (an underflow) must not turn the pass into NaN.
+            s = max(float(a.sum()), 1e-300)
             a = a / s
             alpha[t] = a
             scale[t] = s
@@ -282,7 +283,9 @@ def fit_hmm(counts: np.ndarray, width: float, k: int, iterations: int = 200) -> 
         gamma = alpha * beta
         gamma /= gamma.sum(axis=1, keepdims=True)
         xi = p * (alpha[:-1].T @ (b[1:] * beta[1:] / scale[1:, None]))
-        p = xi / xi.sum(axis=1, keepdims=True)
+        rows = xi.sum(axis=1, keepdims=True)
+        # A state no bin visits keeps its row (else 0 / 0).
+        p = np.where(rows > 0, xi / np.where(rows > 0, rows, 1.0), p)
         weight = gamma.sum(axis=0)
         lam = np.maximum((gamma * c[:, None]).sum(axis=0) / np.maximum(weight, 1e-300), 1e-9)
         start = gamma[0]
