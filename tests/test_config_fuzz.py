@@ -250,6 +250,45 @@ arrivals = { kind = "bursty", rates = [0.2, 3.0], mean_durations = ["10s", "3s"]
 input_tokens = { kind = "fixed", value = 100 }
 output_tokens = { kind = "fixed", value = 50 }
 
+[features.modulated]
+provider = "t"
+policy = "fixed"
+input_tokens = { kind = "fixed", value = 100 }
+output_tokens = { kind = "empirical", quantiles = [1, 20, 50, 400], levels = [0, 0.5, 0.99, 1] }
+
+[features.modulated.arrivals]
+kind = "mmpp"
+rates = [0.2, 3.0, 0.0]
+generator = [[-0.1, 0.05, 0.05], [0.2, -0.3, 0.1], [0.5, 0.5, -1.0]]
+
+[features.modulated-by-stays]
+provider = "t"
+policy = "fixed"
+arrivals = { kind = "mmpp", rates = [0.2, 3.0], mean_durations = ["10s", "3s"] }
+input_tokens = { kind = "fixed", value = 100 }
+output_tokens = { kind = "fixed", value = 50 }
+
+[features.grouped]
+provider = "t"
+policy = "fixed"
+arrivals = { kind = "batch", rate = 0.2, mean_size = 4.0, jitter = "0.5s" }
+input_tokens = { kind = "fixed", value = 100 }
+output_tokens = { kind = "fixed", value = 50 }
+
+[features.ticks]
+provider = "t"
+policy = "fixed"
+arrivals = { kind = "batch", period = "5s", sizes = [0.5, 0.3, 0.2] }
+input_tokens = { kind = "fixed", value = 100 }
+output_tokens = { kind = "fixed", value = 50 }
+
+[features.resampled]
+provider = "t"
+policy = "fixed"
+arrivals = { kind = "resample", trace = { path = "TRACE" }, rate = 0.5, mean_block = 3.0 }
+input_tokens = { kind = "fixed", value = 100 }
+output_tokens = { kind = "fixed", value = 50 }
+
 [features.listed]
 provider = "t"
 policy = "hedged"
@@ -354,6 +393,11 @@ cooldown = { allowed_fails = 2, time = "3s" }
 timeout = "5s"
 route = { deployments = ["t", "r"], weights = [2.0, 1.0] }
 """
+)
+
+# A nine-row trace of the tests' data (absolute: the fuzzed configs have no folder).
+RICH["features"]["resampled"]["arrivals"]["trace"]["path"] = str(
+    Path(__file__).parent / "data" / "traces" / "azure2023_conv.csv"
 )
 
 SEEDS = {"base": BASE, "rich": RICH}

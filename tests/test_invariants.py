@@ -756,3 +756,41 @@ def test_abandoned_attempt_reports_the_output_generated_by_the_disconnect() -> N
     for a in att.itertuples():
         assert a.cost == pytest.approx(price(sc, "p", "f", 100, 10))
         assert a.output_tokens == 10, a
+
+
+@pytest.mark.parametrize(
+    "arrivals",
+    [
+        # Batches of up to 40 requests at one timestamp, into 20 slots and a queue of 50.
+        {"kind": "batch", "rate": 0.2, "mean_size": 12},
+        {"kind": "batch", "period": 3.0, "sizes": [0, 0, 1], "jitter": 0.2},
+        {"kind": "mmpp", "rates": [0.5, 20.0], "mean_durations": [20.0, 5.0]},
+        {"kind": "resample", "trace": {"path": "builtin:azure-conv"}, "rate": 6.0},
+    ],
+    ids=["batch-poisson", "batch-periodic", "mmpp", "resample"],
+)
+def test_fitted_arrival_kinds_keep_every_invariant(arrivals: dict[str, Any]) -> None:
+    """The arrival kinds ``fit`` writes (not in the generated scenarios: the oracle models
+    the others) under overload, errors and retries: every request ends once, attempts within
+    the bound, money adds up, time is monotone, records and series agree."""
+    raw = copy.deepcopy(BASE)
+    raw["features"]["f"]["arrivals"] = arrivals
+    raw["providers"]["p"]["failures"] = {"error_rate": 0.1}
+    raw["policies"] = {
+        "r": {"timeout": 5.0, "retry": {"kind": "exponential", "max_retries": 3, "base": 0.2}}
+    }
+    sc, result = run(raw)
+    assert len(result.df("requests")) > 50
+    for check in (
+        check_terminal_outcomes,
+        check_attempt_bound,
+        check_costs,
+        check_billing,
+        check_time,
+        check_records_agree,
+        check_events,
+        check_statuses,
+        check_waits,
+        check_aggregates,
+    ):
+        check(sc, result)

@@ -61,6 +61,11 @@ def flat(text: str) -> str:
         # On 10/s for 1 s, off for 3 s on average: 2.5/s.
         ({"kind": "bursty", "rates": [10.0, 0.0], "mean_durations": [1.0, 3.0]}, 2.5 * 600),
         ({"kind": "times", "at": [1.0, 2.0, 3.0]}, 3.0),
+        # pi = (3, 1) / 4 (a state lasts 3x longer in the first): 0.75 x 2 + 0.25 x 6 = 3/s.
+        ({"kind": "mmpp", "rates": [2.0, 6.0], "mean_durations": [30.0, 10.0]}, 3.0 * 600),
+        # Half a batch a second, 4 requests a batch on average.
+        ({"kind": "batch", "rate": 0.5, "mean_size": 4}, 2.0 * 600),
+        ({"kind": "resample", "trace": {"path": "builtin:azure-conv"}, "rate": 3.0}, 3.0 * 600),
     ],
 )
 def test_expected_arrivals_of_each_arrival_process(

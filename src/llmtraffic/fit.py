@@ -1,18 +1,22 @@
 """``llmtraffic fit``: describe a trace's load and fit distributions that reproduce it.
 
-Arrival statistics (mean rate, inter-arrival CV, per-minute counts, index of dispersion) and,
+Arrival statistics (mean rate, inter-arrival CV, per-minute counts, index of dispersion) and
+the arrival model that reproduces them, chosen among Poisson, an MMPP, batches and a block
+bootstrap of the trace's gaps by the figures their synthetic traffic shows (``fit_arrivals``);
 per token column, a lognormal fit (scipy's maximum-likelihood fit) with its Kolmogorov-Smirnov
 distance to the data; when the distance is above ``KS_MAX`` the column is described by its
-measured quantiles instead (``kind = "empirical"``). The result prints as tables and as a
-scenario TOML that reproduces the load with distributions (docs/traces.md).
+measured quantiles instead (``kind = "empirical"``, with finer levels above p99 up to the
+maximum). The result prints as tables and as a scenario TOML that reproduces the load with
+distributions (docs/traces.md).
 
 The trace is streamed: counts and sums are exact over every row; quantiles and the fits use
-every row up to ``SAMPLE`` rows, and a uniform random sample of that size beyond.
+every row up to ``SAMPLE`` rows, and a uniform random sample of that size beyond. The arrival
+times are kept (8 bytes each, up to ``fit_arrivals.MAX_GAPS``) for the batch and resampling
+models.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 import os
 import textwrap
@@ -29,16 +33,25 @@ from rich.table import Table
 
 from llmtraffic.config.trace import Trace
 from llmtraffic.errors import ConfigError, OutputError, TraceError
+from llmtraffic.fit_arrivals import (
+    FIGURES,
+    LABELS,
+    MAX_GAPS,
+    MIN_WINDOWS,
+    SEEDS,
+    ArrivalChoice,
+    choose,
+)
 from llmtraffic.workload.trace import TraceReader
 
 KS_MAX = 0.05
 """Largest Kolmogorov-Smirnov distance at which the lognormal is used."""
 
-DISPERSION_POISSON = 2.0
-"""Per-minute index of dispersion up to which arrivals are called Poisson (Poisson: 1)."""
-
 SAMPLE = 1_000_000
-QUANTILES = 101
+TAIL_LEVELS = (0.995, 0.999, 0.9995, 0.9999, 0.99995, 0.99999)
+"""Levels above p99 of a fitted empirical distribution: the top percentile keeps its shape
+and the maximum stays the trace's (linear interpolation between p99 and the maximum alone
+would draw the top 1% uniformly up to it)."""
 MAX_SPAN = 10 * 366 * 86_400.0
 """Longest span (seconds, after speedup) ``fit`` reads: ten years. Per-minute counts take 8
 bytes a minute (42 MB at this span); a longer span is nearly always a timestamp in the wrong
@@ -67,6 +80,8 @@ class ArrivalFit:
     """Variance / mean of the counts in full seconds (1 for Poisson)."""
     config: dict[str, Any] = field(default_factory=dict)
     """The ``arrivals`` table of the fitted process."""
+    choice: ArrivalChoice | None = None
+    """The candidate models, their figures, and the one chosen (None: too few requests)."""
 
     @property
     def peak_to_mean(self) -> float:
@@ -75,7 +90,7 @@ class ArrivalFit:
 
     @property
     def kind(self) -> str:
-        """``poisson`` or ``bursty``."""
+        """The chosen arrival kind: ``poisson``, ``mmpp``, ``batch`` or ``resample``."""
         return str(self.config.get("kind", "poisson"))
 
 
@@ -97,7 +112,10 @@ class TokenFit:
     ks: float
     """Kolmogorov-Smirnov distance between the data and the rounded fitted lognormal."""
     quantiles: list[float]
-    """p0, p1, ..., p100."""
+    """The quantiles at ``levels``: the minimum, p1, ..., p99, finer ones up to the maximum."""
+    levels: list[float] = field(default_factory=list)
+    """Their probabilities: 0, 0.01, ..., 0.99, then ``TAIL_LEVELS`` (those the sample can
+    tell apart: below 1 - 1 / rows), then 1."""
 
     @property
     def kind(self) -> str:
@@ -112,18 +130,11 @@ class TokenFit:
                 "median": _sig(math.exp(self.mu)),
                 "p99": _sig(math.exp(self.mu + Z99 * self.sigma)),
             }
-        return {"kind": "empirical", "quantiles": [round(q, 1) for q in self.mean_matched()]}
-
-    def mean_matched(self) -> list[float]:
-        """The quantiles with the last one moved so that inverse-CDF sampling between them
-        (linear in between) has the column's mean: with the true maximum as the last point,
-        the top percentile would be drawn uniformly up to it and inflate the mean."""
-        q = list(self.quantiles)
-        if len(q) < 2 or not math.isfinite(self.mean):
-            return q
-        interp_mean = sum((a + b) / 2 for a, b in itertools.pairwise(q)) / (len(q) - 1)
-        q[-1] = max(q[-2], q[-1] + 2 * (len(q) - 1) * (self.mean - interp_mean))
-        return q
+        return {
+            "kind": "empirical",
+            "quantiles": [round(q, 1) for q in self.quantiles],
+            "levels": self.levels,
+        }
 
 
 @dataclass(frozen=True)
@@ -164,8 +175,8 @@ class TraceFit:
             )
         if "empirical" in (i.kind, o.kind):
             notes.append(
-                "empirical = percentiles p0..p100; the last is moved from the maximum so "
-                "that the mean matches."
+                "empirical = the quantiles at levels: the minimum, p1..p99, finer levels "
+                "above p99, and the maximum."
             )
         notes.append(
             "To replay the trace itself instead of these distributions, replace the arrivals, "
@@ -190,8 +201,12 @@ class TraceFit:
             f"max_tokens = {max(o.maximum, 1)}  # the trace's largest output",
             "",
             f"[features.{_key(feature)}.arrivals]",
-            *_table_lines(a.config),
+            *_table_lines({k: v for k, v in a.config.items() if not isinstance(v, dict)}),
         ]
+        for k, v in a.config.items():
+            if isinstance(v, dict):
+                # A sub-table (resample's trace), one key a line: a long path stays alone.
+                lines += ["", f"[features.{_key(feature)}.arrivals.{k}]", *_table_lines(v)]
         for tf, key in ((i, "input_tokens"), (o, "output_tokens")):
             lines += ["", f"[features.{_key(feature)}.{key}]", *_table_lines(tf.config())]
         return "\n".join(lines) + "\n"
@@ -302,7 +317,7 @@ def fit_trace(cfg: Trace, feature: str | None = None, seed: int = 0) -> TraceFit
         trace=cfg,
         time_unit=reader.unit or "?",
         rows=reader.rows,
-        arrivals=arrivals.fit(),
+        arrivals=arrivals.fit(_trace_table(cfg), seed),
         input_tokens=inp.fit(),
         output_tokens=out.fit(),
         file_format=reader.format,
@@ -330,6 +345,10 @@ class _ArrivalStats:
         self._keys: list[np.ndarray] = []
         self._counts: list[np.ndarray] = []
         self._pending = 0
+        # Every time (for the batch and resampling models), while there are not too many.
+        self._times: list[np.ndarray] | None = []
+        # Whether every timestamp so far is a whole multiple of each resolution (seconds).
+        self.exact = {r: True for r in (60.0, 1.0, 0.1, 0.01, 0.001)}
 
     def add(self, t: np.ndarray) -> None:
         if t.size == 0:
@@ -345,6 +364,14 @@ class _ArrivalStats:
         self.gap_sq += float(np.dot(gaps, gaps))
         self.n += t.size
         self.last = float(t[-1])
+        if self._times is not None:
+            self._times.append(t)
+            if self.n > MAX_GAPS:
+                self._times = None
+        for r, ok in self.exact.items():
+            if ok:
+                ratio = t / r
+                self.exact[r] = bool(np.all(np.abs(ratio - np.rint(ratio)) < 1e-6))
         second, count = np.unique(np.floor(t - self.first).astype(np.int64), return_counts=True)
         self._keys.append(second)
         self._counts.append(count)
@@ -371,7 +398,7 @@ class _ArrivalStats:
             "(--time-unit) or a stray row? Fit a part of it with --window FROM TO (seconds)"
         )
 
-    def fit(self) -> ArrivalFit:
+    def fit(self, trace_table: dict[str, Any], seed: int = 0) -> ArrivalFit:
         n = self.n
         span = self.last - self.first if n else 0.0
         rate = n / span if span > 0 else math.nan
@@ -401,7 +428,11 @@ class _ArrivalStats:
             dispersion_minute=_dispersion(minutes),
             dispersion_second=_sparse_dispersion(counts[keys < full_seconds], full_seconds),
         )
-        return ArrivalFit(**{**fit.__dict__, "config": _arrival_config(fit, minutes)})
+        if not math.isfinite(rate) or n < 3:
+            return ArrivalFit(**{**fit.__dict__, "config": {"kind": "poisson", "rate": 1.0}})
+        times = np.concatenate(self._times) - self.first if self._times is not None else None
+        got = choose(keys, counts, span, cv, times, trace_table, self.exact, seed)
+        return ArrivalFit(**{**fit.__dict__, "config": got.model.config, "choice": got})
 
 
 def _sparse_dispersion(counts: np.ndarray, bins: int) -> float:
@@ -419,35 +450,6 @@ def _dispersion(counts: np.ndarray) -> float:
     if counts.size < 2 or counts.mean() == 0:
         return math.nan
     return float(counts.var() / counts.mean())
-
-
-def _arrival_config(fit: ArrivalFit, minutes: np.ndarray) -> dict[str, Any]:
-    """Poisson at the mean rate; or, when per-minute counts vary far more than Poisson's, a
-    two-state Markov-modulated Poisson process fitted to the quiet and busy minutes."""
-    poisson: dict[str, Any] = {"kind": "poisson", "rate": _sig(fit.mean_rate)}
-    if not math.isfinite(fit.mean_rate):
-        return {"kind": "poisson", "rate": 1.0}
-    if minutes.size < 4 or not fit.dispersion_minute > DISPERSION_POISSON:
-        return poisson
-    busy = minutes > np.median(minutes)
-    if busy.all() or not busy.any():
-        return poisson
-    rates = [float(minutes[~busy].mean()) / 60.0, float(minutes[busy].mean()) / 60.0]
-    # Mean run lengths of quiet and busy minutes, in seconds.
-    edges = np.flatnonzero(np.diff(busy.astype(np.int8))) + 1
-    runs = np.split(busy, edges)
-    durations = [
-        60.0 * float(np.mean([len(r) for r in runs if bool(r[0]) is state]))
-        for state in (False, True)
-    ]
-    # Rescale the rates so that the process has the trace's mean rate exactly.
-    mean = (rates[0] * durations[0] + rates[1] * durations[1]) / sum(durations)
-    scale = fit.mean_rate / mean
-    return {
-        "kind": "bursty",
-        "rates": [_sig(r * scale) for r in rates],
-        "mean_durations": [round(d, 1) for d in durations],
-    }
 
 
 # --- tokens ------------------------------------------------------------------------------
@@ -493,7 +495,11 @@ class _TokenStats:
         else:
             mu = math.log(positive[0]) if positive.size else 0.0
             sigma, ks = 0.0, math.inf
-        qs = np.quantile(x, np.linspace(0.0, 1.0, QUANTILES)) if x.size else np.zeros(QUANTILES)
+        levels = token_levels(x.size)
+        qs = np.quantile(x, levels) if x.size else np.zeros(len(levels))
+        if self.n:
+            # The sample's ends are the column's (a reservoir might have missed them).
+            qs[0], qs[-1] = self.minimum, self.maximum
         return TokenFit(
             column=self.column,
             n=self.n,
@@ -506,7 +512,15 @@ class _TokenStats:
             sigma=float(sigma),
             ks=ks,
             quantiles=[float(q) for q in qs],
+            levels=levels,
         )
+
+
+def token_levels(n: int) -> list[float]:
+    """Levels of a fitted empirical distribution of ``n`` values: 0, 0.01, ..., 0.99, the
+    tail levels below 1 - 1 / n, and 1."""
+    tail = [lv for lv in TAIL_LEVELS if lv < 1.0 - 1.0 / max(n, 1)]
+    return [round(i / 100, 2) for i in range(100)] + tail + [1.0]
 
 
 def _ks_rounded_lognormal(x: np.ndarray, mu: float, sigma: float) -> float:
@@ -543,9 +557,12 @@ def print_fit(console: Console, fit: TraceFit) -> None:
     head = Table(show_header=False, box=box.SIMPLE, show_edge=False, pad_edge=False)
     head.add_column(style="bold")
     head.add_column(justify="right")
+    unit = fit.time_unit
+    if t.time_unit == "auto":
+        unit += " (assumed; --time-unit)" if unit != "datetime" else " (auto: date-times)"
     rows = [
         ("rows read / replayed", f"{fit.rows:,} / {a.requests:,}"),
-        ("time unit", fit.time_unit),
+        ("time unit", unit),
         ("span", f"{a.span:,.1f} s"),
         ("mean rate", f"{a.mean_rate:.3f} /s ({a.mean_rate * 60:,.1f} /min)"),
         ("inter-arrival CV", f"{a.gap_cv:.3f}"),
@@ -564,6 +581,13 @@ def print_fit(console: Console, fit: TraceFit) -> None:
     console.print()
     console.print(head)
     console.print()
+    if a.choice is not None:
+        # Prose, not a cell: it wraps at a narrow terminal.
+        b = a.choice.batching
+        how = b.describe() if b is not None else f"not measured (over {MAX_GAPS:,} requests)"
+        _prose(console, f"Batched timestamps: {how}")
+        console.print()
+        _print_models(console, a.choice)
     # The columns' names are on the format line: a long name would squeeze the numbers.
     # One row per figure, one column per token column: a context in the millions of tokens
     # still fits 80 columns, as nine figures side by side would not.
@@ -595,17 +619,86 @@ def print_fit(console: Console, fit: TraceFit) -> None:
 
 
 def _describe_arrivals(cfg: dict[str, Any]) -> list[tuple[str, str]]:
-    """Rows of the fitted arrival model: a bursty one's states on rows of their own, so that
-    the table fits 80 columns."""
-    if cfg.get("kind") == "bursty":
+    """Rows of the fitted arrival model: an MMPP's states on rows of their own, so that the
+    table fits 80 columns."""
+    kind = cfg.get("kind")
+    if kind == "mmpp":
         rates = ", ".join(f"{r:g}" for r in cfg["rates"])
-        durations = ", ".join(f"{d:g}" for d in cfg["mean_durations"])
+        q = cfg["generator"]
+        stays = ", ".join(f"{-1 / row[i]:.3g}" if row[i] else "inf" for i, row in enumerate(q))
         return [
-            ("arrival model", "bursty (two states)"),
+            ("arrival model", f"mmpp ({len(cfg['rates'])} states)"),
             ("  state rates", f"{rates} /s"),
-            ("  state mean durations", f"{durations} s"),
+            ("  state mean durations", f"{stays} s"),
+        ]
+    if kind == "batch":
+        when = f"every {cfg['period']:g} s" if "period" in cfg else f"{cfg['rate']:g} /s"
+        return [("arrival model", f"batch: batches {when}")]
+    if kind == "resample":
+        return [
+            ("arrival model", "resample: the trace's gaps"),
+            ("  rate, mean block", f"{cfg['rate']:g} /s, {cfg['mean_block']:g} gaps"),
         ]
     return [("arrival model", f"poisson: {cfg.get('rate', math.nan):g} /s")]
+
+
+def _print_models(console: Console, choice: ArrivalChoice) -> None:
+    """The trace's figures beside each candidate's (mean of its synthetic runs); the chosen
+    one starred."""
+    table = Table(
+        title="Arrival models: the trace vs synthetic traffic",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+    )
+    table.add_column("")
+    table.add_column("real", justify="right", no_wrap=True)
+    for i, c in enumerate(choice.candidates):
+        star = "*" if i == choice.chosen else ""
+        table.add_column(c.name + star, justify="right", no_wrap=True)
+
+    def show(name: str, v: float) -> str:
+        if not math.isfinite(v):
+            return "-"
+        return f"{v:.1%}" if name == "empty" else f"{v:.3g}"
+
+    for name in FIGURES:
+        # A figure of too few windows to compare is shown in brackets.
+        label = LABELS[name] if name in choice.candidates[0].errors else f"({LABELS[name]})"
+        table.add_row(
+            label,
+            show(name, choice.real[name]),
+            *(show(name, c.figures[name]) for c in choice.candidates),
+        )
+    table.add_row(
+        "worst error", "", *(f"{c.worst:.0%}" if math.isfinite(c.worst) else "-"
+                             for c in choice.candidates)
+    )  # fmt: skip
+    console.print(table)
+    chosen = choice.model
+    why = (
+        "the simplest within 25% on every figure"
+        if chosen.worst <= 0.25
+        else "none within 25% on every figure: the smallest worst error"
+    )
+    mmpp_k = min(choice.bic, key=choice.bic.__getitem__)
+    note = (
+        f"* chosen: {chosen.name}, {why}. Fitted figures: mean of {SEEDS} synthetic runs "
+        f"over the trace's span. MMPP states by BIC on {choice.bin_width:g} s bins: "
+        f"{mmpp_k} (of 1..{max(choice.bic)}). Empty minutes: within 1 point when the trace "
+        "has under 4% empty."
+    )
+    if len(choice.candidates[0].errors) < len(FIGURES):
+        note += f" In brackets: under {MIN_WINDOWS} windows in the trace, not compared."
+    _prose(console, note)
+    console.print()
+
+
+def _prose(console: Console, text: str) -> None:
+    """``text`` wrapped at 80 columns, however wide the terminal, like the tables."""
+    for line in textwrap.wrap(text, 80, break_long_words=False, break_on_hyphens=False):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def _sig(x: float, digits: int = 4) -> float:
@@ -631,6 +724,8 @@ def _toml(value: Any) -> str:
         return f"{value:g}" if value == int(value) and abs(value) < 1e15 else repr(value)
     if isinstance(value, list):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return _inline(value)
     return str(value)
 
 
@@ -639,7 +734,10 @@ def _table_lines(table: dict[str, Any]) -> list[str]:
     starts at p0, p10, ..., or five when ten would run past 80 columns."""
     lines = []
     for k, v in table.items():
-        if isinstance(v, list) and len(v) > 8:
+        if isinstance(v, list) and v and all(isinstance(row, list) for row in v):
+            # A matrix: one row a line.
+            lines += [f"{k} = [", *(f"  {_toml(row)}," for row in v), "]"]
+        elif isinstance(v, list) and len(v) > 8:
             lines.append(f"{k} = [")
             rows = _list_rows(v, 10)
             if max(map(len, rows)) > 80:

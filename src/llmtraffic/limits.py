@@ -205,6 +205,23 @@ def _arrival_load(name: str, feature: Any, seconds: float) -> FeatureLoad:
         return FeatureLoad(
             mean * seconds, f"{where}.arrivals.rates", f"{mean:g}/s on average {span}"
         )
+    if kind in ("mmpp", "batch", "resample"):
+        from llmtraffic.workload.fitted import fitted_mean_rate, switch_rate
+
+        mean = fitted_mean_rate(a)
+        switches = switch_rate(a) if kind == "mmpp" else 0.0
+        if switches > mean:
+            # Each state change is drawn like an arrival: a chain that switches far faster
+            # than requests arrive costs its switches, and the field to change is the chain's.
+            key = "generator" if a.generator is not None else "mean_durations"
+            return FeatureLoad(
+                (mean + switches) * seconds,
+                f"{where}.arrivals.{key}",
+                f"{mean:g}/s on average and {switches:g} state changes/s {span}",
+            )
+        return FeatureLoad(
+            mean * seconds, f"{where}.arrivals.rate", f"{mean:g}/s on average {span}"
+        )
     if kind == "ramp":
         peak = max(a.start_rate, a.end_rate)
         mean = (a.start_rate + a.end_rate) / 2

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from typing import Annotated, Literal, Self, TypeVar
 
 from pydantic import AfterValidator, Field, model_validator
 
-from llmtraffic.config.base import FiniteDuration, Model, Rate, RateOrZero
+from llmtraffic.config.base import (
+    FiniteDuration,
+    FiniteDurationOrZero,
+    Model,
+    Rate,
+    RateOrZero,
+)
 from llmtraffic.config.sessions import Agent, Session
 from llmtraffic.config.trace import Trace
 from llmtraffic.units import show_number
@@ -114,6 +121,205 @@ class BurstyArrivals(Model):
         return self
 
 
+MAX_MMPP_STATES = 16
+"""Most states of an ``mmpp``: more is a model no trace can identify (``fit`` tries 1 to 4)."""
+
+
+class MmppArrivals(Model):
+    """Markov-modulated Poisson arrivals with k states and any switching between them.
+
+    While the hidden state is ``i``, arrivals are Poisson at ``rates[i]``; the state is a
+    continuous-time Markov chain given by its ``generator`` matrix Q (Q[i][j] the rate of
+    moving from i to j, each row summing to 0), or by ``mean_durations`` (state i lasts an
+    exponential time of that mean, then moves to one of the other states, each equally
+    likely). The first state is drawn from the stationary distribution pi, so the mean rate
+    is pi . rates from t = 0 (Fischer and Meier-Hellstern, "The MMPP cookbook", 1993).
+    """
+
+    kind: Literal["mmpp"] = "mmpp"
+    rates: list[RateOrZero] = Field(
+        description="arrival rate in each state, per second (0 allowed: an off state)"
+    )
+    generator: list[list[float]] | None = Field(
+        None,
+        description="k x k switching rates per second: Q[i][j] >= 0 from state i to j, each "
+        "row summing to 0 within 0.1% (give this or mean_durations)",
+    )
+    mean_durations: list[FiniteDuration] | None = Field(
+        None,
+        description="mean time in each state; on leaving, the next state is one of the others, "
+        "equally likely (give this or generator)",
+    )
+
+    @model_validator(mode="after")
+    def _check_states(self) -> Self:
+        k = len(self.rates)
+        if not 1 <= k <= MAX_MMPP_STATES:
+            raise ValueError(f".rates: give 1 to {MAX_MMPP_STATES} states, got {k}")
+        if max(self.rates) <= 0:
+            raise ValueError(".rates: at least one state needs a rate > 0")
+        if (self.generator is None) == (self.mean_durations is None):
+            raise ValueError(
+                "give either 'generator' (the switching-rate matrix) or 'mean_durations', "
+                "not both and not neither"
+            )
+        if self.mean_durations is not None and len(self.mean_durations) != k:
+            raise ValueError(
+                f".mean_durations: 'rates' has {k} states but 'mean_durations' has "
+                f"{len(self.mean_durations)}; give one mean duration per state"
+            )
+        if self.generator is not None:
+            _check_generator(self.generator, k)
+        return self
+
+    def matrix(self) -> list[list[float]]:
+        """The generator Q (rows sum to 0), from ``generator`` or ``mean_durations``."""
+        if self.generator is not None:
+            # The diagonal is minus the others' sum exactly (the config's may be rounded).
+            q = [list(row) for row in self.generator]
+            for i, row in enumerate(q):
+                row[i] = -sum(v for j, v in enumerate(row) if j != i)
+            return q
+        assert self.mean_durations is not None
+        k = len(self.rates)
+        if k == 1:
+            return [[0.0]]
+        q = [[0.0] * k for _ in range(k)]
+        for i, d in enumerate(self.mean_durations):
+            for j in range(k):
+                q[i][j] = -1.0 / d if i == j else 1.0 / (d * (k - 1))
+        return q
+
+
+def _check_generator(q: list[list[float]], k: int) -> None:
+    """A generator matrix: k x k, finite, off-diagonal >= 0, rows summing to 0, and one
+    stationary distribution (all states communicate)."""
+    if len(q) != k or any(len(row) != k for row in q):
+        raise ValueError(
+            f".generator: must be {k} x {k} (one row and one column per state in 'rates')"
+        )
+    for i, row in enumerate(q):
+        for j, v in enumerate(row):
+            if i != j and v < 0:
+                raise ValueError(f".generator[{i}][{j}]: switching rates must be >= 0, got {v:g}")
+        off = sum(v for j, v in enumerate(row) if j != i)
+        # Rounded figures are accepted (the diagonal used is minus the others' sum).
+        if abs(row[i] + off) > 1e-3 * off or (off == 0 and row[i] != 0):
+            raise ValueError(
+                f".generator[{i}][{i}]: each row must sum to 0: the diagonal must be minus the "
+                f"sum of the row's other entries ({-off:g}), got {row[i]:g}"
+            )
+    if not _communicate(q):
+        raise ValueError(
+            ".generator: the states must all reach each other (one stationary distribution); "
+            "add switching rates between the groups of states"
+        )
+
+
+def _communicate(q: list[list[float]]) -> bool:
+    """Whether every state reaches every other through positive switching rates."""
+    k = len(q)
+
+    def reach(edge: Callable[[int, int], bool]) -> set[int]:
+        seen, todo = {0}, [0]
+        while todo:
+            i = todo.pop()
+            for j in range(k):
+                if j not in seen and edge(i, j):
+                    seen.add(j)
+                    todo.append(j)
+        return seen
+
+    return len(reach(lambda i, j: q[i][j] > 0)) == k == len(reach(lambda i, j: q[j][i] > 0))
+
+
+class BatchArrivals(Model):
+    """Batch (compound) arrivals: batches come as a Poisson process at ``rate`` or every
+    ``period`` seconds, and each batch brings a random number of requests that share its
+    timestamp (or are spread uniformly over ``jitter`` seconds after it).
+
+    Sizes are geometric with mean ``mean_size`` (P(B = n) = (1 - p)^(n - 1) p, p = 1 /
+    mean_size), or drawn with the weights ``sizes`` for 1, 2, 3, ... requests. Poisson
+    batches have index of dispersion E[B^2] / E[B] at every window (batch Poisson process).
+    """
+
+    kind: Literal["batch"] = "batch"
+    rate: Rate | None = Field(None, description="batches per second, Poisson (give this or period)")
+    period: FiniteDuration | None = Field(
+        None, description="one batch every this many seconds (give this or rate)"
+    )
+    mean_size: float | None = Field(
+        None, ge=1.0, description="mean requests per batch, geometric sizes (or give sizes)"
+    )
+    sizes: list[float] | None = Field(
+        None,
+        min_length=1,
+        description="weights of batches of 1, 2, 3, ... requests (scaled to sum to 1)",
+    )
+    jitter: FiniteDurationOrZero = Field(
+        0.0, description="spread a batch's requests uniformly over this many seconds (0: same time)"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if (self.rate is None) == (self.period is None):
+            raise ValueError("give either 'rate' (Poisson batches) or 'period', not both")
+        if (self.mean_size is None) == (self.sizes is None):
+            raise ValueError("give either 'mean_size' (geometric sizes) or 'sizes', not both")
+        if self.mean_size is not None and not self.mean_size < 1e6:
+            raise ValueError(
+                ".mean_size: must be < 1,000,000 requests a batch, got "
+                f"{show_number(self.mean_size)}"
+            )
+        if self.sizes is not None:
+            for i, w in enumerate(self.sizes):
+                if w < 0:
+                    raise ValueError(f".sizes[{i}]: weights must be >= 0, got {w:g}")
+            if max(self.sizes) <= 0:
+                raise ValueError(".sizes: weights must not all be zero")
+        return self
+
+    def size_moments(self) -> tuple[float, float]:
+        """E[B] and E[B^2] of the batch size."""
+        if self.mean_size is not None:
+            p = 1.0 / self.mean_size
+            return self.mean_size, (2.0 - p) / (p * p)
+        assert self.sizes is not None
+        total = sum(self.sizes)
+        mean = sum((n + 1) * w for n, w in enumerate(self.sizes)) / total
+        square = sum((n + 1) ** 2 * w for n, w in enumerate(self.sizes)) / total
+        return mean, square
+
+    def batch_rate(self) -> float:
+        """Batches per second."""
+        if self.rate is not None:
+            return self.rate
+        assert self.period is not None
+        return 1.0 / self.period
+
+
+class ResampleArrivals(Model):
+    """Arrivals that replay a trace's inter-arrival gaps in blocks, at a new mean rate.
+
+    A stationary block bootstrap (Politis and Romano 1994; blocks after Kunsch 1989): blocks
+    of consecutive gaps start at uniformly random positions of the trace (wrapping around at
+    its end) and have geometric lengths of mean ``mean_block`` gaps; every gap is multiplied
+    by (trace's mean rate / ``rate``). The gaps keep their distribution (and the trace's
+    bursts within a block); the trace is read when the run starts.
+    """
+
+    kind: Literal["resample"] = "resample"
+    trace: Trace = Field(description="the request log whose gaps are replayed (its columns)")
+    rate: Rate = Field(description="mean arrival rate of the replayed gaps, per second")
+    mean_block: float = Field(
+        1000.0,
+        ge=1.0,
+        le=1e9,
+        description="mean block length, in gaps (long blocks keep slow bursts; 1: gaps drawn "
+        "independently)",
+    )
+
+
 class RampArrivals(Model):
     """Poisson arrivals whose rate moves linearly from ``start_rate`` to ``end_rate``."""
 
@@ -167,6 +373,9 @@ Arrivals = Annotated[
     PoissonArrivals
     | DiurnalArrivals
     | BurstyArrivals
+    | MmppArrivals
+    | BatchArrivals
+    | ResampleArrivals
     | RampArrivals
     | DauArrivals
     | ExplicitArrivals,
@@ -242,6 +451,11 @@ class EmpiricalTokens(Model):
         description="evenly spaced quantiles, from the minimum to the maximum; each 0 to "
         "10,000,000 tokens",
     )
+    levels: list[float] | None = Field(
+        None,
+        description="the probability of each quantile, from 0 to 1, increasing (default: "
+        "evenly spaced); finer levels near 1 keep a long tail",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -259,7 +473,34 @@ class EmpiricalTokens(Model):
                     f".quantiles[{i}]: quantiles must be in increasing order; {b:g} comes "
                     f"after {a:g}"
                 )
+        if self.levels is not None:
+            _check_levels(self.levels, len(self.quantiles))
         return self
+
+    def grid(self) -> list[float]:
+        """The probability of each quantile: ``levels``, or evenly spaced from 0 to 1."""
+        if self.levels is not None:
+            return list(self.levels)
+        n = len(self.quantiles)
+        return [i / (n - 1) for i in range(n)]
+
+
+def _check_levels(levels: list[float], n: int) -> None:
+    if len(levels) != n:
+        raise ValueError(
+            f".levels: 'quantiles' has {n} values but 'levels' has {len(levels)}; give one "
+            "probability per quantile"
+        )
+    if levels[0] != 0.0 or levels[-1] != 1.0:
+        raise ValueError(
+            f".levels: must start at 0 (the minimum) and end at 1 (the maximum), got "
+            f"{levels[0]:g} .. {levels[-1]:g}"
+        )
+    for i, (a, b) in enumerate(itertools.pairwise(levels), start=1):
+        if not b > a:
+            raise ValueError(
+                f".levels[{i}]: levels must be strictly increasing; {b:g} comes after {a:g}"
+            )
 
 
 TokenDist = Annotated[

@@ -2,7 +2,8 @@
 
 Times are produced in numpy batches. Non-homogeneous processes (diurnal, ramp) are sampled
 exactly by thinning (Lewis and Shedler): candidates from a Poisson process at the maximum rate,
-each kept with probability rate(t) / max rate.
+each kept with probability rate(t) / max rate. The fitted kinds (``mmpp``, ``batch``,
+``resample``; what ``llmtraffic fit`` writes) live in ``workload/fitted.py``.
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ import numpy as np
 
 from llmtraffic.config.workload import (
     Arrivals,
+    BatchArrivals,
     BurstyArrivals,
     DauArrivals,
     DiurnalArrivals,
     ExplicitArrivals,
+    MmppArrivals,
     PoissonArrivals,
     RampArrivals,
+    ResampleArrivals,
 )
 
 CHUNK = 8192
@@ -56,6 +60,11 @@ def arrival_times(
         return mmpp_times(cfg.rates, cfg.mean_durations, rng, horizon)
     if isinstance(cfg, ExplicitArrivals):
         return iter([np.asarray(cfg.at, dtype=float)])
+    if isinstance(cfg, MmppArrivals | BatchArrivals | ResampleArrivals):
+        # Imported here: scenarios with the other kinds never load these generators.
+        from llmtraffic.workload import fitted
+
+        return fitted.fitted_times(cfg, rng, horizon)
     raise TypeError(f"unknown arrivals config {cfg!r}")
 
 
@@ -72,6 +81,10 @@ def mean_rate(cfg: Arrivals, horizon: float, start_hour: float = 0.0) -> float:
         return float(np.dot(weights, cfg.rates) / weights.sum())
     if isinstance(cfg, DauArrivals) and cfg.peak_to_trough == 1.0:
         return cfg.users * cfg.requests_per_user / DAY
+    if isinstance(cfg, MmppArrivals | BatchArrivals | ResampleArrivals):
+        from llmtraffic.workload import fitted
+
+        return fitted.fitted_mean_rate(cfg)
     if isinstance(cfg, DiurnalArrivals | DauArrivals):
         if isinstance(cfg, DauArrivals):
             mean = cfg.users * cfg.requests_per_user / DAY

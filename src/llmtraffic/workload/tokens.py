@@ -48,14 +48,17 @@ def token_sampler(cfg: TokenDist, rng: np.random.Generator) -> TokenSampler:
             np.int64
         )
     if isinstance(cfg, EmpiricalTokens):
-        return empirical_sampler(cfg.quantiles, rng)
+        return empirical_sampler(cfg.quantiles, rng, cfg.levels)
     raise TypeError(f"unknown token config {cfg!r}")
 
 
-def empirical_sampler(quantiles: list[float], rng: np.random.Generator) -> TokenSampler:
-    """Inverse-CDF sampling between evenly spaced quantiles (linear in between), rounded."""
+def empirical_sampler(
+    quantiles: list[float], rng: np.random.Generator, levels: list[float] | None = None
+) -> TokenSampler:
+    """Inverse-CDF sampling between quantiles (linear in between), rounded; the quantiles are
+    at ``levels`` (probabilities from 0 to 1), evenly spaced when not given."""
     q = np.asarray(quantiles, dtype=float)
-    grid = np.linspace(0.0, 1.0, len(q))
+    grid = np.linspace(0.0, 1.0, len(q)) if levels is None else np.asarray(levels, dtype=float)
 
     def sample(n: int) -> np.ndarray:
         out: np.ndarray = np.rint(np.interp(rng.random(n), grid, q)).astype(np.int64)
