@@ -152,9 +152,13 @@ def tally_metrics(
     out.update(_percentiles(joined([_ttfts(t) for t in tallies]), "ttft"))
     out.update(_percentiles(joined([t.tpots for t in tallies]), "tpot"))
     if any(v is not None for v in values):
-        value = sum(t.ok * (v or 0.0) for t, v in zip(tallies, values, strict=True))
+        # A cascade's quality failure succeeded with an answer not good enough: no value.
+        value = sum(
+            (t.ok - t.quality_failures) * (v or 0.0) for t, v in zip(tallies, values, strict=True)
+        )
         out["value"] = value
         out["roi"] = ratio(value - billed, billed)
+        out["net_value"] = value - billed
     if slos is not None and any(s is not None for s in slos):
         # GuideLLM's and inference-perf's rule: every request counts, a failed one misses.
         judged = [(t, s) for t, s in zip(tallies, slos, strict=True) if s is not None]
