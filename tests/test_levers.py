@@ -94,7 +94,7 @@ def test_cascade_escalates_through_an_outage_of_the_cheap_model() -> None:
     """Requests at 0..9 s; the cheap model is down over [3, 6) s (503 after 0.05 s); one retry
     0.5 s later. Requests at 3, 4 and 5 s fail twice and escalate: 3 -> 3.05, retry at 3.55
     -> 3.60, big model 3.60 -> 4.60: latency 1.6 s. The others are answered in 1 s."""
-    overrides = {
+    overrides: dict[str, Any] = {
         "run.duration": 20,
         "providers.big": BIG,
         "providers.p.failures": {"error_latency": 0.05},
@@ -114,9 +114,10 @@ def test_cascade_escalates_through_an_outage_of_the_cheap_model() -> None:
     assert r.summary["billed_cost"] == pytest.approx(7 * C1 + 3 * C2)
     # Without escalation on errors the three exhaust their retries and fail.
     overrides["features.f.cascade"] = {
-        **overrides["features.f.cascade"],
+        "models": ["p", "big"],
+        "quality_failure": [0.0, 0.0],
         "escalate_on_error": False,
-    }  # type: ignore[dict-item]
+    }
     r = run(**overrides)
     assert r.summary["outcomes"] == {"exhausted": 3, "ok": 7}
 
