@@ -86,9 +86,11 @@ class LeversClient(Client):
         self.escalation_cost = 0.0  # billed for answers a cascade did not use
         cascade = feature.cascade
         self.quality: list[float] | None = None
+        # Each lever draws from its own stream, so that pulling one shifts no other draw.
+        self.u_quality = streams.uniforms(f"feature/{name}/quality")
+        self.u_cache = streams.uniforms(f"feature/{name}/response_cache")
         if cascade is not None:
             self.quality = list(cascade.quality_failure)
-            self.u_quality = streams.uniforms(f"feature/{name}/quality")
             # Escalation on errors is the fallback chain's move: on exhausted retries, and on
             # an open breaker (the next model can answer what this one cannot).
             self.fallback_on_exhausted = self.fallback_on_open = cascade.escalate_on_error
@@ -106,15 +108,13 @@ class LeversClient(Client):
         self.cache_saved = 0.0
         self.has_cache = cache is not None
         if cache is not None:
-            u_cache = streams.uniforms(f"feature/{name}/response_cache")
-            self.u_cache = u_cache
             self.cache_ttl = cache.ttl
             self.cache_latency = cache.latency
             if cache.hit_rate is not None:
                 self.cache_hit_rate = cache.hit_rate
             else:
                 assert cache.keys is not None  # the config gives hit_rate or keys
-                self.cache_keys = ranks(zipf_cdf(cache.keys, cache.zipf), u_cache)
+                self.cache_keys = ranks(zipf_cdf(cache.keys, cache.zipf), self.u_cache)
         # Users and spend caps.
         users = feature.users
         self.users: Iterator[int] | None = None
