@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from llmtraffic import Simulation
 from llmtraffic.client.client import Client
@@ -362,3 +364,57 @@ def test_bad_lever_config_names_the_field(overrides: dict[str, Any], phrase: str
     with pytest.raises(ConfigError) as err:
         make_scenario(**overrides)
     assert phrase in str(err.value)
+
+
+@settings(max_examples=15)
+@given(
+    q1=st.floats(0.0, 1.0),
+    q2=st.floats(0.0, 1.0),
+    hit=st.floats(0.0, 0.9),
+    usd=st.floats(0.001, 0.05),
+    per=st.sampled_from(["key", "user"]),
+    error_rate=st.floats(0.0, 0.5),
+    retryable_quota=st.booleans(),
+)
+def test_books_balance_for_any_levers(
+    q1: float, q2: float, hit: float, usd: float, per: str, error_rate: float, retryable_quota: bool
+) -> None:
+    """Property: whatever the levers' settings, every request ends exactly once, the bills of
+    attempts, requests, routes and caps agree, refusals and hits are never billed, and the
+    prevented spend is the baseline of the refused requests."""
+    retryable = ["rate_limited", "server_error", "overloaded", "timeout", "midstream_error"]
+    if retryable_quota:
+        retryable.append("quota_exhausted")
+    r = run(
+        **{
+            "run.duration": 120,
+            "providers.big": {**BIG, "failures": {"error_rate": error_rate}},
+            "providers.p.failures": {"error_rate": error_rate, "midstream_rate": 0.05},
+            "features.f.cascade": {"models": ["p", "big"], "quality_failure": [q1, q2]},
+            "features.f.response_cache": {"hit_rate": hit},
+            "features.f.users": {"count": 3},
+            "spend_caps": {"c": {"usd": usd, "period": "30s", "features": ["f"], "per": per}},
+            "policies": {
+                "x": {
+                    "retry": {"kind": "fixed", "max_retries": 2, "delay": 0.2},
+                    "retryable": retryable,
+                }
+            },
+        }
+    )
+    s, req, att = r.summary, r.requests, r.attempts
+    assert len(req) == s["requests"] == sum(s["outcomes"].values())
+    assert req.request_id.is_unique
+    assert att.cost.sum() == pytest.approx(s["billed_cost"])
+    assert req.billed_cost.sum() == pytest.approx(s["billed_cost"])
+    routes = s["features"]["f"]["routes"]
+    assert sum(x["billed_cost"] for x in routes.values()) == pytest.approx(s["billed_cost"])
+    assert s["spend_caps"]["c"]["billed_cost"] == pytest.approx(s["billed_cost"])
+    assert (att.cost[att.status == "quota_exhausted"] == 0).all()
+    assert (req.attempts == 0).sum() == s["cache_hits"]
+    assert s["billed_cost"] >= s["useful_cost"] - 1e-12
+    refused_ids = set(att.request_id[att.status == "quota_exhausted"])
+    failed = req[req.request_id.isin(refused_ids) & (req.outcome != "ok")]
+    assert len(failed) == s["spend_cap_refused"]
+    assert failed.baseline_cost.sum() == pytest.approx(s["spend_cap_prevented_cost"])
+    assert (req.attempts <= 2 * 3).all()  # (max_retries + 1) per model of the cascade
