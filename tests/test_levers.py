@@ -200,7 +200,7 @@ def test_zipf_keys_with_a_ttl_against_the_closed_form() -> None:
             "features.f.response_cache": {"keys": keys, "zipf": s_exp, "ttl": ttl},
         }
     )
-    cdf = np.array(zipf_cdf(keys, s_exp))
+    cdf = zipf_cdf(keys, s_exp)
     p = np.diff(np.concatenate([[0.0], cdf]))
     mu_t = lam * p * ttl
     expected = float((p * mu_t / (1 + mu_t)).sum())

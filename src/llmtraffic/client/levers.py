@@ -22,7 +22,6 @@ gets the plain ``Client`` (``simulation.client_class``), which runs none of this
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
 from collections.abc import Iterator
 
 import numpy as np
@@ -41,21 +40,21 @@ INF = math.inf
 NAN = math.nan
 
 
-def zipf_cdf(n: int, s: float) -> list[float]:
+def zipf_cdf(n: int, s: float) -> np.ndarray:
     """The cumulative probabilities of ranks 1..n under a Zipf law of exponent ``s``
     (P(k) proportional to k^-s; s = 0 is uniform)."""
     w = np.arange(1, n + 1, dtype=float) ** -s
     cdf = np.cumsum(w / w.sum())
     cdf[-1] = 1.0
-    return [float(x) for x in cdf]
+    return cdf
 
 
-def ranks(cdf: list[float], u: Iterator[float]) -> Iterator[int]:
-    """Endless draws of a rank 0..n-1 with cumulative probabilities ``cdf`` (inverse CDF)."""
+def ranks(cdf: np.ndarray, rng: np.random.Generator, batch: int = 4096) -> Iterator[int]:
+    """Endless draws of a rank 0..n-1 with cumulative probabilities ``cdf`` (inverse CDF),
+    drawn a batch at a time."""
     last = len(cdf) - 1
     while True:
-        k = bisect_right(cdf, next(u))
-        yield k if k <= last else last
+        yield from np.minimum(np.searchsorted(cdf, rng.random(batch), side="right"), last).tolist()
 
 
 class LeversClient(Client):
@@ -114,14 +113,16 @@ class LeversClient(Client):
                 self.cache_hit_rate = cache.hit_rate
             else:
                 assert cache.keys is not None  # the config gives hit_rate or keys
-                self.cache_keys = ranks(zipf_cdf(cache.keys, cache.zipf), self.u_cache)
+                self.cache_keys = ranks(
+                    zipf_cdf(cache.keys, cache.zipf),
+                    streams.generator(f"feature/{name}/response_cache/keys"),
+                )
         # Users and spend caps.
         users = feature.users
         self.users: Iterator[int] | None = None
         if users is not None:
-            u_users = streams.uniforms(f"feature/{name}/users")
             s = users.zipf if users.assignment == "zipf" else 0.0
-            self.users = ranks(zipf_cdf(users.count, s), u_users)
+            self.users = ranks(zipf_cdf(users.count, s), streams.generator(f"feature/{name}/users"))
         self.caps = list(caps or [])
         self._user: dict[int, int] = {}  # request id: its user (while it lives)
         self._refused: dict[int, list[CapBook]] = {}  # request id: the caps that refused it

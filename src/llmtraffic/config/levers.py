@@ -67,8 +67,10 @@ class ResponseCache(Model):
     hit_rate: Probability | None = Field(
         None, description="share of requests answered from the cache (0 to 1); or give keys"
     )
-    keys: Annotated[int, Field(gt=0)] | None = Field(
-        None, description="number of distinct prompts the requests draw from (Zipf law)"
+    keys: Annotated[int, Field(gt=0, le=10_000_000)] | None = Field(
+        None,
+        description="number of distinct prompts the requests draw from (Zipf law), up to "
+        "10,000,000",
     )
     zipf: Annotated[float, Field(ge=0.0, le=10.0)] = Field(
         1.0, description="Zipf exponent of the key popularity (0: uniform), with keys"
@@ -97,7 +99,9 @@ class Users(Model):
     uniformly or by a Zipf law of exponent ``zipf`` (a few heavy users), on its own random
     stream. Per-user spend caps need it."""
 
-    count: Annotated[int, Field(gt=0, le=10_000_000)] = Field(description="number of users")
+    count: Annotated[int, Field(gt=0, le=10_000_000)] = Field(
+        description="number of users, up to 10,000,000"
+    )
     assignment: Literal["uniform", "zipf"] = Field(
         "uniform", description="how requests are spread over users: uniform or zipf"
     )
