@@ -9,6 +9,7 @@ request of 100 + 50 tokens costs C1 = $0.0002; provider ``big`` 10x that, C2 = $
 from __future__ import annotations
 
 import math
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,8 @@ from hypothesis import strategies as st
 
 from llmtraffic import Simulation
 from llmtraffic.client.client import Client
-from llmtraffic.client.levers import LeversClient, zipf_cdf
+from llmtraffic.client.levers import LeversClient, ranks, zipf_cdf
+from llmtraffic.engine.streams import Streams
 from llmtraffic.errors import ConfigError
 from tests.conftest import make_scenario
 
@@ -250,10 +252,16 @@ def test_per_user_caps_with_two_users() -> None:
     r = capped("user", 5.5 * C1, **{"features.f.users": {"count": 2}})
     s = r.summary
     assert s["successes"] == 36 and s["spend_cap_refused"] == 144
-    tenants = s["spend_caps"]["cap"]["tenants_refused"]
+    tenants = {t["tenant"]: t for t in s["spend_caps"]["cap"]["tenants_refused"]}
     assert set(tenants) == {"f/user-0", "f/user-1"}
     assert sum(t["refused"] for t in tenants.values()) == 144
     assert s["spend_caps"]["cap"]["tenants"] == 2
+    # By hand, per user: the requests of each minute beyond its first 6. The users are the
+    # draws of the feature's own stream, in arrival order (the same seed, the same draws).
+    users = list(islice(ranks(zipf_cdf(2, 0.0), Streams(1).generator("feature/f/users")), 180))
+    for u in (0, 1):
+        per_minute = [sum(1 for t in range(m * 60, m * 60 + 60) if users[t] == u) for m in range(3)]
+        assert tenants[f"f/user-{u}"]["refused"] == sum(max(0, n - 6) for n in per_minute)
     assert s["spend_cap_prevented_cost"] == pytest.approx(144 * C1)
 
 
@@ -418,3 +426,35 @@ def test_books_balance_for_any_levers(
     assert len(failed) == s["spend_cap_refused"]
     assert failed.baseline_cost.sum() == pytest.approx(s["spend_cap_prevented_cost"])
     assert (req.attempts <= 2 * 3).all()  # (max_retries + 1) per model of the cascade
+
+
+def test_the_lever_columns_are_known_before_the_run() -> None:
+    """``llmtraffic check`` knows every lever column from the config (checks.columns): the
+    flattened summary has exactly those (the zero counts aside)."""
+    from llmtraffic.checks.columns import expected_columns, is_count_column
+    from llmtraffic.experiment.analysis import flatten_summary
+
+    sc = make_scenario(
+        **{
+            "providers.big": BIG,
+            "features.f.cascade": {"models": ["p", "big"], "quality_failure": [0.3, 0.1]},
+            "features.f.response_cache": {"hit_rate": 0.2},
+            "features.f.users": {"count": 3},
+            "features.g": {
+                "provider": "big",
+                "arrivals": {"kind": "poisson", "rate": 1.0},
+                "input_tokens": {"kind": "uniform", "low": 1, "high": 200},
+                "output_tokens": {"kind": "fixed", "value": 10},
+                "split": {"below": 100, "provider": "p"},
+            },
+            "spend_caps": {
+                "k": {"usd": 0.01, "period": "minute", "features": ["f", "g"]},
+                "u": {"usd": 0.004, "period": "minute", "features": ["f"], "per": "user"},
+            },
+        }
+    )
+    real = set(flatten_summary(Simulation(sc).run().summary))
+    expected = expected_columns([sc])
+    assert real - expected == set()
+    assert {c for c in expected - real if not is_count_column(c)} == set()
+    assert "feature.f.routes.big.escalation_share" in real and "spend_caps.u.refused" in real

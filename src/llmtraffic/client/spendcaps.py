@@ -73,13 +73,14 @@ class CapBook:
         return {
             "usd": self.usd,
             "period": self.period,
-            "per": "user" if self.per_user else "key",
             "billed_cost": self.spent,
             "refused": self.refused,
             "prevented_cost": self.prevented,
             "tenants": len(self.meters),
-            "tenants_refused": {
-                t: {"refused": int(r[0]), "prevented_cost": r[1]}
+            # A list (one entry per tenant it refused), not columns: a per-user cap may have
+            # thousands of tenants, which summary.csv leaves out.
+            "tenants_refused": [
+                {"tenant": t, "refused": int(r[0]), "prevented_cost": r[1]}
                 for t, r in sorted(self.by_tenant.items())
-            },
+            ],
         }

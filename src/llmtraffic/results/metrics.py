@@ -240,6 +240,30 @@ summary's ``rate_limited_by`` has one count per ``<provider>.<kind>`` that refus
 BATCHING_KEYS = ("mean_batch", "max_batch", "tpot_mean", "tpot_slowdown")
 """Keys of summary.json's ``batching.<provider>`` (providers with continuous batching)."""
 
+LEVER_ROUTE_KEYS = (
+    "requests",
+    "attempts",
+    "billed_cost",
+    "answered",
+    "latency_mean",
+    "quality_failures",
+    "escalated",
+    "escalation_share",
+)
+"""Keys of a feature's ``routes.<provider>`` (a cascade or a split; client/levers.py)."""
+
+CASCADE_KEYS = ("escalations", "escalation_cost", "quality_failures", "quality_failure_share")
+"""Scalar keys a cascade adds to its feature (the run sums all but the share)."""
+
+CACHE_KEYS = ("cache_hits", "cache_hit_rate", "cache_saved_cost")
+"""Scalar keys a response cache adds to its feature (the run sums all but the rate)."""
+
+CAPPED_KEYS = ("spend_cap_refused", "spend_cap_prevented_cost")
+"""Scalar keys a feature under a spend cap gets (the run sums them)."""
+
+SPEND_CAP_KEYS = ("usd", "period", "billed_cost", "refused", "prevented_cost", "tenants")
+"""Scalar keys of summary.json's ``spend_caps.<name>`` (its ``tenants_refused`` is a list)."""
+
 RUN_KEYS = (
     "peak_attempt_rate_ratio",
     "retry_share",
