@@ -76,6 +76,8 @@ def test_cascade_cost_is_c1_plus_q1_c2_and_quality_failures_q1_q2() -> None:
     # A quality failure earns no value: value counts the good answers only.
     assert s["value"] == pytest.approx((n - f["quality_failures"]) * 0.01)
     assert s["net_value"] == pytest.approx(s["value"] - s["billed_cost"])
+    assert s["net_value_per_month"] == pytest.approx(s["net_value"] / 600 * 30 * 86400)
+    assert f["net_value"] == pytest.approx(s["net_value"])  # one feature: the run's
     routes = f["routes"]
     assert routes["p"]["requests"] == n and routes["big"]["requests"] == esc
     assert routes["p"]["answered"] == n - esc and routes["big"]["answered"] == esc

@@ -159,6 +159,9 @@ def tally_metrics(
         out["value"] = value
         out["roi"] = ratio(value - billed, billed)
         out["net_value"] = value - billed
+        # The whole window scaled (incidents included), unlike the steady cost projections:
+        # value has no steady-state split, and a lever's effect is on the whole window.
+        out["net_value_per_month"] = (value - billed) / duration * MONTH
     if slos is not None and any(s is not None for s in slos):
         # GuideLLM's and inference-perf's rule: every request counts, a failed one misses.
         judged = [(t, s) for t, s in zip(tallies, slos, strict=True) if s is not None]
