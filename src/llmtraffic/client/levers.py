@@ -30,7 +30,7 @@ from llmtraffic.client.client import Client
 from llmtraffic.client.spendcaps import CapBook
 from llmtraffic.config.policy import Policy
 from llmtraffic.config.workload import Feature
-from llmtraffic.engine.entities import OK, QUOTA_EXHAUSTED, Attempt, Request
+from llmtraffic.engine.entities import OK, QUOTA_EXHAUSTED, UNFINISHED, Attempt, Request
 from llmtraffic.engine.kernel import Kernel
 from llmtraffic.engine.streams import Streams
 from llmtraffic.provider.endpoint import Endpoint
@@ -309,7 +309,7 @@ class LeversClient(Client):
         user = self._user.pop(rid, -1) if self._user else -1
         if self._refused:
             books = self._refused.pop(rid, None)
-            if books is not None and outcome is not OK:
+            if books is not None and outcome is not OK and outcome is not UNFINISHED:
                 self.cap_refused += 1
                 self.cap_prevented += req.baseline
                 for book in books:
