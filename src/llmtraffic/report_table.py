@@ -333,6 +333,9 @@ def sessions_table(s: dict[str, Any]) -> Table | None:
         t.add_column(col, justify="right", no_wrap=True)
     for row in rows:
         t.add_row(*row)
+    return t
+
+
 def levers_table(s: dict[str, Any]) -> Table | None:
     """Per feature that pulls a cost lever: response-cache hits and the cost they saved,
     cascade escalations and quality failures, requests a spend cap refused and the spend it

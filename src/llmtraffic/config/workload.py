@@ -15,8 +15,8 @@ from llmtraffic.config.base import (
     Rate,
     RateOrZero,
 )
-from llmtraffic.config.sessions import Agent, Session
 from llmtraffic.config.levers import Cascade, PromptSplit, ResponseCache, Users
+from llmtraffic.config.sessions import Agent, Session
 from llmtraffic.config.trace import Trace
 from llmtraffic.units import show_number
 
