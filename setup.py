@@ -21,6 +21,7 @@ HOT_MODULES = [
     "src/llmtraffic/client/layers.py",
     "src/llmtraffic/client/router.py",
     "src/llmtraffic/client/routing.py",
+    "src/llmtraffic/client/levers.py",
     "src/llmtraffic/provider/batching.py",
     "src/llmtraffic/provider/endpoint.py",
     "src/llmtraffic/provider/errors.py",

@@ -296,6 +296,36 @@ arrivals = { kind = "times", at = [0.5, 1.0, 2.5, 30.0] }
 input_tokens = { kind = "fixed", value = 100 }
 output_tokens = { kind = "fixed", value = 50 }
 
+[features.cascaded]
+provider = "t"
+policy = "naive"
+arrivals = { kind = "poisson", rate = 1.0 }
+input_tokens = { kind = "fixed", value = 100 }
+output_tokens = { kind = "fixed", value = 50 }
+cascade = { models = ["t", "s"], quality_failure = [0.2, 0.05] }
+response_cache = { keys = 100, zipf = 1.1, ttl = "10s", latency = "5ms" }
+users = { count = 5, assignment = "zipf", zipf = 1.2 }
+
+[features.split]
+provider = "s"
+policy = "naive"
+arrivals = { kind = "poisson", rate = 1.0 }
+input_tokens = { kind = "uniform", low = 10, high = 200 }
+output_tokens = { kind = "fixed", value = 50 }
+split = { below = 100, provider = "t" }
+response_cache = { hit_rate = 0.2 }
+
+[spend_caps.key]
+usd = 0.5
+period = "30s"
+features = ["split"]
+
+[spend_caps.users]
+usd = 0.1
+period = "minute"
+features = ["cascaded"]
+per = "user"
+
 [policies.backoff]
 timeout = "8s"
 deadline = "30s"

@@ -794,3 +794,35 @@ def test_fitted_arrival_kinds_keep_every_invariant(arrivals: dict[str, Any]) -> 
         check_aggregates,
     ):
         check(sc, result)
+
+
+def with_spend_cap(raw: dict[str, Any], usd: float) -> dict[str, Any]:
+    """``raw`` with one key's spend cap over all its features, per 30 s (docs/policies.md,
+    "Spend caps"): refusals are attempts of status quota_exhausted, so every check holds."""
+    capped = copy.deepcopy(raw)
+    capped["spend_caps"] = {
+        "key": {"usd": usd, "period": "30s", "features": list(capped["features"])}
+    }
+    return capped
+
+
+@settings(PROPERTY, max_examples=25)
+@given(scenarios(), st.floats(1e-6, 1e-2))
+def test_every_invariant_holds_under_a_spend_cap(raw: dict[str, Any], usd: float) -> None:
+    """The gateway's spend cap (client/levers.py) keeps the books: one outcome per request,
+    attempts within the bound, bills and records in agreement, time monotone, the time series
+    equal to the rows; its refusals are unbilled 429s, and the cap's meter saw every bill."""
+    sc, result = run(with_spend_cap(raw, usd))
+    for check in (
+        check_terminal_outcomes,
+        check_records_agree,
+        check_attempt_bound,
+        check_costs,
+        check_time,
+        check_aggregates,
+    ):
+        check(sc, result)
+    att = result.df("attempts")
+    refused = att[att.status == "quota_exhausted"]
+    assert (refused.cost == 0).all() and (refused.http_status == 429).all()
+    assert close(result.summary["spend_caps"]["key"]["billed_cost"], result.summary["billed_cost"])

@@ -336,6 +336,72 @@ def sessions_table(s: dict[str, Any]) -> Table | None:
     return t
 
 
+def levers_table(s: dict[str, Any]) -> Table | None:
+    """Per feature that pulls a cost lever: response-cache hits and the cost they saved,
+    cascade escalations and quality failures, requests a spend cap refused and the spend it
+    prevented (docs/metrics.md, "Cost levers"). None when no feature pulls one."""
+    keys = ("cache_hits", "escalations", "spend_cap_refused")
+    pulled = {n: m for n, m in s["features"].items() if any(k in m for k in keys)}
+    if not pulled:
+        return None
+    t = _plain_table(
+        "Cost levers",
+        caption="saved: baseline cost of the cache hits; prevented: baseline cost of the "
+        "requests a spend cap refused; quality: answers the cascade's last model got wrong",
+    )
+    t.add_column("feature", max_width=16)
+    for col in ("cache hits", "saved", "escalated", "quality", "refused", "prevented"):
+        t.add_column(col, justify="right", no_wrap=True)
+    for name, m in pulled.items():
+        requests = m["requests"]
+
+        def count(key: str, m: dict[str, Any] = m, requests: int = requests) -> str:
+            if key not in m:
+                return "-"
+            share = f" {m[key] / requests:.0%}" if requests else ""
+            return f"{m[key]:,}{share}"
+
+        t.add_row(
+            escape(name),
+            count("cache_hits"),
+            money(m["cache_saved_cost"]) if "cache_saved_cost" in m else "-",
+            count("escalations"),
+            f"{m['quality_failures']:,}" if "quality_failures" in m else "-",
+            count("spend_cap_refused"),
+            money(m["spend_cap_prevented_cost"]) if "spend_cap_prevented_cost" in m else "-",
+        )
+    return t
+
+
+def lever_routes_table(s: dict[str, Any]) -> Table | None:
+    """Per route (a cascade's model, or a split's provider) of each feature that has routes:
+    the requests that reached it, its cost, the requests it answered and their latency, and
+    the share it escalated (docs/metrics.md, "Cost levers"). None when no feature has routes."""
+    routed = {n: m["routes"] for n, m in s["features"].items() if m.get("routes")}
+    if not routed:
+        return None
+    t = _plain_table(
+        "Routes (a cascade's models in order, or a split's providers)",
+        caption="latency: mean, from arrival, of the requests the route answered",
+    )
+    t.add_column("feature", max_width=14)
+    t.add_column("route", max_width=16)
+    for col in ("requests", "billed", "answered", "latency", "escalated"):
+        t.add_column(col, justify="right", no_wrap=True)
+    for name, routes in routed.items():
+        for i, (route, v) in enumerate(routes.items()):
+            t.add_row(
+                escape(name) if i == 0 else "",
+                escape(route),
+                f"{v['requests']:,}",
+                money(v["billed_cost"]),
+                f"{v['answered']:,}",
+                seconds(v["latency_mean"]),
+                _num(v["escalation_share"], ".1%"),
+            )
+    return t
+
+
 def routes_table(s: dict[str, Any]) -> Table | None:
     """Per deployment of the features that route: the attempts sent to it, their share, the
     times it was cooled down and the picks it missed while cooling down (docs/metrics.md,
@@ -556,6 +622,9 @@ def print_summary(console: Console, s: dict[str, Any]) -> None:
     routes = routes_table(s)
     if routes is not None:
         print_fixed(console, routes)
+    for table in (levers_table(s), lever_routes_table(s)):
+        if table is not None:
+            print_fixed(console, table)
     if s["incidents"]:
         print_fixed(console, incidents_table(s))
     for line in batching_lines(s):

@@ -18,6 +18,7 @@ import pyarrow as pa
 from llmtraffic.client.client import Client
 from llmtraffic.client.hedging import HedgedClient
 from llmtraffic.client.layers import LayeredClient
+from llmtraffic.client.levers import LeversClient
 from llmtraffic.client.plugins import check_plugins
 from llmtraffic.client.routing import RoutedClient
 from llmtraffic.client.session_client import (
@@ -26,6 +27,7 @@ from llmtraffic.client.session_client import (
     SessionLayeredClient,
     SessionRoutedClient,
 )
+from llmtraffic.client.spendcaps import CapBook
 from llmtraffic.config.policy import Policy
 from llmtraffic.config.scenario import Scenario
 from llmtraffic.config.span import resolve_duration
@@ -113,6 +115,7 @@ class Simulation:
         self.clients: dict[str, Client] = {}
         self.endpoints: dict[str, Endpoint] = {}
         self.drivers: dict[str, SessionDriver] = {}
+        self.cap_books: dict[str, CapBook] = {}
 
     def run(self) -> RunResult:
         """Simulate the scenario and return the summary (and in-memory tables)."""
@@ -159,8 +162,26 @@ class Simulation:
             schedule_incidents(kernel, endpoints[name], cfg.incidents, recorder)
         finite_drain = not math.isinf(run.drain)
         # A policy with retry layers gets the client that runs them; the others, today's.
-        clients = {
-            name: client_class(sc.policy_of(name), closed_loop(feat))(
+        books = {n: CapBook(n, cap, recorder) for n, cap in sc.spend_caps.items()}
+        self.cap_books = books
+        clients: dict[str, Client] = {}
+        for name, feat in sc.features.items():
+            caps = [books[n] for n, cap in sc.spend_caps.items() if name in cap.features]
+            if feat.levers or caps:
+                # Cascades, splits, response caches and spend caps: their own client.
+                clients[name] = LeversClient(
+                    name,
+                    feat,
+                    sc.policy_of(name),
+                    chain_of(sc, name, endpoints),
+                    kernel,
+                    streams,
+                    recorder,
+                    track_live=finite_drain,
+                    caps=caps,
+                )
+                continue
+            clients[name] = client_class(sc.policy_of(name), closed_loop(feat))(
                 name,
                 feat,
                 sc.policy_of(name),
@@ -170,8 +191,6 @@ class Simulation:
                 recorder,
                 track_live=finite_drain,
             )
-            for name, feat in sc.features.items()
-        }
         recorder.queue_integrals = {name: e.queue_integral for name, e in endpoints.items()}
         recorder.integrals = {
             "in_flight": lambda t: sum(c.inflight_integral(t) for c in clients.values()),
@@ -341,6 +360,8 @@ class Simulation:
                         sc.policy_of(n).attempt_bound(),
                     )
                 )
+            elif isinstance(client, LeversClient):
+                summary["features"][n].update(client.lever_metrics())
             elif isinstance(client, HedgedClient):
                 summary["features"][n].update(
                     hedge_metrics(
@@ -370,6 +391,10 @@ class Simulation:
             for cause, n in ep.quota_refused.items()
             if n
         }
+        # Spend caps of the gateway, and the cost levers over every feature (docs/metrics.md).
+        if self.cap_books:
+            summary["spend_caps"] = {n: b.summary() for n, b in self.cap_books.items()}
+        summary.update(lever_totals(summary["features"]))
         # What continuous batching did, per provider that has it (docs/metrics.md).
         batching = {
             name: ep.stats(end)
@@ -392,6 +417,24 @@ class Simulation:
             }
         )
         return summary
+
+
+def lever_totals(features: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The run's totals of the features' lever figures (none when no feature pulls one)."""
+    out: dict[str, Any] = {}
+    for key in (
+        "cache_hits",
+        "cache_saved_cost",
+        "escalations",
+        "escalation_cost",
+        "quality_failures",
+        "spend_cap_refused",
+        "spend_cap_prevented_cost",
+    ):
+        values = [f[key] for f in features.values() if key in f]
+        if values:
+            out[key] = sum(values)
+    return out
 
 
 def client_class(policy: Policy, sessions: bool = False) -> type[Client]:

@@ -16,12 +16,17 @@ from llmtraffic.config.scenario import Scenario
 from llmtraffic.engine.entities import ATTEMPT_STATUSES, REQUEST_OUTCOMES
 from llmtraffic.results.metrics import (
     BATCHING_KEYS,
+    CACHE_KEYS,
+    CAPPED_KEYS,
+    CASCADE_KEYS,
     INCIDENT_KEYS,
     LAYER_KEYS,
     LAYERED_KEYS,
+    LEVER_ROUTE_KEYS,
     LIMIT_KINDS,
     ROUTE_KEYS,
     RUN_KEYS,
+    SPEND_CAP_KEYS,
     session_metric_keys,
     tally_metric_keys,
 )
@@ -74,6 +79,7 @@ def expected_columns(scenarios: Iterable[Scenario]) -> set[str]:
                 columns.add(f"feature.{name}.route.rejected_route")
                 for d in route.deployments:
                     columns.update(f"feature.{name}.route.deployments.{d}.{k}" for k in ROUTE_KEYS)
+        columns.update(_lever_columns(sc))
         for name, provider in sc.providers.items():
             if provider.rate_limit is not None:
                 columns.update(f"rate_limited_by.{name}.{k}" for k in LIMIT_KINDS)
@@ -87,3 +93,29 @@ def expected_columns(scenarios: Iterable[Scenario]) -> set[str]:
         for i in range(incidents):
             columns.update(f"incident.{i}.{k}" for k in INCIDENT_KEYS)
     return columns
+
+
+def _lever_columns(sc: Scenario) -> set[str]:
+    """The columns of the cost levers (docs/metrics.md, "Cost levers"): per feature that pulls
+    one, the run's sums, and each spend cap's figures."""
+    out: set[str] = set()
+    capped = {f for cap in sc.spend_caps.values() for f in cap.features}
+    for name, feat in sc.features.items():
+        keys: list[str] = []
+        routes: list[str] = []
+        if feat.cascade is not None:
+            keys += CASCADE_KEYS
+            routes = list(feat.cascade.models)
+        if feat.split is not None:
+            routes = [feat.provider, feat.split.provider]
+        if feat.response_cache is not None:
+            keys += CACHE_KEYS
+        if name in capped:
+            keys += CAPPED_KEYS
+        out.update(f"feature.{name}.{k}" for k in keys)
+        out.update(f"feature.{name}.routes.{r}.{k}" for r in routes for k in LEVER_ROUTE_KEYS)
+        # The run's figures are the sums of the counts and costs (not of the shares).
+        out.update(k for k in keys if not k.endswith(("_share", "_rate")))
+    for cname in sc.spend_caps:
+        out.update(f"spend_caps.{cname}.{k}" for k in SPEND_CAP_KEYS)
+    return out

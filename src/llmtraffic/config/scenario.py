@@ -19,6 +19,7 @@ from llmtraffic.config.base import (
     Model,
     Slug,
 )
+from llmtraffic.config.levers import SpendCap
 from llmtraffic.config.policy import Policy, policy_from_preset
 from llmtraffic.config.provider import Provider
 from llmtraffic.config.workload import Feature
@@ -103,6 +104,10 @@ class Scenario(Model):
     providers: dict[str, Provider]
     features: dict[str, Feature]
     policies: dict[str, Policy] = Field(default_factory=dict)
+    spend_caps: dict[str, SpendCap] = Field(
+        default_factory=dict,
+        description="spend caps per API key, feature or user (docs/policies.md, 'Spend caps')",
+    )
     price_files: list[str] = Field(
         default_factory=list,
         description="TOML price files in the format of data/models.toml, relative to the "
@@ -198,6 +203,7 @@ class Scenario(Model):
                     "baseline): add it to the deployments or name one of them"
                 )
         problems.extend(_shared_quotas(self.providers))
+        problems.extend(self._lever_problems())
         if not problems:
             problems.extend(self._endless_stalls())
             problems.extend(self._tpot_without_tokens())
@@ -230,7 +236,13 @@ class Scenario(Model):
 
     def chain_names(self, feature: str) -> list[str]:
         """The providers a feature's attempts may go to: its provider, the other deployments
-        of its policy's route, then its policy's fallback providers, in order."""
+        of its policy's route, then its policy's fallback providers, in order; or its
+        cascade's models, or its split's two providers (which refuse a route and a fallback)."""
+        feat = self.features[feature]
+        if feat.cascade is not None:
+            return list(feat.cascade.models)
+        if feat.split is not None:
+            return [feat.provider, feat.split.provider]
         policy = self.policy_of(feature)
         primary = self.features[feature].provider
         routed = [] if policy.route is None else policy.route.deployments
@@ -293,6 +305,82 @@ class Scenario(Model):
                     "batching; hedging on a batching provider is not modelled yet: drop the "
                     "policy's hedge or the provider's batching"
                 )
+        return problems
+
+    def _lever_problems(self) -> list[str]:
+        """Cascades, splits, response caches and spend caps: their provider and feature names,
+        and the policy features they do not combine with (a problem line each)."""
+        problems = []
+        for name, feat in self.features.items():
+            path = f"features.{name}"
+            if feat.cascade is not None:
+                for i, model in enumerate(feat.cascade.models):
+                    if model not in self.providers:
+                        problems.append(
+                            f"{path}.cascade.models[{i}]: unknown provider {model!r}; "
+                            f"defined: {_names(self.providers)}"
+                        )
+                if feat.cascade.models[0] != feat.provider:
+                    problems.append(
+                        f"{path}.cascade.models[0]: must be the feature's provider "
+                        f"({feat.provider!r}), where every request goes first; got "
+                        f"{feat.cascade.models[0]!r}"
+                    )
+                if feat.split is not None:
+                    problems.append(
+                        f"{path}.split: a feature has a cascade or a split, not both; drop one"
+                    )
+            if feat.split is not None and feat.split.provider not in self.providers:
+                problems.append(
+                    f"{path}.split.provider: unknown provider {feat.split.provider!r}; "
+                    f"defined: {_names(self.providers)}"
+                )
+            known = feat.policy is None or feat.policy in self.policies
+            if not (known or feat.policy in policy_presets.POLICIES):
+                continue  # an unknown policy: reported above
+            capped = any(name in cap.features for cap in self.spend_caps.values())
+            if not (feat.levers or capped):
+                continue
+            policy = self.policy_of(name)
+            which = "its cascade, split, response_cache or spend cap"
+            if policy.layers:
+                problems.append(
+                    f"{path}: {which} does not combine with the retry layers of its policy "
+                    "yet; drop the policy's layers or the lever"
+                )
+            if policy.hedge is not None:
+                problems.append(
+                    f"{path}: {which} does not combine with the hedging of its policy yet; "
+                    "drop the policy's hedge or the lever"
+                )
+            if feat.session is not None or feat.agent is not None:
+                problems.append(
+                    f"{path}: {which} does not combine with sessions or agent tasks yet; drop "
+                    "the lever, or model the sessions without it"
+                )
+            if policy.route is not None:
+                problems.append(
+                    f"{path}: {which} does not combine with the route of its policy yet; drop "
+                    "the policy's route or the lever"
+                )
+            if (feat.cascade or feat.split) and policy.fallback is not None:
+                problems.append(
+                    f"{path}: a cascade or split moves requests between providers itself; drop "
+                    "the policy's fallback (a cascade escalates on exhausted retries with "
+                    "escalate_on_error)"
+                )
+        for cname, cap in self.spend_caps.items():
+            for i, fname in enumerate(cap.features):
+                if fname not in self.features:
+                    problems.append(
+                        f"spend_caps.{cname}.features[{i}]: unknown feature {fname!r}; "
+                        f"defined: {_names(self.features)}"
+                    )
+                elif cap.per == "user" and self.features[fname].users is None:
+                    problems.append(
+                        f"spend_caps.{cname}.per: 'user' needs a user population; give "
+                        f"features.{fname}.users = {{ count = N }}"
+                    )
         return problems
 
     def policy_of(self, feature: str) -> Policy:

@@ -15,6 +15,7 @@ from llmtraffic.config.base import (
     Rate,
     RateOrZero,
 )
+from llmtraffic.config.levers import Cascade, PromptSplit, ResponseCache, Users
 from llmtraffic.config.sessions import Agent, Session
 from llmtraffic.config.trace import Trace
 from llmtraffic.units import show_number
@@ -586,6 +587,26 @@ class Feature(Model):
         description="closed-loop agent tasks: arrivals are tasks, input_tokens each call's "
         "new tokens (a tool's result), and each call waits for the previous one and its tool",
     )
+    cascade: Cascade | None = Field(
+        None,
+        description="a model cascade: cheap model first, escalate answers judged not good "
+        "enough (docs/policies.md, 'Cost levers')",
+    )
+    split: PromptSplit | None = Field(
+        None, description="route prompts below a size to another provider (a static split)"
+    )
+    response_cache: ResponseCache | None = Field(
+        None, description="a response cache in front of the provider: hits cost nothing"
+    )
+    users: Users | None = Field(
+        None, description="the feature's user population (per-user spend caps need it)"
+    )
+
+    @property
+    def levers(self) -> bool:
+        """Whether the feature uses a cascade, a split or a response cache (the client that
+        runs them is chosen at construction; spend caps are in the scenario's spend_caps)."""
+        return self.cascade is not None or self.split is not None or self.response_cache is not None
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:

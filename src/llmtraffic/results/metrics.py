@@ -152,9 +152,16 @@ def tally_metrics(
     out.update(_percentiles(joined([_ttfts(t) for t in tallies]), "ttft"))
     out.update(_percentiles(joined([t.tpots for t in tallies]), "tpot"))
     if any(v is not None for v in values):
-        value = sum(t.ok * (v or 0.0) for t, v in zip(tallies, values, strict=True))
+        # A cascade's quality failure succeeded with an answer not good enough: no value.
+        value = sum(
+            (t.ok - t.quality_failures) * (v or 0.0) for t, v in zip(tallies, values, strict=True)
+        )
         out["value"] = value
         out["roi"] = ratio(value - billed, billed)
+        out["net_value"] = value - billed
+        # The whole window scaled (incidents included), unlike the steady cost projections:
+        # value has no steady-state split, and a lever's effect is on the whole window.
+        out["net_value_per_month"] = (value - billed) / duration * MONTH
     if slos is not None and any(s is not None for s in slos):
         # GuideLLM's and inference-perf's rule: every request counts, a failed one misses.
         judged = [(t, s) for t, s in zip(tallies, slos, strict=True) if s is not None]
@@ -235,6 +242,30 @@ summary's ``rate_limited_by`` has one count per ``<provider>.<kind>`` that refus
 
 BATCHING_KEYS = ("mean_batch", "max_batch", "tpot_mean", "tpot_slowdown")
 """Keys of summary.json's ``batching.<provider>`` (providers with continuous batching)."""
+
+LEVER_ROUTE_KEYS = (
+    "requests",
+    "attempts",
+    "billed_cost",
+    "answered",
+    "latency_mean",
+    "quality_failures",
+    "escalated",
+    "escalation_share",
+)
+"""Keys of a feature's ``routes.<provider>`` (a cascade or a split; client/levers.py)."""
+
+CASCADE_KEYS = ("escalations", "escalation_cost", "quality_failures", "quality_failure_share")
+"""Scalar keys a cascade adds to its feature (the run sums all but the share)."""
+
+CACHE_KEYS = ("cache_hits", "cache_hit_rate", "cache_saved_cost")
+"""Scalar keys a response cache adds to its feature (the run sums all but the rate)."""
+
+CAPPED_KEYS = ("spend_cap_refused", "spend_cap_prevented_cost")
+"""Scalar keys a feature under a spend cap gets (the run sums them)."""
+
+SPEND_CAP_KEYS = ("usd", "period", "billed_cost", "refused", "prevented_cost", "tenants")
+"""Scalar keys of summary.json's ``spend_caps.<name>`` (its ``tenants_refused`` is a list)."""
 
 RUN_KEYS = (
     "peak_attempt_rate_ratio",

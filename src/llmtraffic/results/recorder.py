@@ -63,6 +63,7 @@ class Tally:
         "ok_input_tokens",
         "ok_output_tokens",
         "outcomes",
+        "quality_failures",
         "requests",
         "retries",
         "sent",
@@ -93,11 +94,15 @@ class Tally:
         self.outcomes: dict[str, int] = dict.fromkeys(REQUEST_OUTCOMES, 0)
         self.status: dict[str, int] = dict.fromkeys(ATTEMPT_STATUSES, 0)
         self.inflight_acc = 0.0
+        # Successful requests whose answer a model cascade's last model still got wrong
+        # (client/levers.py): they succeeded, but earn no value_per_success.
+        self.quality_failures = 0
 
     @property
     def ok(self) -> int:
-        """Requests that succeeded (each ends with exactly one ok attempt)."""
-        return self.status[OK]
+        """Requests that succeeded (by outcome: a cache hit has no attempt, and a cascade's
+        escalated request has an ok attempt per model it asked)."""
+        return self.outcomes[OK]
 
     @property
     def finished(self) -> int:
