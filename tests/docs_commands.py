@@ -51,6 +51,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -249,9 +250,19 @@ def extract(doc: str) -> list[Snippet]:
     return snippets
 
 
+_SNIPPETS_LOCK = threading.Lock()
+_SNIPPETS: list[Snippet] | None = None
+
+
 def all_snippets() -> list[Snippet]:
-    """The snippets of every document."""
-    return [s for doc in DOCUMENTS for s in extract(doc)]
+    """The snippets of every document, extracted once. Under a lock: the runner's threads ask
+    for them as their workspaces start, and CPython 3.11.7's ``ast.parse`` is not safe in two
+    threads at once ("SystemError: AST constructor recursion depth mismatch", cpython#106905)."""
+    global _SNIPPETS
+    with _SNIPPETS_LOCK:
+        if _SNIPPETS is None:
+            _SNIPPETS = [s for doc in DOCUMENTS for s in extract(doc)]
+        return _SNIPPETS
 
 
 WORKFLOW = "examples/llmtraffic-ci.yml"
