@@ -90,9 +90,7 @@ def provider() -> dict[str, Any]:
 TENACITY_POLICY = {"retry": {"kind": "tenacity", "retrying": "tests.serve_apps:RETRYING"}}
 
 
-def scenario(
-    policies: dict[str, Any] = POLICIES, tables: dict[str, Any] | None = None
-) -> Scenario:
+def scenario(policies: dict[str, Any] = POLICIES, tables: dict[str, Any] | None = None) -> Scenario:
     """The conformance scenario: one provider per client (``policies``: feature name to the
     policy the simulation runs for it), with the policy ``tables`` they name."""
     return scenario_from_dict(

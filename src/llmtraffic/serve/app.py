@@ -62,9 +62,7 @@ class BrokenBody(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Send the headers and part of the body, and return without finishing it."""
-        await send(
-            {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
-        )
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         await send({"type": "http.response.body", "body": self.full[: self.cut], "more_body": True})
 
 
@@ -152,9 +150,10 @@ async def _disconnected(request: Request) -> None:
 async def _until(fut: Awaitable[T], request: Request) -> T | None:
     """``fut``'s result, or None if the client hangs up first."""
     task: asyncio.Future[T] = asyncio.ensure_future(fut)
-    watch = asyncio.ensure_future(_disconnected(request))
+    watch: asyncio.Future[None] = asyncio.ensure_future(_disconnected(request))
+    pending: set[asyncio.Future[Any]] = {task, watch}
     try:
-        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
     finally:
         watch.cancel()
     return task.result() if task.done() else None
@@ -323,4 +322,3 @@ def _stream(
                 model.cancel(served)
 
     return events()
-

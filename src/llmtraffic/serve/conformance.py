@@ -1,6 +1,7 @@
-"""Compare what a real client did against ``llmtraffic serve`` with simulations of the same
-scenario: does the policy the simulator runs for it (an SDK preset, a tenacity adapter) behave
-as the real code does?
+"""Conformance: whether the policy the simulator runs for a client behaves as its code does.
+
+Compare what a real client did against ``llmtraffic serve`` with simulations of the same
+scenario, whose policy is the one the simulator runs for it (an SDK preset, a tenacity adapter).
 
 A served session is one realisation of the scenario; simulated replications (other seeds)
 give the run-to-run distribution of each statistic. The real session's value passes when it
@@ -56,6 +57,19 @@ class PhaseStats:
     billed_per_request: float
     wait_before_retry: float
     retried: frozenset[str]
+    # Standard deviations over the requests (for the session's own 95% intervals).
+    attempts_sd: float = math.nan
+    billed_sd: float = math.nan
+
+    def interval(self, statistic: str) -> tuple[float, float]:
+        """The 95% interval of a per-request mean of this run, requests taken as independent
+        (they are not quite: a storm couples them; the comparison does not rely on it)."""
+        sd = {"attempts_per_request": self.attempts_sd, "billed_per_request": self.billed_sd}
+        mean = getattr(self, statistic)
+        if statistic not in sd or self.requests < 2:
+            return (math.nan, math.nan)
+        half = float(sps.t.ppf(0.975, self.requests - 1)) * sd[statistic] / self.requests**0.5
+        return (mean - half, mean + half)
 
 
 @dataclass(frozen=True)
@@ -72,6 +86,8 @@ class Comparison:
     high: float
     real_requests: int
     sim_runs: int
+    real_low: float = math.nan
+    real_high: float = math.nan
 
     @property
     def ok(self) -> bool:
@@ -95,6 +111,9 @@ def phase_stats(
     att = attempts[(attempts.feature == feature) & attempts.request_id.isin(ids)]
     n = len(req)
     retries = att[att.attempt > 0]
+    per_request = att.groupby("request_id").agg(
+        attempts=("attempt", "size"), billed=("cost", "sum")
+    )
     # The statuses of the attempts that another attempt of the same request followed.
     last = att.groupby("request_id").attempt.transform("max")
     retried = frozenset(att[att.attempt < last].status.astype(str).tolist())
@@ -105,6 +124,8 @@ def phase_stats(
         billed_per_request=float(att.cost.sum()) / n if n else math.nan,
         wait_before_retry=float(retries.wait_before.mean()) if len(retries) else math.nan,
         retried=retried,
+        attempts_sd=float(per_request.attempts.std(ddof=1)) if n > 1 else math.nan,
+        billed_sd=float(per_request.billed.std(ddof=1)) if n > 1 else math.nan,
     )
 
 
@@ -137,6 +158,7 @@ def compare(
             values = [getattr(s[key], name) for s in sims]
             low, high = prediction_interval(values, level)
             low, high = low - slack.get(name, 0.0), high + slack.get(name, 0.0)
+            real_low, real_high = r.interval(name)
             finite = [v for v in values if not math.isnan(v)]
             out.append(
                 Comparison(
@@ -149,6 +171,8 @@ def compare(
                     high,
                     r.requests,
                     len(sims),
+                    real_low,
+                    real_high,
                 )
             )
     return out
@@ -173,12 +197,14 @@ def retried_differences(
 def table(rows: Sequence[Comparison]) -> str:
     """The comparisons as a plain-text table (for test output and the docs)."""
     lines = [
-        f"{'feature':<10} {'phase':<9} {'statistic':<20} {'real':>10} {'sim mean':>10} "
-        f"{'99.9% PI for a run':>23} ok"
+        f"{'feature':<8} {'phase':<9} {'statistic':<20} {'real':>9} {'real 95% CI':>22} "
+        f"{'sim mean':>9} {'sim 99.9% PI, a run':>22} ok"
     ]
     for c in rows:
+        ci = f"[{c.real_low:.4g}, {c.real_high:.4g}]" if c.real_low == c.real_low else "-"
         lines.append(
-            f"{c.feature:<10} {c.phase:<9} {c.statistic:<20} {c.real:>10.4g} {c.sim_mean:>10.4g} "
-            f"{f'[{c.low:.4g}, {c.high:.4g}]':>23} {'yes' if c.ok else 'NO'}"
+            f"{c.feature:<8} {c.phase:<9} {c.statistic:<20} {c.real:>9.4g} {ci:>22} "
+            f"{c.sim_mean:>9.4g} {f'[{c.low:.4g}, {c.high:.4g}]':>22} "
+            f"{'yes' if c.ok else 'NO'}"
         )
     return "\n".join(lines)

@@ -71,6 +71,9 @@ class SessionLog:
         self.rows: list[tuple[Any, ...]] = []
         self.requests: dict[str, _Request] = {}
         self.attempt_count = 0
+        # Attempts per time-series bin (by send time): the peak attempt rate.
+        self.width = scenario.run.timeseries_bin
+        self.per_bin: dict[int, int] = {}
         self.closed = False
 
     def attempt(self, served: Served) -> None:
@@ -104,6 +107,8 @@ class SessionLog:
             )
         )
         self.attempt_count += 1
+        b = int(att.send / self.width)
+        self.per_bin[b] = self.per_bin.get(b, 0) + 1
         rec = self.requests.get(served.request_key)
         if rec is None:
             rec = _Request(
@@ -209,6 +214,13 @@ class SessionLog:
         sent = sum(t.sent for t in tallies.values())
         summary["retry_share"] = (
             sum(t.retries for t in tallies.values()) / sent if sent else math.nan
+        )
+        # As the simulator defines it (results.metrics.peak_attempt_rate_ratio), binned alike.
+        requests = summary["requests"]
+        summary["peak_attempt_rate_ratio"] = (
+            max(self.per_bin.values()) / self.width / (requests / duration)
+            if requests and self.per_bin
+            else math.nan
         )
         summary["features"] = {
             n: tally_metrics([tallies[n]], duration, [self.scenario.features[n].value_per_success])

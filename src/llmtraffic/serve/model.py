@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmtraffic.config.scenario import Scenario
-from llmtraffic.engine.entities import OK, Attempt, Request
+from llmtraffic.engine.entities import Attempt, Request
 from llmtraffic.engine.kernel import Kernel
 from llmtraffic.engine.streams import Streams
 from llmtraffic.errors import ConfigError
@@ -85,7 +85,7 @@ class ProviderModel:
         self.on_attempt = on_attempt
         self.kernel = kernel = Kernel()
         self.streams = streams = Streams(self.seed)
-        _refuse_unservable(sc)
+        check_servable(sc)
         self.recorder = Recorder(
             None, False, False, sc.run.timeseries_bin, 1.0, features=list(sc.features)
         )
@@ -304,13 +304,11 @@ def token_times(served: Served) -> tuple[float, float]:
     ep = att.provider
     first = att.start + ep.first_token_offset(att)
     ttft = first - att.send if first <= served.end else NAN
-    if att.status is not OK and not ttft == ttft:
-        return NAN, ep.token_pace(att)
     return ttft, ep.token_pace(att)
 
 
-def _refuse_unservable(sc: Scenario) -> None:
-    """What the server cannot run, refused with the field to change."""
+def check_servable(sc: Scenario) -> None:
+    """Refuse what the server cannot run (``ConfigError`` naming the field to change)."""
     problems = []
     for name, cfg in sc.providers.items():
         if cfg.batching is not None:

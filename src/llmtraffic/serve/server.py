@@ -26,7 +26,7 @@ from llmtraffic.results.folders import FolderLock, atomic_folder, check_target, 
 from llmtraffic.runner import check_replaceable
 from llmtraffic.serve.app import build_app
 from llmtraffic.serve.log import SessionLog
-from llmtraffic.serve.model import ProviderModel
+from llmtraffic.serve.model import ProviderModel, check_servable
 
 DEFAULT_PORT = 8400
 
@@ -176,6 +176,7 @@ def serve(
 ) -> Session:
     """Serve ``scenario``'s providers on ``host:port`` until SIGINT or SIGTERM (or
     ``Session.stop``), writing the session's results folder ``out``; return the session."""
+    check_servable(scenario)  # before any folder or port is touched
     check_target(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     check_writable(out.parent)
@@ -200,7 +201,9 @@ def serve(
 
 
 class ServerThread:
-    """``serve`` in a background thread on a free port, for tests and notebooks::
+    """``serve`` in a background thread on a free port, for tests and notebooks.
+
+    Use::
 
         with ServerThread(scenario, out) as server:
             client = openai.AsyncOpenAI(base_url=server.base_url("llm"), api_key="x")

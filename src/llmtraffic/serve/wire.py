@@ -65,7 +65,7 @@ def rate_limit_headers(
         ("requests", limits[0], remaining_req, reset_req),
         ("tokens", limits[1], remaining_tok, reset_tok),
     ):
-        if limit is None or not left == left:
+        if limit is None or math.isnan(left):
             continue
         if api == "anthropic":
             out[f"anthropic-ratelimit-{kind}-limit"] = str(int(limit))
