@@ -275,9 +275,12 @@ def test_bad_requests_get_the_providers_errors(tmp_path: Path) -> None:
 def test_requests_group_by_header_and_compare_reads_a_session(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Attempts with one x-llmtraffic-request are one request (numbered 0, 1, ...); a
-    session's folder compares with a simulated run's."""
-    sc = scenario(failures={"error_rate": 0.5})
+    """Attempts with one x-llmtraffic-request are one request (numbered 0, 1, ...) with one
+    prompt size (drawn for its first attempt); a session's folder compares with a simulated
+    run's."""
+    raw = config(failures={"error_rate": 0.5})
+    raw["features"]["f"]["input_tokens"] = {"kind": "uniform", "low": 10, "high": 10_000}
+    sc = scenario_from_dict(raw)
     with ServerThread(sc, tmp_path / "s") as server:
 
         async def calls() -> None:
@@ -296,6 +299,8 @@ def test_requests_group_by_header_and_compare_reads_a_session(
     assert req.attempts.sum() == len(att)
     for _, rows in att.groupby("request_id"):
         assert rows.attempt.tolist() == list(range(len(rows)))
+        assert rows.input_tokens.nunique() == 1
+    assert att.input_tokens.nunique() == 4  # four requests, four draws (ties: 1 in 10^4)
     assert req.billed_cost.sum() == pytest.approx(att.cost.sum())
     run_to_folder(sc, tmp_path / "sim")
     assert main(["compare", str(tmp_path / "s"), str(tmp_path / "sim")]) == 0

@@ -111,8 +111,9 @@ class ProviderModel:
         self._clients: dict[tuple[str, int], ServeClient] = {}
         self._served: dict[int, Served] = {}
         self._waiting_start: set[Served] = set()
-        # Per request key: attempts so far and when the last one's outcome came.
-        self._requests: dict[str, tuple[int, float]] = {}
+        # Per request key: attempts so far, when the last one's outcome came, and the token
+        # sizes drawn for its first attempt (input, output before max_tokens).
+        self._requests: dict[str, tuple[int, float, int, int]] = {}
         self._ids: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._t0 = 0.0
@@ -223,15 +224,19 @@ class ProviderModel:
         now = self.kernel.now
         feat = self.scenario.features[feature]
         limit = feat.max_tokens if max_tokens is None else max_tokens
-        inp = int(self.inputs[feature](1)[0])
-        out = min(int(self.outputs[feature](1)[0]), limit)
         ep = self.endpoints[provider]
         key = request_key if request_key is not None else f"attempt-{len(self._ids)}"
         rid = self._ids.setdefault(key, len(self._ids))
-        made, last_end = self._requests.get(key, (0, NAN))
+        made, last_end, inp, drawn = self._requests.get(key, (0, NAN, 0, 0))
+        if made == 0:
+            # A retry sends the same prompt and asks for the same answer: the sizes drawn for
+            # the request's first attempt hold for all of them, as in a simulation.
+            inp = int(self.inputs[feature](1)[0])
+            drawn = int(self.outputs[feature](1)[0])
+        out = min(drawn, limit)
         number = made if request_key is not None or attempt_number is None else attempt_number
         wait = 0.0 if made == 0 else max(0.0, now - last_end)
-        self._requests[key] = (made + 1, last_end)
+        self._requests[key] = (made + 1, last_end, inp, drawn)
         req = Request(rid, now, inp, 0, out, INF, ep.cost(inp, 0, out))
         att = Attempt(req, self._client(feature, limit), number, ep, now, INF, wait, 0)
         loop = self.loop
@@ -274,8 +279,8 @@ class ProviderModel:
         served = self._served.pop(id(att))
         self._waiting_start.discard(served)
         served.end = self.kernel.now
-        made, _ = self._requests[served.request_key]
-        self._requests[served.request_key] = (made, served.end)
+        made, _, inp, drawn = self._requests[served.request_key]
+        self._requests[served.request_key] = (made, served.end, inp, drawn)
         if not served.started.done():
             served.started.set_result(att.start == att.start)
         if self.on_attempt is not None:
