@@ -228,6 +228,17 @@ def test_incidents_follow_the_wall_clock_times_the_speedup(tmp_path: Path) -> No
     assert events.time.tolist() == [5.0, 10.0]
 
 
+@pytest.mark.parametrize("wait", [False, True])
+def test_the_clock_may_start_with_the_first_request(tmp_path: Path, wait: bool) -> None:
+    """An outage in the first simulated second; the first request comes 1.5 s after the
+    server started: it meets the outage only when the clock waits for traffic."""
+    sc = scenario(incidents=[{"kind": "outage", "start": 0.0, "duration": "1s"}])
+    with ServerThread(sc, tmp_path / "s", wait_for_traffic=wait) as server:
+        time.sleep(1.5)
+        status = post(server, "/p/v1/chat/completions", CHAT)[0]
+    assert status == (503 if wait else 200)
+
+
 def test_tokens_come_at_the_decode_speed(tmp_path: Path) -> None:
     """50 tokens at 100 per second take 0.5 s after the first: no stream is faster than the
     model (the lower bound only: a busy machine may be slower)."""

@@ -5,8 +5,11 @@ set -euo pipefail
 out=runs/serve-battery
 # A free port, so that parallel jobs on one machine do not collide.
 port=$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-llmtraffic serve examples/serve/battery.toml --port "$port" --out "$out" --force &
+# --wait-for-traffic: the battery's schedule starts with the application's first request.
+llmtraffic serve examples/serve/battery.toml --port "$port" --out "$out" --force --wait-for-traffic &
 server=$!
+# Whatever happens below, the server does not outlive the job.
+trap 'kill -TERM "$server" 2>/dev/null || true' EXIT
 # Wait until it answers (it prints its base URLs when it does).
 python - "$port" <<'PY'
 import sys, time, urllib.request

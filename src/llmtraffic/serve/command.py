@@ -43,7 +43,9 @@ def cmd_serve(args: argparse.Namespace, console: Console) -> int:
         host = args.host
         lines = [
             f"serving {args.config} ({scenario.name}) on http://{host}:{session.port}, "
-            f"speedup {args.speedup:g}; Ctrl-C or SIGTERM stops it and writes {out}"
+            f"speedup {args.speedup:g}"
+            + ("; the clock starts at the first request" if args.wait_for_traffic else "")
+            + f"; Ctrl-C or SIGTERM stops it and writes {out}"
         ]
         for name in scenario.providers:
             root = f"http://{host}:{session.port}/{name}"
@@ -62,6 +64,7 @@ def cmd_serve(args: argparse.Namespace, console: Console) -> int:
         speedup=args.speedup,
         seed=args.seed,
         force=args.force,
+        wait_for_traffic=args.wait_for_traffic,
         on_ready=ready,
     )
     s = session.summary
@@ -136,6 +139,13 @@ def add_serve_parser(sub: Any, overrides: Any, seed: Any) -> None:
         type=_seconds,
         metavar="DURATION",
         help="stop by itself after this many wall seconds (e.g. 30s), as Ctrl-C would",
+    )
+    p.add_argument(
+        "--wait-for-traffic",
+        action="store_true",
+        help="start simulated time (the incident schedule) at the first request instead of "
+        "when the server starts: the schedule meets the application however long it takes "
+        "to start",
     )
     overrides(p)
     p.set_defaults(func=cmd_serve)

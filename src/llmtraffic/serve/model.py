@@ -76,6 +76,7 @@ class ProviderModel:
         speedup: float = 1.0,
         seed: int | None = None,
         on_attempt: AttemptHook | None = None,
+        wait_for_traffic: bool = False,
     ) -> None:
         if not speedup > 0 or math.isinf(speedup):
             raise ConfigError([f"--speedup: must be a finite number > 0, got {speedup}"])
@@ -117,15 +118,25 @@ class ProviderModel:
         self._ids: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._t0 = 0.0
+        # Simulated time 0 is the first request rather than ``start`` (a CI job's application
+        # starts when it starts; the schedule should meet its traffic, not the server's boot).
+        self.wait_for_traffic = wait_for_traffic
+        self._clock_running = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = INF
 
     # Clock ------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start simulated time now, on the running loop."""
+        """Start simulated time now, on the running loop (at the first request instead with
+        ``wait_for_traffic``)."""
         self._loop = asyncio.get_running_loop()
-        self._t0 = self._loop.time()
+        if not self.wait_for_traffic:
+            self._start_clock()
+
+    def _start_clock(self) -> None:
+        self._t0 = self.loop.time()
+        self._clock_running = True
         self._arm()
 
     @property
@@ -136,7 +147,10 @@ class ProviderModel:
         return self._loop
 
     def sim_time(self) -> float:
-        """The simulated time now: wall seconds since ``start`` times ``speedup``."""
+        """The simulated time now: wall seconds since ``start`` times ``speedup`` (0 until the
+        first request with ``wait_for_traffic``)."""
+        if not self._clock_running:
+            return 0.0
         return (self.loop.time() - self._t0) * self.speedup
 
     def wall_at(self, sim: float) -> float:
@@ -158,7 +172,7 @@ class ProviderModel:
     def _arm(self) -> None:
         """Wake at the kernel's next event (an earlier one replaces a later timer)."""
         queue = self.kernel.queue
-        if not queue or self._loop is None:
+        if not queue or self._loop is None or not self._clock_running:
             return
         at = self.wall_at(queue[0][0])
         if self._timer is not None and at >= self._timer_at:
@@ -220,6 +234,8 @@ class ProviderModel:
         with its retries); attempts without one are requests of their own, numbered by
         ``attempt_number`` when the client says it (the SDKs' ``x-stainless-retry-count``).
         """
+        if not self._clock_running:
+            self._start_clock()
         self.advance()
         now = self.kernel.now
         feat = self.scenario.features[feature]

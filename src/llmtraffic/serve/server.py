@@ -105,11 +105,13 @@ class Session:
         *,
         speedup: float = 1.0,
         seed: int | None = None,
+        wait_for_traffic: bool = False,
     ) -> None:
         self.scenario = scenario
         self.folder = folder
         self.sock = sock
         self.speedup = speedup
+        self.wait_for_traffic = wait_for_traffic
         self.seed = scenario.run.seed if seed is None else seed
         self.summary: dict[str, Any] = {}
         self._server: _Server | None = None
@@ -131,7 +133,11 @@ class Session:
         ``partial``; return the summary."""
         log = SessionLog(partial, self.scenario, self.seed, self.speedup)
         model = ProviderModel(
-            self.scenario, speedup=self.speedup, seed=self.seed, on_attempt=log.attempt
+            self.scenario,
+            speedup=self.speedup,
+            seed=self.seed,
+            on_attempt=log.attempt,
+            wait_for_traffic=self.wait_for_traffic,
         )
         self.model = model
         model.start()
@@ -172,16 +178,20 @@ def serve(
     speedup: float = 1.0,
     seed: int | None = None,
     force: bool = False,
+    wait_for_traffic: bool = False,
     on_ready: Callable[[Session], None] | None = None,
 ) -> Session:
     """Serve ``scenario``'s providers on ``host:port`` until SIGINT or SIGTERM (or
-    ``Session.stop``), writing the session's results folder ``out``; return the session."""
+    ``Session.stop``), writing the session's results folder ``out``; return the session.
+    ``wait_for_traffic``: simulated time starts at the first request, not now."""
     check_servable(scenario)  # before any folder or port is touched
     check_target(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     check_writable(out.parent)
     sock = open_port(host, port)
-    session = Session(scenario, out, sock, speedup=speedup, seed=seed)
+    session = Session(
+        scenario, out, sock, speedup=speedup, seed=seed, wait_for_traffic=wait_for_traffic
+    )
     try:
         with FolderLock(out):
             check_replaceable(out, force)
@@ -220,9 +230,11 @@ class ServerThread:
         speedup: float = 1.0,
         seed: int | None = None,
         host: str = "127.0.0.1",
+        wait_for_traffic: bool = False,
     ) -> None:
         self.scenario = scenario
         self.out = out
+        self.wait_for_traffic = wait_for_traffic
         self.speedup = speedup
         self.seed = seed
         self.host = host
@@ -241,6 +253,7 @@ class ServerThread:
                 speedup=self.speedup,
                 seed=self.seed,
                 force=True,
+                wait_for_traffic=self.wait_for_traffic,
                 on_ready=self._on_ready,
             )
         except BaseException as exc:
