@@ -388,3 +388,53 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     return json.dumps(v)
+
+
+def test_every_request_is_one_attempt_billed_by_its_rule(tmp_path: Path) -> None:
+    """Conservation under concurrency: 16 calls at once to 2 slots with a queue of 2, fast
+    errors and mid-stream failures: each HTTP request is exactly one attempt row, shed ones
+    get the 529 (the queue is real concurrency accounting), each row is billed by its rule
+    (ok: all of it; 429, 5xx, 529: nothing; mid-stream: input and the tokens generated), the
+    summary adds the rows up, and the provider ends with no slot held and nothing queued."""
+    sc = scenario(
+        capacity={"slots": 2, "queue_limit": 2},
+        failures={"error_rate": 0.2, "midstream_rate": 0.3},
+        service={"kind": "tokens", "ttft": "0.3s", "decode_tps": 500, "noise_sigma": 0.0},
+    )
+    with ServerThread(sc, tmp_path / "s") as server:
+
+        async def calls() -> list[str]:
+            client = openai.AsyncOpenAI(base_url=server.base_url("p"), api_key="k", max_retries=0)
+
+            async def one() -> str:
+                try:
+                    await client.chat.completions.create(model="m", messages=MESSAGES)
+                    return "ok"
+                except openai.APIError as exc:
+                    return type(exc).__name__
+
+            return list(await asyncio.gather(*(one() for _ in range(16))))
+
+        outcomes = asyncio.run(calls())
+    model = server.session.model  # type: ignore[union-attr]
+    assert model is not None
+    ep = model.endpoints["p"]
+    assert (ep.busy, len(ep.queue)) == (0, 0)
+    run = llmtraffic.load(tmp_path / "s")
+    att = run.attempts
+    assert len(att) == 16
+    assert (att.status == "ok").sum() == outcomes.count("ok")
+    # 2 slots and 2 queue places for 16 calls sent at once, each served 0.4 s: most are shed
+    # (at most two rounds of 4 admitted if the calls take as long as a service to arrive).
+    assert set(att[att.status == "overloaded"].http_status) == {529}
+    assert (att.status == "overloaded").sum() >= 16 - 8 - (att.status == "server_error").sum()
+    for row in att.itertuples():
+        if row.status == "ok":
+            assert row.cost == pytest.approx(COST)
+        elif row.status == "midstream_error":
+            assert row.cost == pytest.approx(100e-6 + 2e-6 * row.output_tokens)
+            assert row.output_tokens < 50
+        else:
+            assert row.status in ("server_error", "overloaded") and row.cost == 0.0
+    assert run.summary["billed_cost"] == pytest.approx(att.cost.sum())
+    assert run.summary["attempts"] == 16
