@@ -296,7 +296,10 @@ class ProviderModel:
         self._waiting_start.discard(served)
         served.end = self.kernel.now
         made, _, inp, drawn = self._requests[served.request_key]
-        self._requests[served.request_key] = (made, served.end, inp, drawn)
+        # The next attempt's wait counts from when the outcome actually goes out: a busy
+        # loop runs the kernel's events late, and that lag is the server's, not the client's.
+        sent = max(served.end, self.sim_time())
+        self._requests[served.request_key] = (made, sent, inp, drawn)
         if not served.started.done():
             served.started.set_result(att.start == att.start)
         if self.on_attempt is not None:
