@@ -361,8 +361,6 @@ class Workspace:
         (self.root / ".venv").symlink_to(VENV)
         # docs/ci.md shows how to run this project's property tests from its root.
         (self.root / "tests").symlink_to(ROOT / "tests")
-        # docs/serve.md runs the worked example of examples/serve/ from the project's root.
-        (self.root / "examples").symlink_to(ROOT / "examples")
         # Files the docs ask the reader to write (any document's): a user's repository holds
         # them when a later page refers to them.
         for snippet in all_snippets():
