@@ -176,6 +176,29 @@ def test_a_stream_cut_mid_way_reaches_the_caller(tmp_path: Path) -> None:
     assert attempts.cost.tolist() == pytest.approx(expected)
 
 
+def test_the_responses_api_answers_and_streams(tmp_path: Path) -> None:
+    """The OpenAI SDK's Responses API: a response with its usage, and a stream of text deltas
+    ending in response.completed, 50 words each."""
+    with ServerThread(scenario(), tmp_path / "s") as server:
+
+        async def calls() -> tuple[Any, str, Any]:
+            client = openai.AsyncOpenAI(base_url=server.base_url("p"), api_key="k")
+            answer = await client.responses.create(model="m", input="hi")
+            stream = await client.responses.create(model="m", input="hi", stream=True)
+            text, last = "", None
+            async for event in stream:
+                if event.type == "response.output_text.delta":
+                    text += event.delta
+                last = event
+            return answer, text, last
+
+        answer, text, last = asyncio.run(calls())
+    assert answer.usage.output_tokens == 50 and len(answer.output_text.split()) == 50
+    assert len(text.split()) == 50
+    assert last.type == "response.completed"
+    assert last.response.usage.input_tokens == 100
+
+
 def test_an_answer_cut_mid_way_is_a_broken_body(tmp_path: Path) -> None:
     """Not streamed, a mid-stream failure is a 200 whose body breaks off: the SDK raises a
     connection error (and would retry it)."""

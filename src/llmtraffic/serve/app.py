@@ -84,7 +84,7 @@ def build_app(model: ProviderModel) -> Starlette:
                 "status": "ok",
                 "scenario": model.scenario.name,
                 "providers": list(model.scenario.providers),
-                "sim_time": model.sim_time() if model._loop is not None else 0.0,
+                "sim_time": model.sim_time(),
                 "speedup": model.speedup,
                 "in_flight": model.in_flight(),
             }

@@ -306,6 +306,12 @@ class ProviderModel:
             self.on_attempt(served)
         served.done.set_result(att)
 
+    def cancel_all(self) -> None:
+        """End every attempt still in flight as a hang-up (the server is stopping)."""
+        self.advance()
+        for served in list(self._served.values()):
+            self.cancel(served)
+
     def in_flight(self) -> int:
         """Attempts whose outcome is not reached yet."""
         return len(self._served)

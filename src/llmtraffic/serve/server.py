@@ -148,10 +148,8 @@ class Session:
             await self._server.server.serve(sockets=[self.sock])
         finally:
             ready.cancel()
-            model.advance()
             # Attempts the clients still wait for end here: the provider sees the hang-up.
-            for served in list(model._served.values()):
-                model.cancel(served)
+            model.cancel_all()
             model.close()
             end = model.kernel.now
             self.summary = log.close(end, time.perf_counter() - wall0, model.recorder.events)
