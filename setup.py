@@ -28,6 +28,8 @@ HOT_MODULES = [
     "src/llmtraffic/provider/quota.py",
     "src/llmtraffic/provider/ratelimit.py",
     "src/llmtraffic/client/session_client.py",
+    # A Client subclass (mypyc refuses an interpreted subclass of a compiled class).
+    "src/llmtraffic/serve/client.py",
     "src/llmtraffic/workload/source.py",
 ]
 

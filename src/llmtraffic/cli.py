@@ -525,6 +525,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_cal.set_defaults(func=cmd_calibrate)
     _add_presets_parser(sub)
     experiment_commands.add_parsers(sub)  # compare, plot, report
+    from llmtraffic.serve.command import add_serve_parser
+
+    add_serve_parser(sub, overrides, _seed)
     from llmtraffic.checks.command import add_check_parser
 
     add_check_parser(sub)
