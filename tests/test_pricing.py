@@ -114,7 +114,9 @@ def test_openai_matches_whole_128_token_increments_above_1024() -> None:
     billed, summary = costs(raw)
     p_in, p_cached, p_out = 0.15e-6, 0.075e-6, 0.6e-6
     assert billed[0] == pytest.approx(1600 * p_in + 10 * p_out, rel=1e-12)  # no write premium
-    assert billed[1] == pytest.approx((1600 - 1408) * p_in + 1408 * p_cached + 10 * p_out, rel=1e-12)
+    assert billed[1] == pytest.approx(
+        (1600 - 1408) * p_in + 1408 * p_cached + 10 * p_out, rel=1e-12
+    )
     assert summary["pricing"]["p"]["cache_read_tokens"] == 1408
 
 
@@ -292,7 +294,9 @@ def test_cached_fraction_and_a_prompt_cache_are_refused_together() -> None:
 
 
 def test_cached_fraction_still_works_without_a_prompt_cache() -> None:
-    raw = scenario([0.0], system=0, provider={"prompt_cache": None}, feature={"cached_fraction": 0.5})
+    raw = scenario(
+        [0.0], system=0, provider={"prompt_cache": None}, feature={"cached_fraction": 0.5}
+    )
     billed, _ = costs(raw)
     assert billed == pytest.approx([50 * SONNET_IN + 50 * 0.1 * SONNET_IN + 10 * SONNET_OUT])
 
