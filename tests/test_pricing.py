@@ -336,3 +336,25 @@ def test_presets_carry_the_litellm_fields() -> None:
         if provider == "anthropic":
             assert prices["cache_write"] == pytest.approx(1.25 * preset.input, rel=1e-12)
             assert prices["cache_write_1h"] == pytest.approx(2 * preset.input, rel=1e-12)
+
+
+def test_the_terminal_summary_shows_the_bills_parts_and_the_hit_rate() -> None:
+    from llmtraffic.report_table import pricing_lines
+
+    _, summary = costs(scenario([0.0, 60.0]))
+    (line,) = pricing_lines(summary)
+    assert line.startswith("p: billed $0.0090 = input $0.0006 + cache writes $0.0075")
+    assert "prompt cache hit 50.00% of 2 prompts (2,000 tokens read, 2,000 written)" in line
+
+
+def test_a_session_baseline_follows_the_shadow_cache() -> None:
+    sim = Simulation(scenario_from_dict(scenario([0.0])))
+    sim.run()
+    ep = sim.endpoints["p"]
+    assert isinstance(ep, PricedEndpoint)
+    first = ep.baseline_cost("f", 1000.0, 3000, 0, 10, session=9, prefix=0)
+    second = ep.baseline_cost("f", 1030.0, 5000, 0, 10, session=9, prefix=3400)
+    assert first == pytest.approx(3000 * 1.25 * SONNET_IN + 10 * SONNET_OUT, rel=1e-12)
+    assert second == pytest.approx(
+        3000 * 0.1 * SONNET_IN + 2000 * 1.25 * SONNET_IN + 10 * SONNET_OUT, rel=1e-12
+    )

@@ -142,22 +142,37 @@ class PricedEndpoint(ErrorEndpoint):
                 self.written_tokens += end - matched
             cache.store(key, end, now)
 
-    def baseline_cost(self, client: str, t: float, inp: int, cached: int, out: int) -> float:
+    def baseline_cost(
+        self,
+        client: str,
+        t: float,
+        inp: int,
+        cached: int,
+        out: int,
+        session: int = -1,
+        prefix: int = 0,
+    ) -> float:
         """The baseline of a request of feature ``client`` arriving at ``t``: its cost if
         its first attempt succeeded here at once. The cache it sees is a shadow that every
         request visits once, at its arrival (retries and fallbacks do not touch it), so a
         run without failures bills exactly its baseline. ``cached`` (cached_fraction) applies
-        when the provider has no prompt cache. Calls come in arrival order per feature."""
+        when the provider has no prompt cache. A session turn gives its ``session`` and
+        ``prefix`` (``Request.session``, ``Request.prefix_tokens``), as ``_prefix`` reads
+        them. Calls come in arrival order."""
         shadow = self.shadow
         written = 0
         if shadow is not None:
-            key, system = self.prefixes.get(client, (0, 0))
+            if session >= 0:
+                key, repeat, end = session, prefix, inp
+            else:
+                key, repeat = self.prefixes.get(client, (0, 0))
+                end = repeat
             cached = 0
-            if system:
-                cached = shadow.match(key, system, t)
-                if self.bills_writes and system >= shadow.min_tokens:
-                    written = system - cached
-                shadow.store(key, system, t)
+            if end:
+                cached = shadow.match(key, repeat, t)
+                if self.bills_writes and end >= shadow.min_tokens:
+                    written = end - cached
+                shadow.store(key, end, t)
         p_in, p_write, p_cached, p_out = self.long if inp > self.lc_above else self.std
         return (inp - cached - written) * p_in + written * p_write + cached * p_cached + out * p_out
 
