@@ -358,3 +358,62 @@ def test_a_session_baseline_follows_the_shadow_cache() -> None:
     assert second == pytest.approx(
         3000 * 0.1 * SONNET_IN + 2000 * 1.25 * SONNET_IN + 10 * SONNET_OUT, rel=1e-12
     )
+
+
+def test_sessions_read_the_shared_system_prompt_and_their_own_transcript() -> None:
+    """Two sessions of 3 turns (100 new tokens, 50 out, 5 s think time, 2 s service) on a
+    1,500-token system prompt, Anthropic 5-minute TTL: session A's first turn writes its
+    1,600-token prompt; B's first turn, a second later, reads A's system prompt (1,500) and
+    writes its 100 new tokens; each later turn reads its previous prompt (1,600, then 1,750)
+    and writes the 150 tokens after it (the previous answer and its new tokens)."""
+    raw: dict[str, Any] = {
+        "run": {"duration": 30.0, "seed": 1},
+        "providers": {
+            "p": {
+                "model": "anthropic/claude-sonnet-4-5",
+                "prompt_cache": {"ttl": "5m"},
+                "service": {"kind": "deterministic", "value": 2.0},
+            }
+        },
+        "features": {
+            "f": {
+                "provider": "p",
+                "arrivals": {"kind": "times", "at": [0.0, 1.0]},
+                "input_tokens": {"kind": "fixed", "value": 100},
+                "output_tokens": {"kind": "fixed", "value": 50},
+                "session": {
+                    "turns": {"kind": "fixed", "value": 3},
+                    "think_time": {"kind": "fixed", "value": 5.0},
+                    "system_tokens": 1500,
+                },
+            }
+        },
+    }
+    billed, summary = costs(raw)
+    out = 50 * SONNET_OUT
+    w, r = 1.25 * SONNET_IN, 0.1 * SONNET_IN
+    expected = [
+        1600 * w + out,  # A1 at 0 s
+        1500 * r + 100 * w + out,  # B1 at 1 s: the system prompt A1 wrote
+        1600 * r + 150 * w + out,  # A2 at 7 s (1,750 tokens)
+        1600 * r + 150 * w + out,  # B2 at 8 s
+        1750 * r + 150 * w + out,  # A3 at 14 s (1,900 tokens)
+        1750 * r + 150 * w + out,  # B3 at 15 s
+    ]
+    assert billed == pytest.approx(expected, rel=1e-12)
+    assert summary["baseline_cost"] == pytest.approx(summary["billed_cost"], rel=1e-12)
+    assert summary["pricing"]["p"]["cache_hits"] == 5
+
+
+def test_a_conversations_system_prompt_is_its_own_key() -> None:
+    raw = scenario([0.0])
+    raw["features"]["f"]["session"] = {
+        "turns": {"kind": "fixed", "value": 2},
+        "think_time": {"kind": "fixed", "value": 1.0},
+    }
+    with pytest.raises(ConfigError, match=r"session\.system_tokens"):
+        scenario_from_dict(raw)
+    raw["features"]["f"]["system_prompt_tokens"] = 0
+    raw["features"]["f"]["reasoning_tokens"] = {"kind": "fixed", "value": 10}
+    with pytest.raises(ConfigError, match="reasoning_tokens: not modelled for session"):
+        scenario_from_dict(raw)

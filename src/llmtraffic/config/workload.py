@@ -649,4 +649,14 @@ class Feature(Model):
                 f".{closed[0]}: not allowed with a trace (a trace's rows are independent "
                 f"requests, not turns of a conversation); remove {closed[0]}, or the trace"
             )
+        if closed and self.system_prompt_tokens:
+            raise ValueError(
+                f".system_prompt_tokens: a conversation's system prompt is "
+                f"{closed[0]}.system_tokens (every turn starts with it); move it there"
+            )
+        if closed and self.reasoning_tokens is not None:
+            raise ValueError(
+                f".reasoning_tokens: not modelled for {closed[0]} turns yet; remove it, or "
+                "give the turns' output_tokens the reasoning they generate"
+            )
         return self

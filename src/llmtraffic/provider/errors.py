@@ -150,10 +150,13 @@ def make_endpoint(
         from llmtraffic.provider.pricing import PricedEndpoint
 
         # A negative key per feature (session keys are the sessions' ids, >= 0).
-        prefixes = {
-            fname: (-1 - i, feat.system_prompt_tokens)
-            for i, (fname, feat) in enumerate(features.items())
-        }
+        # The system prompt every request of a feature starts with: a session's or agent's
+        # system_tokens, else the feature's system_prompt_tokens.
+        prefixes = {}
+        for i, (fname, feat) in enumerate(features.items()):
+            conv = feat.session if feat.session is not None else feat.agent
+            system = conv.system_tokens if conv is not None else feat.system_prompt_tokens
+            prefixes[fname] = (-1 - i, system)
         return PricedEndpoint(name, cfg, kernel, streams, check_context, meter, prefixes)
     if cfg.batching is not None:
         # Imported here: batching's endpoint extends this module's.

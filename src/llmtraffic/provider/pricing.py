@@ -101,16 +101,35 @@ class PricedEndpoint(ErrorEndpoint):
 
     # The cache ----------------------------------------------------------------------------
 
-    def _prefix(self, att: Attempt) -> tuple[int, int, int]:
-        """The cache key of ``att``'s prompt, how many of its first tokens repeat that
-        prefix, and where its cache breakpoint ends: a session turn repeats its
-        ``prefix_tokens`` and puts its whole prompt in the cache; another request repeats
-        its feature's system prompt and caches that (key 0 with no tokens: none)."""
-        req = att.request
-        if req.session >= 0:
-            return req.session, req.prefix_tokens, req.input_tokens
-        key, system = self.prefixes.get(att.client.name, (0, 0))
-        return key, system, system
+    def _match(
+        self, cache: PromptCacheState, client: str, session: int, prefix: int, now: float
+    ) -> int:
+        """Cached tokens of a prompt of feature ``client`` sent at ``now``: the longest live
+        match of its feature's system prompt (shared by all its requests and sessions) and,
+        for a session turn, of its session's entry, which the turn's first ``system +
+        prefix`` tokens repeat (``Request.prefix_tokens``: the transcript carried over)."""
+        key, system = self.prefixes.get(client, (0, 0))
+        matched = cache.match(key, system, now) if system else 0
+        if session >= 0:
+            own = cache.match(session, system + prefix, now)
+            if own > matched:
+                matched = own
+        return matched
+
+    def _store(
+        self, cache: PromptCacheState, client: str, session: int, inp: int, now: float
+    ) -> int:
+        """A prompt the provider accepted at ``now`` fills the cache up to its breakpoints:
+        the end of the system prompt, and for a session turn the end of the prompt (two
+        ``cache_control`` breakpoints, as Anthropic advises for a conversation). Returns the
+        last breakpoint (0: nothing cacheable)."""
+        key, system = self.prefixes.get(client, (0, 0))
+        if system:
+            cache.store(key, system, now)
+        if session >= 0:
+            cache.store(session, inp, now)
+            return inp
+        return system
 
     def submit(self, att: Attempt, now: float) -> None:
         """Take an attempt: the cache is consulted for the rate limits (cache reads may not
@@ -122,25 +141,27 @@ class PricedEndpoint(ErrorEndpoint):
             att.cache_write = 0
             super().submit(att, now)
             return
-        key, prefix, end = self._prefix(att)
-        matched = cache.match(key, prefix, now) if end else 0
+        client = att.client.name
+        session = req.session
+        matched = self._match(cache, client, session, req.prefix_tokens, now)
         att.cached = matched
         att.cache_write = 0
         fixed = req.cached_tokens
         req.cached_tokens = matched  # what the rate limiter counts, for this attempt only
         super().submit(att, now)
         req.cached_tokens = fixed
-        if end and (att.start == att.start or att.queued_at == att.queued_at):
+        if att.start == att.start or att.queued_at == att.queued_at:
             # Accepted (in a slot or queued; NaN both when refused).
-            self.lookups += 1
-            if matched:
-                self.hits += 1
-                self.cached_tokens += matched
-            if self.bills_writes and end >= cache.min_tokens:
-                # Anthropic bills the tokens from the last hit to the breakpoint as a write.
-                att.cache_write = end - matched
-                self.written_tokens += end - matched
-            cache.store(key, end, now)
+            end = self._store(cache, client, session, req.input_tokens, now)
+            if end:
+                self.lookups += 1
+                if matched:
+                    self.hits += 1
+                    self.cached_tokens += matched
+                if self.bills_writes and end >= cache.min_tokens:
+                    # Anthropic bills the tokens from the last hit to the last breakpoint.
+                    att.cache_write = end - matched
+                    self.written_tokens += end - matched
 
     def baseline_cost(
         self,
@@ -157,22 +178,15 @@ class PricedEndpoint(ErrorEndpoint):
         request visits once, at its arrival (retries and fallbacks do not touch it), so a
         run without failures bills exactly its baseline. ``cached`` (cached_fraction) applies
         when the provider has no prompt cache. A session turn gives its ``session`` and
-        ``prefix`` (``Request.session``, ``Request.prefix_tokens``), as ``_prefix`` reads
-        them. Calls come in arrival order."""
+        ``prefix`` (``Request.session``, ``Request.prefix_tokens``). Calls come in arrival
+        order."""
         shadow = self.shadow
         written = 0
         if shadow is not None:
-            if session >= 0:
-                key, repeat, end = session, prefix, inp
-            else:
-                key, repeat = self.prefixes.get(client, (0, 0))
-                end = repeat
-            cached = 0
-            if end:
-                cached = shadow.match(key, repeat, t)
-                if self.bills_writes and end >= shadow.min_tokens:
-                    written = end - cached
-                shadow.store(key, end, t)
+            cached = self._match(shadow, client, session, prefix, t)
+            end = self._store(shadow, client, session, inp, t)
+            if self.bills_writes and end >= shadow.min_tokens:
+                written = end - cached
         p_in, p_write, p_cached, p_out = self.long if inp > self.lc_above else self.std
         return (inp - cached - written) * p_in + written * p_write + cached * p_cached + out * p_out
 
