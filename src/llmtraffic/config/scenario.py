@@ -393,8 +393,7 @@ class Scenario(Model):
         problems = []
         for name, feat in self.features.items():
             policy = self.policy_of(name)
-            chain = [feat.provider, *(policy.fallback.providers if policy.fallback else [])]
-            for pname in chain:
+            for pname in self.chain_names(name):
                 provider = self.providers.get(pname)
                 if provider is None:
                     continue
