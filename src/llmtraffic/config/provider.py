@@ -95,7 +95,8 @@ class Prices(Model):
             return 1.0, 1.0
         f_in = prices.input / self.input if self.input else 1.0
         f_out = prices.output / self.output if self.output else 1.0
-        return f_in, f_out
+        # A zero or subnormal standard price has no usable ratio: its own price stands.
+        return (f_in if f_in < float("inf") else 1.0), (f_out if f_out < float("inf") else 1.0)
 
 
 class PromptCache(Model):

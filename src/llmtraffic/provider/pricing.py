@@ -33,6 +33,14 @@ INF = math.inf
 PART_NAMES = ("input", "cache_write", "cache_read", "output", "reasoning")
 
 
+def _ratio(price: float, base: float) -> float:
+    """``price / base``, or 1 when that is not a finite number (a base of 0 or subnormal)."""
+    if base <= 0.0:
+        return 1.0
+    r = price / base
+    return r if r < INF else 1.0
+
+
 class PricedEndpoint(ErrorEndpoint):
     """An ``ErrorEndpoint`` that bills the prompt cache, the long-context tier and reasoning.
 
@@ -74,11 +82,14 @@ class PricedEndpoint(ErrorEndpoint):
         self.long = self.std
         if lc is not None:
             self.lc_above = float(lc.above)
-            scale = lc.input / prices.input if prices.input else 1.0
-            lc_cached = lc.cached_input if lc.cached_input is not None else cached * scale
+            # Cache writes and (unless given) reads keep their ratio to the input price; a
+            # zero or subnormal input price has no usable ratio: then they bill as input.
+            w_ratio = _ratio(write, prices.input)
+            c_ratio = _ratio(cached, prices.input)
+            lc_cached = lc.cached_input if lc.cached_input is not None else lc.input * c_ratio
             self.long = (
                 lc.input * f_in * PER_MILLION,
-                write * scale * f_in * PER_MILLION,
+                lc.input * w_ratio * f_in * PER_MILLION,
                 lc_cached * f_in * PER_MILLION,
                 lc.output * f_out * PER_MILLION,
             )
