@@ -25,12 +25,15 @@ HOT_MODULES = [
     "src/llmtraffic/provider/batching.py",
     "src/llmtraffic/provider/endpoint.py",
     "src/llmtraffic/provider/errors.py",
+    "src/llmtraffic/provider/caching.py",
+    "src/llmtraffic/provider/pricing.py",
     "src/llmtraffic/provider/quota.py",
     "src/llmtraffic/provider/ratelimit.py",
     "src/llmtraffic/client/session_client.py",
     # A Client subclass (mypyc refuses an interpreted subclass of a compiled class).
     "src/llmtraffic/serve/client.py",
     "src/llmtraffic/workload/source.py",
+    "src/llmtraffic/workload/priced_source.py",
 ]
 
 ext_modules = []

@@ -143,6 +143,31 @@ capacity = { slots = 3 }
 service = { kind = "tokens", decode_tps = 50.0 }
 batching = { load_factor = 2.0 }
 
+[providers.w]
+model = "test-model-w"
+service_tier = "priority"
+prompt_cache = { rules = "openai", ttl = "5m", min_tokens = 1024, increment = 128 }
+
+[providers.w.prices]
+input = 1.0
+output = 4.0
+cached_input = 0.1
+cache_write = 1.25
+cache_write_1h = 2.0
+batch = { input = 0.5, output = 2.0 }
+flex = { input = 0.5, output = 2.0 }
+priority = { input = 2.0, output = 8.0 }
+long_context = { above = 200000, input = 2.0, output = 6.0, cached_input = 0.2 }
+
+[features.cached]
+provider = "w"
+policy = "fixed"
+arrivals = { kind = "poisson", rate = 1.0 }
+input_tokens = { kind = "fixed", value = 300 }
+output_tokens = { kind = "fixed", value = 40 }
+system_prompt_tokens = 1500
+reasoning_tokens = { kind = "fixed", value = 30 }
+
 [features.batched]
 provider = "u"
 policy = "fixed"

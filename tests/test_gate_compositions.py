@@ -63,8 +63,9 @@ def scenario(
     seed: int = 1,
     duration: float = DURATION,
     outage: tuple[float, float] = (OUTAGE_START, OUTAGE_END),
+    priced: bool = False,
 ) -> Any:
-    raw = {
+    raw: dict[str, Any] = {
         "run": {"duration": duration, "seed": seed, "timeseries_bin": 10},
         "providers": {
             "p": provider(
@@ -97,6 +98,16 @@ def scenario(
             }
         },
     }
+    if priced:
+        # Provider prices (docs/billing.md): a prompt cache on each provider, a long-context
+        # tier some prompts reach, a shared system prompt and reasoning tokens.
+        for prov in raw["providers"].values():
+            prov["prompt_cache"] = {"rules": "anthropic", "ttl": 300, "min_tokens": 1024}
+            prov["prices"]["long_context"] = {"above": 1500, "input": 2.0, "output": 3.0}
+        feat = raw["features"]["f"]
+        feat["system_prompt_tokens"] = 1200
+        feat["input_tokens"] = {"kind": "uniform", "low": 100, "high": 600}
+        feat["reasoning_tokens"] = {"kind": "uniform", "low": 0, "high": 100}
     return scenario_from_dict(raw)
 
 
@@ -161,6 +172,30 @@ def test_every_pair_of_gates_recovers_after_an_outage_and_balances_its_books(
     for breaker in sim.clients["f"].breakers:
         if breaker is not None:
             assert breaker.state == CLOSED
+
+
+@pytest.mark.parametrize("gate", list(GATES))
+def test_each_gate_with_provider_prices_balances_its_books(gate: str) -> None:
+    """The same books with a prompt cache, a long-context tier and reasoning: and each
+    provider's bill is the sum of its parts over its attempts."""
+    sim = Simulation(scenario(GATES[gate], priced=True))
+    result = sim.run()
+    audit(sim, result)
+    attempts = result.df("attempts")
+    for name, stats in result.summary["pricing"].items():
+        parts = ("input", "cache_write", "cache_read", "output", "reasoning")
+        assert math.isclose(
+            sum(stats[f"{k}_cost"] for k in parts), stats["billed_cost"], rel_tol=1e-9
+        )
+        mine = attempts.loc[attempts["provider"] == name, "cost"].sum()
+        assert math.isclose(mine, stats["billed_cost"], rel_tol=1e-9, abs_tol=1e-12)
+    p = result.summary["pricing"]["p"]
+    # 5 requests a second renew the entry long before its 5 minutes run out, and the
+    # 2-minute outage (nothing accepted, nothing renewed) is shorter than them: the first
+    # prompt writes the system prompt, every later accepted one reads it.
+    assert p["cache_hits"] == p["cache_lookups"] - 1
+    assert p["cache_write_tokens"] == 1200
+    assert p["long_context_attempts"] > 0 and p["reasoning_cost"] > 0
 
 
 def test_half_open_permit_refused_by_the_throttle_is_given_back() -> None:

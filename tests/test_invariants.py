@@ -252,6 +252,19 @@ def check_attempt_bound(sc: Scenario, result: RunResult) -> None:
 
 
 def check_costs(sc: Scenario, result: RunResult) -> None:
+    check_money(result)
+    req, att = frames(result)
+    # No attempt costs more than a full success would on its provider, and none generates
+    # more output than its request asked for.
+    asked = att.request_id.map(req.set_index("request_id").output_tokens)
+    assert (att.output_tokens <= asked).all()
+    if len(att):
+        full = row_prices(sc, att, asked)
+        assert (att.cost.to_numpy() <= full * (1 + 1e-9) + 1e-15).all()
+
+
+def check_money(result: RunResult) -> None:
+    """The books balance: attempts, requests and the summary agree, useful <= billed."""
     req, att = frames(result)
     s = result.summary
     assert (att.cost >= 0).all()
@@ -271,13 +284,6 @@ def check_costs(sc: Scenario, result: RunResult) -> None:
     ok_att = att[att.status == "ok"].set_index("request_id").cost
     ok_req = req[req.outcome == "ok"].set_index("request_id").useful_cost
     assert np.allclose(ok_req.to_numpy(), ok_att.reindex(ok_req.index).to_numpy())
-    # No attempt costs more than a full success would on its provider, and none generates
-    # more output than its request asked for.
-    asked = att.request_id.map(req.set_index("request_id").output_tokens)
-    assert (att.output_tokens <= asked).all()
-    if len(att):
-        full = row_prices(sc, att, asked)
-        assert (att.cost.to_numpy() <= full * (1 + 1e-9) + 1e-15).all()
 
 
 def price(sc: Scenario, provider: str, feature: str, inp: int, out: int) -> float:
@@ -826,3 +832,64 @@ def test_every_invariant_holds_under_a_spend_cap(raw: dict[str, Any], usd: float
     refused = att[att.status == "quota_exhausted"]
     assert (refused.cost == 0).all() and (refused.http_status == 429).all()
     assert close(result.summary["spend_caps"]["key"]["billed_cost"], result.summary["billed_cost"])
+
+
+# Prices as providers charge them: the same books with a prompt cache, a long-context tier and
+# reasoning tokens on every generated scenario (docs/billing.md) --------------------------------
+
+
+def priced(raw: dict[str, Any], rules: str, system: int, reasoning: int) -> dict[str, Any]:
+    """``raw`` with a prompt cache on each provider without batching (which refuses one), a
+    long-context tier low enough to be reached, and a system prompt and reasoning tokens on
+    every feature (cached_fraction dropped: a prompt cache derives it)."""
+    raw = copy.deepcopy(raw)
+    for prov in raw["providers"].values():
+        prices = prov.setdefault("prices", {"input": 1.0, "output": 2.0})
+        if "batching" not in prov:
+            prov["prompt_cache"] = {"rules": rules, "ttl": 300.0}
+            prices["long_context"] = {"above": 1500, "input": 2.0, "output": 3.0}
+    for feat in raw["features"].values():
+        feat.pop("cached_fraction", None)
+        feat["system_prompt_tokens"] = system
+        feat["reasoning_tokens"] = {"kind": "uniform", "low": 0, "high": reasoning}
+    return raw
+
+
+@PROPERTY
+@given(
+    scenarios(),
+    st.sampled_from(["anthropic", "openai"]),
+    st.sampled_from([0, 1100, 2000]),
+    st.sampled_from([0, 50]),
+)
+def test_priced_bills_add_up(raw: dict[str, Any], rules: str, system: int, reasoning: int) -> None:
+    from llmtraffic.provider.pricing import PricedEndpoint
+
+    raw = priced(raw, rules, system, reasoning)
+    try:
+        sc = build(raw)
+    except Exception as exc:  # a generated batching provider with reachable long prompts
+        assume_refused(exc)
+        return
+    sim = Simulation(sc)
+    result = sim.run()
+    check_terminal_outcomes(sc, result)
+    check_money(result)  # the price bound of check_costs is the plain formula's
+    req, att = frames(result)
+    asked = att.request_id.map(req.set_index("request_id").output_tokens)
+    assert (att.output_tokens <= asked).all()
+    for name, ep in sim.endpoints.items():
+        if not isinstance(ep, PricedEndpoint):
+            continue
+        stats = result.summary["pricing"][name]
+        # billed = the sum of the parts over this provider's attempts
+        parts = sum(stats[f"{k}_cost"] for k in ("input", "cache_write", "cache_read", "output"))
+        assert close(parts + stats["reasoning_cost"], stats["billed_cost"])
+        assert close(stats["billed_cost"], att.cost[att.provider == name].sum())
+        if ep.cache is not None:
+            assert stats["cache_hits"] <= stats["cache_lookups"]
+
+
+def assume_refused(exc: Exception) -> None:
+    """Only the documented refusal may stop a priced scenario from being built."""
+    assert "batching and long-context prices" in str(exc), exc

@@ -268,8 +268,14 @@ equals a sum of another (0.5 s + 0.3 s would meet a 0.8 s service at the same in
 
 
 @st.composite
-def exact_scenarios(draw: st.DrawFn, issue11_rules: bool = False) -> dict[str, Any]:
+def exact_scenarios(
+    draw: st.DrawFn, issue11_rules: bool = False, prices: bool = False
+) -> dict[str, Any]:
     """A small deterministic scenario as a config dict.
+
+    With ``prices``, the primary provider may have a prompt cache (Anthropic or OpenAI rules),
+    a long-context tier within reach and a service tier, and the features a system prompt
+    and reasoning tokens (docs/billing.md, "Prices as providers charge them").
 
     With ``issue11_rules`` false, combinations whose result issue 11 changes are left out:
     a gate that may refuse after one that holds something (a half-open permit, a retry from
@@ -469,6 +475,29 @@ def exact_scenarios(draw: st.DrawFn, issue11_rules: bool = False) -> dict[str, A
         ticks_g = draw(st.lists(st.integers(0, 10**9 - 1), min_size=m, max_size=m, unique=True))
         features["g"] = feature(sorted(duration * 0.9 * t / 1e9 + 1e-4 for t in ticks_g), "y")
         policies["y"] = {"timeout": draw(st.sampled_from([1.07, 600.0]))}
+    if prices:
+        p = providers["p"]
+        rules = draw(st.sampled_from([None, "anthropic", "openai"]))
+        if rules is not None:
+            p["prompt_cache"] = {
+                "rules": rules,
+                "ttl": draw(
+                    st.sampled_from([300.0, 3600.0] if rules == "anthropic" else [5.0, 300.0])
+                ),
+            }
+            for feat in features.values():
+                feat["cached_fraction"] = 0.0
+        if draw(st.booleans()):
+            p["prices"]["long_context"] = {"above": 1500, "input": 7.0, "output": 20.0}
+        if draw(st.booleans()):
+            # A tier's prices (batch would need day-long timeouts: its prices are the same rule).
+            p["service_tier"] = "priority"
+            p["prices"]["priority"] = {"input": p["prices"]["input"] * 1.7, "output": 1.0}
+        for feat in features.values():
+            feat["system_prompt_tokens"] = draw(st.sampled_from([0, 1100, 2000]))
+            think = draw(st.sampled_from([None, 30, 200]))
+            if think is not None:
+                feat["reasoning_tokens"] = {"kind": "fixed", "value": think}
     return {
         "run": {"duration": duration, "seed": 0},
         "providers": providers,
@@ -494,6 +523,14 @@ def test_engine_matches_oracle_request_by_request(raw: dict[str, Any]) -> None:
 @EXACT
 @given(exact_scenarios(issue11_rules=True))
 def test_engine_matches_oracle_request_by_request_issue11_rules(raw: dict[str, Any]) -> None:
+    compare_exactly(raw)
+
+
+@EXACT
+@given(exact_scenarios(issue11_rules=True, prices=True))
+def test_engine_matches_oracle_request_by_request_with_provider_prices(
+    raw: dict[str, Any],
+) -> None:
     compare_exactly(raw)
 
 

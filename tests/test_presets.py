@@ -100,11 +100,25 @@ def preset_provider(**provider: Any) -> Scenario:
     return make_scenario(**{f"providers.p.{k}": v for k, v in raw.items()})
 
 
+GPT_4O_MINI = {
+    "input": 0.15,
+    "output": 0.6,
+    "cached_input": 0.075,
+    "cache_write": None,
+    "cache_write_1h": None,
+    "batch": {"input": 0.075, "output": 0.3},
+    "flex": None,
+    "priority": {"input": 0.25, "output": 1.0},
+    "long_context": None,
+}
+"""openai/gpt-4o-mini's preset prices as the resolved config shows them (litellm 1.110.2)."""
+
+
 def test_a_preset_model_brings_its_prices() -> None:
     p = preset_provider().providers["p"]
     assert (p.prices.input, p.prices.output, p.prices.cached_input) == (0.15, 0.6, 0.075)
     dumped = p.model_dump(mode="json")
-    assert dumped["prices"] == {"input": 0.15, "output": 0.6, "cached_input": 0.075}
+    assert dumped["prices"] == GPT_4O_MINI
 
 
 def test_explicit_prices_win_over_the_preset() -> None:
@@ -182,7 +196,7 @@ def test_the_resolved_config_shows_the_concrete_numbers(tmp_path: Path) -> None:
     sc = sc.model_copy(update={"run": sc.run.model_copy(update={"duration": 5.0})})
     folder, _ = run_to_folder(sc, tmp_path / "r")
     cfg = json.loads((folder / "config.json").read_text())
-    assert cfg["providers"]["p"]["prices"] == {"input": 0.15, "output": 0.6, "cached_input": 0.075}
+    assert cfg["providers"]["p"]["prices"] == GPT_4O_MINI
     assert cfg["providers"]["p"]["rate_limit"]["rpm"] == 500
     assert cfg["providers"]["p"]["rate_limit"]["tpm"] == 200_000
 

@@ -35,7 +35,36 @@ _MODEL_KEYS = {
     "max_output_tokens",
     "source",
     "as_of",
+    *(
+        "cache_write_per_mtok",
+        "cache_write_1h_per_mtok",
+        "cache_min_tokens",
+        "batch_input_per_mtok",
+        "batch_output_per_mtok",
+        "flex_input_per_mtok",
+        "flex_output_per_mtok",
+        "priority_input_per_mtok",
+        "priority_output_per_mtok",
+        "long_context_above",
+        "long_context_input_per_mtok",
+        "long_context_output_per_mtok",
+        "long_context_cached_input_per_mtok",
+    ),
 }
+# Optional prices of an entry (USD per million tokens), by their key in a price file.
+_EXTRA_PRICES = (
+    "cache_write_per_mtok",
+    "cache_write_1h_per_mtok",
+    "batch_input_per_mtok",
+    "batch_output_per_mtok",
+    "flex_input_per_mtok",
+    "flex_output_per_mtok",
+    "priority_input_per_mtok",
+    "priority_output_per_mtok",
+    "long_context_input_per_mtok",
+    "long_context_output_per_mtok",
+    "long_context_cached_input_per_mtok",
+)
 _LIMIT_KEYS = ("rpm", "tpm", "itpm", "otpm")
 # The counting rules a tier may state: the names of the rate_limit keys they fill in.
 _RULE_KEYS = ("refill", "count_rejected", "cache_reads_count", "rpm_window", "tpm_counts")
@@ -67,12 +96,39 @@ class ModelPreset:
     as_of: str = ""
     origin: str = BUILTIN
     """``built-in``, or the price file the entry came from."""
+    extra: Mapping[str, float] = field(default_factory=dict)
+    """The optional prices of the entry (``_EXTRA_PRICES`` keys that it gives): cache
+    writes, batch / flex / priority tiers, the long-context tier."""
+    cache_min_tokens: int | None = None
+    """The shortest prompt prefix the provider caches for this model (None: not given)."""
+    long_context_above: int | None = None
+    """Input tokens above which the long-context prices apply (None: no such tier)."""
 
-    def prices(self) -> dict[str, float]:
+    def prices(self) -> dict[str, Any]:
         """The entry as a provider's ``prices`` table (per million tokens)."""
-        out = {"input": self.input, "output": self.output}
+        out: dict[str, Any] = {"input": self.input, "output": self.output}
         if self.cached_input is not None:
             out["cached_input"] = self.cached_input
+        x = self.extra
+        if "cache_write_per_mtok" in x:
+            out["cache_write"] = x["cache_write_per_mtok"]
+        if "cache_write_1h_per_mtok" in x:
+            out["cache_write_1h"] = x["cache_write_1h_per_mtok"]
+        for tier in ("batch", "flex", "priority"):
+            inp, outp = x.get(f"{tier}_input_per_mtok"), x.get(f"{tier}_output_per_mtok")
+            if inp is not None and outp is not None:
+                out[tier] = {"input": inp, "output": outp}
+        lc_in = x.get("long_context_input_per_mtok")
+        lc_out = x.get("long_context_output_per_mtok")
+        if self.long_context_above is not None and lc_in is not None and lc_out is not None:
+            lc: dict[str, Any] = {
+                "above": self.long_context_above,
+                "input": lc_in,
+                "output": lc_out,
+            }
+            if "long_context_cached_input_per_mtok" in x:
+                lc["cached_input"] = x["long_context_cached_input_per_mtok"]
+            out["long_context"] = lc
         return out
 
 
@@ -286,8 +342,22 @@ def parse_models(raw: Mapping[str, Any], origin: str) -> dict[str, ModelPreset]:
                 prices[key] = None
             else:
                 prices[key] = float(value)
+        optional: dict[str, float] = {}
+        for key in _EXTRA_PRICES:
+            value = entry.get(key)
+            if value is None:
+                continue
+            if not _is_price(value):
+                problems.append(f"{where}.{key}: expected a number >= 0, got {value!r}")
+            else:
+                optional[key] = float(value)
         ints: dict[str, int | None] = {}
-        for key in ("context_window", "max_output_tokens"):
+        for key in (
+            "context_window",
+            "max_output_tokens",
+            "cache_min_tokens",
+            "long_context_above",
+        ):
             value = entry.get(key)
             if value is not None and (
                 not isinstance(value, int) or isinstance(value, bool) or value <= 0
@@ -309,6 +379,9 @@ def parse_models(raw: Mapping[str, Any], origin: str) -> dict[str, ModelPreset]:
             source=str(entry.get("source", "")),
             as_of=str(entry.get("as_of", "")),
             origin=origin,
+            extra=optional,
+            cache_min_tokens=ints["cache_min_tokens"],
+            long_context_above=ints["long_context_above"],
         )
     if problems:
         raise ConfigError(problems, source=None if origin == BUILTIN else origin)

@@ -601,6 +601,39 @@ def batching_lines(s: dict[str, Any]) -> list[str]:
     return out
 
 
+def pricing_lines(s: dict[str, Any]) -> list[str]:
+    """One line per provider that bills by the prompt cache, a long-context tier or
+    reasoning: how its bill splits, and the cache's hit rate (docs/billing.md)."""
+    out = []
+    for name, p in s.get("pricing", {}).items():
+        billed = p.get("billed_cost", 0.0)
+        parts = [
+            f"{label} {money(p[key])}"
+            for key, label in (
+                ("input_cost", "input"),
+                ("cache_write_cost", "cache writes"),
+                ("cache_read_cost", "cache reads"),
+                ("output_cost", "output"),
+                ("reasoning_cost", "reasoning"),
+            )
+            if p.get(key)
+        ]
+        line = f"{escape(name)}: billed {money(billed)}"
+        if parts:
+            line += " = " + " + ".join(parts)
+        if "cache_lookups" in p:
+            hits, lookups = int(p["cache_hits"]), int(p["cache_lookups"])
+            line += (
+                f"; prompt cache hit {_share(hits, lookups)} of {lookups:,} prompts "
+                f"({int(p['cache_read_tokens']):,} tokens read, "
+                f"{int(p['cache_write_tokens']):,} written)"
+            )
+        if p.get("long_context_attempts"):
+            line += f"; {int(p['long_context_attempts']):,} attempts at long-context prices"
+        out.append(line)
+    return out
+
+
 def print_summary(console: Console, s: dict[str, Any]) -> None:
     """Print every table that has content, laid out for 80 columns (``print_fixed``)."""
     title = f"Summary: {s.get('scenario', '')} (seed {s['seed']})"
@@ -628,6 +661,8 @@ def print_summary(console: Console, s: dict[str, Any]) -> None:
     if s["incidents"]:
         print_fixed(console, incidents_table(s))
     for line in batching_lines(s):
+        print_fixed(console, line)
+    for line in pricing_lines(s):
         print_fixed(console, line)
     print_fixed(
         console,

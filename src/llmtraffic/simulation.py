@@ -44,6 +44,7 @@ from llmtraffic.provider.errors import (
     spend_meters,
 )
 from llmtraffic.provider.incidents import schedule_incidents
+from llmtraffic.provider.pricing import PricedEndpoint
 from llmtraffic.results.load import RunResult
 from llmtraffic.results.metrics import (
     LIMIT_KINDS,
@@ -62,6 +63,7 @@ from llmtraffic.results.metrics import (
 from llmtraffic.results.recorder import Recorder
 from llmtraffic.results.schema import SCHEMA_VERSION
 from llmtraffic.results.sink import MemorySink, RecordSink
+from llmtraffic.workload.priced_source import PricedFeatureSource
 from llmtraffic.workload.sessions import SessionClients, SessionDriver
 from llmtraffic.workload.source import FeatureSource
 
@@ -155,6 +157,7 @@ class Simulation:
                 # Only the features that may send to it can exceed its context window.
                 longest_request(sc.features[f] for f in incident_scope(sc, name)),
                 meters.get(name),
+                {f: sc.features[f] for f in incident_scope(sc, name)},
             )
             for name, cfg in sc.providers.items()
         }
@@ -217,7 +220,7 @@ class Simulation:
                 )
                 drivers[name].start()
                 continue
-            FeatureSource(
+            source_class(feat, client.endpoint)(
                 name, feat, client, kernel, streams, duration, run.start_hour, ids.__next__
             ).start()
         self._schedule_ticks(kernel, recorder, endpoints, clients, duration, drivers)
@@ -403,6 +406,14 @@ class Simulation:
         }
         if batching:
             summary["batching"] = batching
+        # What the prices did, per provider that bills by the cache, tiers or reasoning.
+        pricing = {
+            name: ep.stats()
+            for name, ep in self.endpoints.items()
+            if isinstance(ep, PricedEndpoint)
+        }
+        if pricing:
+            summary["pricing"] = pricing
         summary.update(
             {
                 "scenario": sc.name,
@@ -454,6 +465,19 @@ def client_class(policy: Policy, sessions: bool = False) -> type[Client]:
 def closed_loop(feature: Feature) -> bool:
     """Whether a feature sends sessions or agent tasks (a closed loop) rather than requests."""
     return feature.session is not None or feature.agent is not None
+
+
+def source_class(feature: Feature, primary: Endpoint) -> type[FeatureSource]:
+    """The request source a feature needs: with a system prompt, reasoning tokens or a
+    primary provider that prices by the prompt cache (its baseline), the priced one;
+    otherwise today's (chosen here so that other features run exactly its code)."""
+    if (
+        feature.system_prompt_tokens
+        or feature.reasoning_tokens is not None
+        or isinstance(primary, PricedEndpoint)
+    ):
+        return PricedFeatureSource
+    return FeatureSource
 
 
 def incident_scope(sc: Scenario, provider: str) -> list[str]:

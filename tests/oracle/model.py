@@ -163,6 +163,8 @@ class OracleAttempt:
     generated: int = 0
     cost: float = 0.0  # everything the provider billed for it, whenever it was billed
     abandon_at: float = INF  # when the client gives up on it
+    cached: int = -1  # prompt-cache reads when its provider has a prompt cache (-1: none)
+    written: int = 0  # prompt-cache writes billed at the write price (Anthropic)
 
 
 @dataclass
@@ -468,9 +470,27 @@ class OracleProvider:
         self.env = env
         self.rng = rng
         p = cfg.prices
-        self.p_in = p.input * 1e-6
-        self.p_cached = (p.cached_input if p.cached_input is not None else p.input) * 1e-6
-        self.p_out = p.output * 1e-6
+        # A service tier multiplies the standard prices (docs/billing.md).
+        tier = None if cfg.service_tier == "standard" else getattr(p, cfg.service_tier)
+        f_in = tier.input / p.input if tier is not None and p.input else 1.0
+        f_out = tier.output / p.output if tier is not None and p.output else 1.0
+        self.p_in = p.input * f_in * 1e-6
+        self.p_cached = (p.cached_input if p.cached_input is not None else p.input) * f_in * 1e-6
+        self.p_out = p.output * f_out * 1e-6
+        # The prompt cache (docs/billing.md, "Prompt caching"): feature -> (expires, tokens).
+        self.prompt_cache = cfg.prompt_cache
+        self.entries: dict[str, tuple[float, int]] = {}
+        self.system_prompt: dict[str, int] = {}  # per feature, filled in by Oracle
+        anthropic = self.prompt_cache is not None and self.prompt_cache.rules == "anthropic"
+        self.bills_writes = anthropic
+        if anthropic and self.prompt_cache is not None and self.prompt_cache.ttl == 3600.0:
+            write = p.cache_write_1h if p.cache_write_1h is not None else 2 * p.input
+        elif anthropic:
+            write = p.cache_write if p.cache_write is not None else 1.25 * p.input
+        else:
+            write = p.input
+        self.p_write = write * f_in * 1e-6
+        self.long_context = p.long_context
         self.limits = Limits(cfg.rate_limit) if cfg.rate_limit is not None else None
         cap = cfg.capacity
         # Without a capacity table the provider is not capacity-limited (docs/providers.md).
@@ -493,15 +513,68 @@ class OracleProvider:
         for inc in cfg.incidents:
             env.process(self._incident(inc))
 
-    def price(self, req: OracleRequest, output_tokens: int, started: bool = True) -> float:
-        """USD for the request's input (once processing started) and ``output_tokens``."""
+    def price(
+        self,
+        req: OracleRequest,
+        output_tokens: int,
+        started: bool = True,
+        att: OracleAttempt | None = None,
+    ) -> float:
+        """USD for the request's input (once processing started) and ``output_tokens``: the
+        cached and written tokens of ``att`` when its provider has a prompt cache, and the
+        whole request at the long-context prices when its input is above their threshold."""
         if not started:
             return 0.0
+        cached, written = req.cached_tokens, 0
+        if att is not None and att.cached >= 0:
+            cached, written = att.cached, att.written
+        p_in, p_cached, p_write, p_out = self.p_in, self.p_cached, self.p_write, self.p_out
+        lc = self.long_context
+        if lc is not None and req.input_tokens > lc.above:
+            base = self.cfg.prices
+            scale_in, scale_out = self.p_in / (base.input * 1e-6), self.p_out / (base.output * 1e-6)
+            plain_cached = base.cached_input if base.cached_input is not None else base.input
+            lc_cached = (
+                lc.cached_input
+                if lc.cached_input is not None
+                else plain_cached * lc.input / base.input
+            )
+            p_in = lc.input * scale_in * 1e-6
+            p_cached = lc_cached * scale_in * 1e-6
+            p_write = self.p_write * lc.input / base.input
+            p_out = lc.output * scale_out * 1e-6
         return (
-            (req.input_tokens - req.cached_tokens) * self.p_in
-            + req.cached_tokens * self.p_cached
-            + output_tokens * self.p_out
+            (req.input_tokens - cached - written) * p_in
+            + written * p_write
+            + cached * p_cached
+            + output_tokens * p_out
         )
+
+    def cache_match(self, req: OracleRequest) -> int:
+        """Tokens of ``req``'s feature's system prompt that a live cache entry holds."""
+        cfg = self.prompt_cache
+        assert cfg is not None and cfg.min_tokens is not None and cfg.increment is not None
+        system = self.system_prompt.get(req.feature, 0)
+        entry = self.entries.get(req.feature)
+        if not system or entry is None or self.env.now >= entry[0]:
+            return 0
+        tokens = min(system, entry[1])
+        if tokens < cfg.min_tokens:
+            return 0
+        return cfg.min_tokens + (tokens - cfg.min_tokens) // cfg.increment * cfg.increment
+
+    def cache_accept(self, req: OracleRequest, att: OracleAttempt, matched: int) -> None:
+        """The provider accepted ``att``: it reads ``matched`` tokens, writes the rest of the
+        system prompt (Anthropic bills it), and the entry lives ``ttl`` from now."""
+        cfg = self.prompt_cache
+        assert cfg is not None and cfg.min_tokens is not None
+        system = self.system_prompt.get(req.feature, 0)
+        att.cached, att.written = matched, 0
+        if system < cfg.min_tokens:
+            return
+        if self.bills_writes:
+            att.written = system - matched
+        self.entries[req.feature] = (self.env.now + cfg.ttl, system)
 
     # Incidents
 
@@ -578,8 +651,13 @@ class OracleProvider:
         if self.outage_status:
             self._fast(seen, att, abandon_at, SERVER_ERROR, self.outage_status, NAN)
             return seen
+        matched = self.cache_match(req) if self.prompt_cache is not None else 0
         if self.limits is not None:
+            fixed = req.cached_tokens
+            if self.prompt_cache is not None:
+                req.cached_tokens = matched  # what the limits count, for this attempt
             retry_after = self.limits.admit(env.now, req, client.max_tokens)
+            req.cached_tokens = fixed
             if retry_after is not None:
                 self._fast(seen, att, abandon_at, RATE_LIMITED, 429, retry_after)
                 return seen
@@ -589,6 +667,8 @@ class OracleProvider:
         if not self.slots.free() and len(self.slots.waiting) >= self.queue_limit:
             self._fast(seen, att, abandon_at, OVERLOADED, self.overload_status, NAN)
             return seen
+        if self.prompt_cache is not None:
+            self.cache_accept(req, att, matched)
         work = self.work(req.output_tokens)
         env.process(self._serve(Job(att, req, client, abandon_at, seen, work)))
         return seen
@@ -638,16 +718,16 @@ class OracleProvider:
                 # The provider stops at the disconnect: only what was made by then is billed.
                 made = work.generated_by(env.now - job.start, slowdown)
                 att.generated = made
-                att.cost = self._bill_stopped(req, made)
+                att.cost = self._bill_stopped(req, made, att=att)
                 self._free(job, made)
                 return
         yield env.timeout(job.start + run - env.now)
         # Billed for what the provider ran, whether or not the client still waits for it.
         att.generated = made
         if status == OK:
-            att.cost = self.price(req, req.output_tokens)
+            att.cost = self.price(req, req.output_tokens, att=att)
         else:
-            att.cost = self._bill_midstream(req, made)
+            att.cost = self._bill_midstream(req, made, att)
         if not job.gone:
             att.start, att.status, att.http_status = job.start, status, 200
             job.seen.succeed()
@@ -661,7 +741,7 @@ class OracleProvider:
         self._client_timeout(job)
         if not self.cfg.billing.abandoned_keeps_running:
             self.slots.withdraw(job)
-            job.attempt.cost = self._bill_stopped(job.req, 0, started=False)
+            job.attempt.cost = self._bill_stopped(job.req, 0, started=False, att=job.attempt)
 
     def _client_timeout(self, job: Job) -> None:
         job.gone = True
@@ -675,7 +755,13 @@ class OracleProvider:
         if self.limits is not None:
             self.limits.charge_output(made, self.env.now)
 
-    def _bill_stopped(self, req: OracleRequest, made: int, started: bool = True) -> float:
+    def _bill_stopped(
+        self,
+        req: OracleRequest,
+        made: int,
+        started: bool = True,
+        att: OracleAttempt | None = None,
+    ) -> float:
         """``billing.timeout`` for work the provider stopped at the disconnect: nothing when
         it never started (no work was done), else none, all of it, or the input plus what was
         generated by then."""
@@ -683,17 +769,19 @@ class OracleProvider:
         if rule == "none" or not started:
             return 0.0
         if rule == "full":
-            return self.price(req, req.output_tokens)
-        return self.price(req, made)
+            return self.price(req, req.output_tokens, att=att)
+        return self.price(req, made, att=att)
 
-    def _bill_midstream(self, req: OracleRequest, made: int) -> float:
+    def _bill_midstream(
+        self, req: OracleRequest, made: int, att: OracleAttempt | None = None
+    ) -> float:
         """``billing.midstream`` for a failure after generation started."""
         rule = self.cfg.billing.midstream
         if rule == "none":
             return 0.0
         if rule == "full":
-            return self.price(req, req.output_tokens)
-        return self.price(req, made)
+            return self.price(req, req.output_tokens, att=att)
+        return self.price(req, made, att=att)
 
 
 # Client gates ---------------------------------------------------------------------------------
@@ -1385,6 +1473,8 @@ class Oracle:
         requests: list[OracleRequest] = []
         duration = sc.run.seconds
         for name, feat in sc.features.items():
+            for prov in providers.values():
+                prov.system_prompt[name] = feat.system_prompt_tokens
             policy = sc.policy_of(name)
             chain = [providers[feat.provider]]
             if policy.fallback is not None:
@@ -1412,6 +1502,7 @@ class Oracle:
         assert feat.input_tokens is not None and feat.output_tokens is not None
         times_rng = named_generator(self.seed, f"feature/{name}/arrivals")
         tokens_rng = named_generator(self.seed, f"feature/{name}/tokens")
+        reasoning_rng = named_generator(self.seed, f"feature/{name}/reasoning")
         out: list[OracleRequest] = []
         for times in arrival_chunks(feat.arrivals, times_rng, duration):
             n = len(times)
@@ -1424,11 +1515,22 @@ class Oracle:
                     for a, b in zip(inp, draw_tokens(feat.rag_tokens, tokens_rng, n), strict=True)
                 ]
             outp = draw_tokens(feat.output_tokens, tokens_rng, n)
-            for t, i, o in zip(times, inp, outp, strict=True):
+            # Reasoning tokens come first, and max_tokens caps them with the answer.
+            think = [0] * n
+            if feat.reasoning_tokens is not None:
+                think = draw_tokens(feat.reasoning_tokens, reasoning_rng, n)
+            for t, i, o, r in zip(times, inp, outp, think, strict=True):
+                i += feat.system_prompt_tokens
                 cached = int(np.rint(i * feat.cached_fraction))
                 out.append(
                     OracleRequest(
-                        name, len(out), t, i, cached, min(o, feat.max_tokens), t + policy.deadline
+                        name,
+                        len(out),
+                        t,
+                        i,
+                        cached,
+                        min(o + r, feat.max_tokens),
+                        t + policy.deadline,
                     )
                 )
         return out

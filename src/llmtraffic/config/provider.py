@@ -25,13 +25,111 @@ from llmtraffic.config.base import (
 )
 
 
+class TierPrices(Model):
+    """The input and output prices of one service tier (batch, flex, priority), USD per
+    million tokens. Cached reads and cache writes under the tier scale with its input price
+    (what LiteLLM's price map gives where it lists them: docs/billing.md)."""
+
+    input: float = Field(ge=0.0, description="USD per 1M input tokens under this tier")
+    output: float = Field(ge=0.0, description="USD per 1M output tokens under this tier")
+
+
+class LongContextPrices(Model):
+    """Higher prices for a prompt longer than ``above`` input tokens: the whole request (all
+    its input and output) is billed at them, as Google and OpenAI bill their long-context
+    tiers (LiteLLM's ``*_above_200k_tokens`` / ``*_above_272k_tokens`` fields)."""
+
+    above: int = Field(
+        gt=0, description="input tokens above which the whole request is billed here"
+    )
+    input: float = Field(ge=0.0, description="USD per 1M input tokens of a long request")
+    output: float = Field(ge=0.0, description="USD per 1M output tokens of a long request")
+    cached_input: float | None = Field(
+        None,
+        ge=0.0,
+        description="USD per 1M cached input tokens of a long request (default: the cached "
+        "price scaled as the input price is)",
+    )
+
+
 class Prices(Model):
-    """Prices in USD per million tokens."""
+    """Prices in USD per million tokens: the standard tier, and optionally cache writes, the
+    other service tiers and a long-context tier (docs/billing.md gives each rule's source)."""
 
     input: float = Field(ge=0.0, description="USD per 1M input tokens")
     output: float = Field(ge=0.0, description="USD per 1M output tokens")
     cached_input: float | None = Field(
         None, ge=0.0, description="USD per 1M cached input tokens (defaults to the input price)"
+    )
+    cache_write: float | None = Field(
+        None,
+        ge=0.0,
+        description="USD per 1M tokens written to the prompt cache with a 5-minute TTL "
+        "(Anthropic: 1.25 x input; default: that for anthropic cache rules, the input price "
+        "for openai ones, which have no write premium)",
+    )
+    cache_write_1h: float | None = Field(
+        None,
+        ge=0.0,
+        description="USD per 1M tokens written to the prompt cache with a 1-hour TTL "
+        "(Anthropic: 2 x input, the default)",
+    )
+    batch: TierPrices | None = Field(
+        None, description="prices of the Batch API (service_tier = 'batch'; 50% off)"
+    )
+    flex: TierPrices | None = Field(
+        None, description="prices of flex processing (service_tier = 'flex')"
+    )
+    priority: TierPrices | None = Field(
+        None, description="prices of priority processing (service_tier = 'priority')"
+    )
+    long_context: LongContextPrices | None = Field(
+        None, description="prices of a request whose input exceeds `above` tokens"
+    )
+
+    def for_tier(self, tier: str) -> tuple[float, float]:
+        """The factors of a service tier on the standard input and output prices (1, 1 for
+        'standard'): cached reads, cache writes and long-context prices scale with them."""
+        prices = None if tier == "standard" else getattr(self, tier)
+        if prices is None:
+            return 1.0, 1.0
+        f_in = prices.input / self.input if self.input else 1.0
+        f_out = prices.output / self.output if self.output else 1.0
+        # A zero or subnormal standard price has no usable ratio: its own price stands.
+        return (f_in if f_in < float("inf") else 1.0), (f_out if f_out < float("inf") else 1.0)
+
+
+class PromptCache(Model):
+    """The provider's prompt cache, keyed on prefixes (docs/billing.md, "Prompt caching").
+
+    ``rules = "anthropic"``: explicit ``cache_control`` breakpoints; a write bills 1.25 x input
+    (5-minute TTL) or 2 x input (1-hour TTL), a read 0.1 x input (``prices.cached_input``);
+    a hit refreshes the TTL. ``rules = "openai"``: automatic caching of prompts of 1,024
+    tokens or more, matched in 128-token increments, read at the cached price, no write
+    premium; an entry is evicted after ``ttl`` without use. Omitted keys come from the
+    model preset (its provider and minimum) or these rules.
+    """
+
+    rules: Literal["anthropic", "openai"] | None = Field(
+        None,
+        description="whose caching rules: 'anthropic' (breakpoints, write premium) or "
+        "'openai' (automatic, 128-token increments); default: the model preset's provider",
+    )
+    ttl: FiniteDuration = Field(
+        300.0,
+        description="how long an entry lives after its last use (anthropic: '5m' or '1h'; "
+        "openai: evicted after 5-10 min of inactivity, 5 min taken)",
+    )
+    min_tokens: int | None = Field(
+        None,
+        gt=0,
+        description="shortest cacheable prefix (default: the model preset's, else 1,024)",
+    )
+    increment: int | None = Field(
+        None,
+        gt=0,
+        description="a match counts whole increments above min_tokens (openai: 128; "
+        "anthropic: 1, the exact prefix)",
     )
 
 
@@ -524,6 +622,11 @@ Incident = Annotated[
 ]
 
 
+BATCH_SERVICE = {"kind": "lognormal", "median": 1800.0, "p99": 21600.0}
+"""The default service of a batch provider: a lognormal turnaround with a median of 30 min
+and 99% within 6 h, so that 99.98% complete within the 24 h window (docs/billing.md)."""
+
+
 class Provider(Model):
     """A model endpoint: where attempts go."""
 
@@ -535,6 +638,17 @@ class Provider(Model):
         None,  # filled from the model's preset by _preset_prices
         validate_default=True,
         description="USD per million tokens; omit to use the preset of `model`",
+    )
+    service_tier: Literal["standard", "batch", "flex", "priority"] = Field(
+        "standard",
+        description="which prices and service the attempts get: 'batch' (the Batch API: "
+        "prices.batch, results within 24 h), 'flex' or 'priority' (prices.flex / "
+        "prices.priority); docs/billing.md",
+    )
+    prompt_cache: PromptCache | None = Field(
+        None,
+        description="the provider's prompt cache: hits follow from the features' shared "
+        "system prompts and sessions' transcripts; none: features' cached_fraction applies",
     )
     rate_limit: RateLimit | None = None
     capacity: Capacity | None = Field(
@@ -577,6 +691,69 @@ class Provider(Model):
                 "name, or add the model to a price file (price_files)"
             )
         return preset.prices()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _batch_service(cls, data: Any) -> Any:
+        """A batch provider's attempts take the Batch API's turnaround unless ``service`` says
+        otherwise (docs/billing.md, "Batch API": median 30 min, 99% within 6 h)."""
+        if isinstance(data, dict) and data.get("service_tier") == "batch" and "service" not in data:
+            return {**data, "service": dict(BATCH_SERVICE)}
+        return data
+
+    @field_validator("prompt_cache", mode="before")
+    @classmethod
+    def _preset_cache_rules(cls, value: object, info: ValidationInfo) -> object:
+        """Omitted rules and minimum come from the model preset (its provider, its
+        ``cache_min_tokens``); the increment from the rules."""
+        if isinstance(value, PromptCache):
+            value = value.model_dump(exclude_unset=True)
+        if not isinstance(value, dict):
+            return value
+        out = dict(value)
+        model = info.data.get("model")
+        preset = presets.find_model(model, _models(info)) if isinstance(model, str) else None
+        if "rules" not in out:
+            family = preset.provider if preset is not None else ""
+            if family not in ("anthropic", "openai"):
+                raise ValueError(
+                    f".rules: missing, and model {model!r} has no preset whose caching rules "
+                    'are known; give rules = "anthropic" (explicit breakpoints, write '
+                    'premium) or "openai" (automatic, 128-token increments)'
+                )
+            out["rules"] = family
+        if "min_tokens" not in out:
+            found = preset.cache_min_tokens if preset is not None else None
+            out["min_tokens"] = found if found is not None else 1024
+        if "increment" not in out and out["rules"] in ("anthropic", "openai"):
+            out["increment"] = 128 if out["rules"] == "openai" else 1
+        return out
+
+    @model_validator(mode="after")
+    def _pricing_needs(self) -> Self:
+        """A service tier needs its prices; Anthropic offers two cache TTLs; the prompt
+        cache is not modelled with continuous batching."""
+        tier = self.service_tier
+        if tier != "standard" and getattr(self.prices, tier) is None:
+            raise ValueError(
+                f".service_tier: {tier!r} needs prices.{tier} = {{ input = ..., output = ... }} "
+                f"(USD per million tokens); model {self.model!r} has no {tier} prices in its "
+                "preset"
+            )
+        cache = self.prompt_cache
+        if cache is None:
+            return self
+        if cache.rules == "anthropic" and cache.ttl not in (300.0, 3600.0):
+            raise ValueError(
+                f".prompt_cache.ttl: Anthropic's cache lives 5 minutes or 1 hour, got "
+                f'{cache.ttl:g} s; give ttl = "5m" or "1h"'
+            )
+        if self.batching is not None:
+            raise ValueError(
+                ".prompt_cache: not modelled with batching (a cached prefix would shorten the "
+                "prefill batching queues); drop one of them"
+            )
+        return self
 
     @field_validator("context_window", mode="before")
     @classmethod

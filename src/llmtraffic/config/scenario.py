@@ -208,6 +208,7 @@ class Scenario(Model):
             problems.extend(self._endless_stalls())
             problems.extend(self._tpot_without_tokens())
             problems.extend(self._hedges_on_batching())
+            problems.extend(self._pricing_conflicts())
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -380,6 +381,48 @@ class Scenario(Model):
                     problems.append(
                         f"spend_caps.{cname}.per: 'user' needs a user population; give "
                         f"features.{fname}.users = {{ count = N }}"
+                    )
+        return problems
+
+    def _pricing_conflicts(self) -> list[str]:
+        """A fixed cached share next to a prompt cache that derives it; a batch provider
+        whose attempts the client would abandon before the results come; a long-context
+        tier on a batching provider, which bills standard prices (a problem line each)."""
+        from llmtraffic.provider.errors import longest_request
+
+        problems = []
+        for name, feat in self.features.items():
+            policy = self.policy_of(name)
+            for pname in self.chain_names(name):
+                provider = self.providers.get(pname)
+                if provider is None:
+                    continue
+                if feat.cached_fraction and provider.prompt_cache is not None:
+                    problems.append(
+                        f"features.{name}.cached_fraction: provider {pname!r} has a "
+                        "prompt_cache, which derives the cached tokens from the traffic; drop "
+                        "cached_fraction (or the provider's prompt_cache to keep a fixed share)"
+                    )
+                if (
+                    provider.service_tier == "batch"
+                    and min(policy.timeout, policy.deadline) < 86_400.0
+                ):
+                    problems.append(
+                        f"features.{name}: provider {pname!r} is a batch provider (results "
+                        "within 24 h) and the policy gives up after "
+                        f"{min(policy.timeout, policy.deadline):g} s; set the policy's timeout "
+                        'and deadline to "24h" or more'
+                    )
+                lc = provider.prices.long_context
+                if (
+                    provider.batching is not None
+                    and lc is not None
+                    and longest_request([feat]) > lc.above
+                ):
+                    problems.append(
+                        f"features.{name}: provider {pname!r} has batching and long-context "
+                        f"prices above {lc.above:,} input tokens, which batching does not bill; "
+                        "keep the prompts under it or drop batching"
                     )
         return problems
 

@@ -562,6 +562,17 @@ class Feature(Model):
     cached_fraction: float = Field(
         0.0, ge=0.0, le=1.0, description="share of input tokens billed at the cached-input price"
     )
+    system_prompt_tokens: Annotated[int, Field(ge=0), AfterValidator(_token_bound)] = Field(
+        0,
+        description="a system prompt shared by every request of the feature, added at the "
+        "start of each prompt: the prefix a provider's prompt_cache can match",
+    )
+    reasoning_tokens: TokenDist | None = Field(
+        None,
+        description="reasoning (thinking) tokens per request: generated before the answer, "
+        "billed as output and decoded like it, not part of the visible answer; with the "
+        "answer, capped by max_tokens",
+    )
     max_tokens: Annotated[int, Field(gt=0), AfterValidator(_token_bound)] = Field(
         1024, description="max_tokens sent with each attempt, 1 to 10,000,000"
     )
@@ -637,5 +648,15 @@ class Feature(Model):
             raise ValueError(
                 f".{closed[0]}: not allowed with a trace (a trace's rows are independent "
                 f"requests, not turns of a conversation); remove {closed[0]}, or the trace"
+            )
+        if closed and self.system_prompt_tokens:
+            raise ValueError(
+                f".system_prompt_tokens: a conversation's system prompt is "
+                f"{closed[0]}.system_tokens (every turn starts with it); move it there"
+            )
+        if closed and self.reasoning_tokens is not None:
+            raise ValueError(
+                f".reasoning_tokens: not modelled for {closed[0]} turns yet; remove it, or "
+                "give the turns' output_tokens the reasoning they generate"
             )
         return self

@@ -95,12 +95,17 @@ class Request:
         "prefix_tokens",
         "prev_wait",
         "provider_attempts",
+        "reasoning",
         "session",
         "useful",
     )
 
     _ok = True  # SimPy event protocol: a scheduled request never fails
     callbacks: list[Any] | None
+    # Reasoning tokens among ``output_tokens`` (generated first, billed as output, not in the
+    # visible answer). Only the source of a feature with reasoning_tokens sets it, so that
+    # other requests cost nothing more: read it with ``getattr(req, "reasoning", 0)``.
+    reasoning: int
 
     def __init__(
         self,
@@ -152,6 +157,8 @@ class Attempt:
     __slots__ = (
         "abandon_at",
         "abandoned",
+        "cache_write",
+        "cached",
         "callbacks",
         "client",
         "cost",
@@ -177,6 +184,10 @@ class Attempt:
     _ok = True  # SimPy event protocol
     callbacks: list[Any] | None
     should_retry: bool  # unset unless the provider sent x-should-retry (see the docstring)
+    # Input tokens read from and written to the provider's prompt cache: set only by a
+    # provider with pricing rules (provider/pricing.py), which bills by them.
+    cached: int
+    cache_write: int
 
     def __init__(
         self,

@@ -49,10 +49,12 @@ class Endpoint:
         self.model = cfg.model
         self.kernel = kernel
         prices = cfg.prices
-        self.price_input = prices.input * PER_MILLION
+        # A service tier (batch, flex, priority) scales the standard prices (1, 1: standard).
+        f_in, f_out = prices.for_tier(cfg.service_tier)
+        self.price_input = prices.input * f_in * PER_MILLION
         cached = prices.cached_input if prices.cached_input is not None else prices.input
-        self.price_cached = cached * PER_MILLION
-        self.price_output = prices.output * PER_MILLION
+        self.price_cached = cached * f_in * PER_MILLION
+        self.price_output = prices.output * f_out * PER_MILLION
         rl = cfg.rate_limit
         self.limiter = RateLimiter.from_config(rl) if rl is not None else None
         self.charges_output = self.limiter is not None and self.limiter.otpm is not None

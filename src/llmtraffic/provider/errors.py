@@ -71,7 +71,11 @@ def longest_request(features: Iterable[Feature]) -> float:
     for feat in features:
         if feat.trace is not None:
             return INF
-        size = _most_tokens(feat.input_tokens) + _most_tokens(feat.rag_tokens)
+        size = (
+            _most_tokens(feat.input_tokens)
+            + _most_tokens(feat.rag_tokens)
+            + feat.system_prompt_tokens
+        )
         conv = feat.session if feat.session is not None else feat.agent
         if conv is not None:
             # A conversation's prompt grows by each turn: bounded only by its max_context
@@ -118,14 +122,42 @@ def make_endpoint(
     streams: Streams,
     longest: float,
     meter: SpendMeter | None = None,
+    features: Mapping[str, Feature] | None = None,
 ) -> Endpoint:
     """The endpoint of provider ``name``: an ``ErrorEndpoint`` when it uses error kinds, a
     quota (``meter``, from ``spend_meters``), or a context window that a request of
     ``longest`` tokens could exceed; serving by continuous batching (``BatchingEndpoint``,
-    or both) when it has a ``batching`` table."""
+    or both) when it has a ``batching`` table; billing by the prompt cache, long-context
+    prices or reasoning tokens (``PricedEndpoint``) when it has a ``prompt_cache``,
+    ``prices.long_context``, or one of ``features`` (those that may send to it, by name)
+    has reasoning tokens."""
     window = cfg.context_window
     check_context = isinstance(window, int) and longest > window
     f = cfg.failures
+    features = features or {}
+    if cfg.batching is not None:
+        # Imported here: batching's endpoint extends this module's. It bills standard (or
+        # tier) prices; the scenario refuses a prompt cache or a reachable long-context
+        # tier with batching (config.scenario).
+        from llmtraffic.provider.batching import BatchingEndpoint
+
+        return BatchingEndpoint(name, cfg, kernel, streams, check_context, meter)
+    if (
+        cfg.prompt_cache is not None
+        or cfg.prices.long_context is not None
+        or any(feat.reasoning_tokens is not None for feat in features.values())
+    ):
+        from llmtraffic.provider.pricing import PricedEndpoint
+
+        # A negative key per feature (session keys are the sessions' ids, >= 0).
+        # The system prompt every request of a feature starts with: a session's or agent's
+        # system_tokens, else the feature's system_prompt_tokens.
+        prefixes = {}
+        for i, (fname, feat) in enumerate(features.items()):
+            conv = feat.session if feat.session is not None else feat.agent
+            system = conv.system_tokens if conv is not None else feat.system_prompt_tokens
+            prefixes[fname] = (-1 - i, system)
+        return PricedEndpoint(name, cfg, kernel, streams, check_context, meter, prefixes)
     if cfg.batching is not None:
         # Imported here: batching's endpoint extends this module's.
         from llmtraffic.provider.batching import BatchingEndpoint

@@ -136,6 +136,11 @@ class SessionDriver:
         self.cached_fraction = cfg.cached_fraction
         ep = client.endpoint
         self.prices = (ep.price_input, ep.price_cached, ep.price_output)
+        # A primary provider that bills by the prompt cache or long-context prices prices
+        # the baseline itself (provider/pricing.py: its shadow cache); None: the plain sum.
+        from llmtraffic.provider.pricing import PricedEndpoint
+
+        self.priced: PricedEndpoint | None = ep if isinstance(ep, PricedEndpoint) else None
         self.deadline = client.deadline
         # One stream per purpose, apart from the open workload's: sessions added to a
         # scenario shift no other feature's draws, and a session's draws no other kind's.
@@ -215,15 +220,19 @@ class SessionDriver:
         inp = self.system + carried + new
         out = s.outputs[s.k]
         cached = round(inp * self.cached_fraction)
-        pi, pc, po = self.prices
-        baseline = (inp - cached) * pi + cached * pc + out * po
+        # The prompt repeats the previous prompt's start only when nothing was cut: dropping
+        # the oldest tokens or summarising changes the start, so no cache could match it.
+        prefix = 0 if cut else carried
+        if self.priced is None:
+            pi, pc, po = self.prices
+            baseline = (inp - cached) * pi + cached * pc + out * po
+        else:
+            baseline = self.priced.baseline_cost(self.name, now, inp, cached, out, s.id, prefix)
         client = self.client
         client.tally.baseline += baseline
         req = Request(self.next_id(), now, inp, cached, out, now + self.deadline, baseline)
         req.session = s.id
-        # The prompt repeats the previous prompt's start only when nothing was cut: dropping
-        # the oldest tokens or summarising changes the start, so no cache could match it.
-        req.prefix_tokens = 0 if cut else carried
+        req.prefix_tokens = prefix
         s.request = req
         stats = self.stats
         stats.turns += 1
