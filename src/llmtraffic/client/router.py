@@ -247,7 +247,7 @@ class Router:
             if d.minute_tpm + input_tokens > d.tpm_limit or d.minute_sent + 1 >= d.rpm_limit:
                 continue
             if d.minute_tpm < lowest:
-                lowest = d.minute_tpm
+                lowest = float(d.minute_tpm)
                 best = [d]
             elif d.minute_tpm == lowest:
                 best.append(d)
