@@ -89,7 +89,7 @@ SCALE: dict[str, list[tuple[str, str]]] = {
     "experiments/feature-expansion.toml": [("replications = 2", "replications = 1")],
     # Issue 15's studies: 54, 21 and 12 runs -> one replication of shorter traffic each.
     "experiments/agent-caching.toml": [
-        ('duration = "1h"', 'duration = "10m"'),
+        ('duration = "1h"', 'duration = "5m"'),
         ("replications = 3", "replications = 1"),
     ],
     "experiments/cascade.toml": [
