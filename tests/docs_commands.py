@@ -87,6 +87,19 @@ SCALE: dict[str, list[tuple[str, str]]] = {
     "experiments/cost-amplification.toml": [("replications = 3", "replications = 1")],
     "experiments/tier-sizing.toml": [("replications = 3", "replications = 1")],
     "experiments/feature-expansion.toml": [("replications = 2", "replications = 1")],
+    # Issue 15's studies: 54, 21 and 12 runs -> one replication of shorter traffic each.
+    "experiments/agent-caching.toml": [
+        ('duration = "1h"', 'duration = "5m"'),
+        ("replications = 3", "replications = 1"),
+    ],
+    "experiments/cascade.toml": [
+        ('duration = "1h"', 'duration = "5m"'),
+        ("replications = 3", "replications = 1"),
+    ],
+    "experiments/five-features.toml": [
+        ('duration = "10m"', 'duration = "1m"'),
+        ("replications = 3", "replications = 1"),
+    ],
 }
 
 # Documents whose commands run in the folder of another, after its own: experiments/README.md
