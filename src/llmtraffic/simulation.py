@@ -170,30 +170,14 @@ class Simulation:
         clients: dict[str, Client] = {}
         for name, feat in sc.features.items():
             caps = [books[n] for n, cap in sc.spend_caps.items() if name in cap.features]
+            policy = sc.policy_of(name)
+            args = (name, feat, policy, chain_of(sc, name, endpoints), kernel, streams, recorder)
             if feat.levers or caps:
                 # Cascades, splits, response caches and spend caps: their own client.
-                clients[name] = LeversClient(
-                    name,
-                    feat,
-                    sc.policy_of(name),
-                    chain_of(sc, name, endpoints),
-                    kernel,
-                    streams,
-                    recorder,
-                    track_live=finite_drain,
-                    caps=caps,
-                )
-                continue
-            clients[name] = client_class(sc.policy_of(name), closed_loop(feat))(
-                name,
-                feat,
-                sc.policy_of(name),
-                chain_of(sc, name, endpoints),
-                kernel,
-                streams,
-                recorder,
-                track_live=finite_drain,
-            )
+                clients[name] = LeversClient(*args, track_live=finite_drain, caps=caps)
+            else:
+                cls = client_class(policy, closed_loop(feat))
+                clients[name] = cls(*args, track_live=finite_drain)
         recorder.queue_integrals = {name: e.queue_integral for name, e in endpoints.items()}
         recorder.integrals = {
             "in_flight": lambda t: sum(c.inflight_integral(t) for c in clients.values()),

@@ -17,6 +17,7 @@ import numpy as np
 
 from llmtraffic.config.workload import BatchArrivals, MmppArrivals, ResampleArrivals
 from llmtraffic.errors import TraceError
+from llmtraffic.workload.arrivals import poisson_times
 
 CHUNK = 8192
 
@@ -95,7 +96,8 @@ def mmpp_times(
     k = len(rates)
     leave = -np.diag(q)
     if k == 1 or not leave.any():
-        yield from _poisson(float(rates[0]), rng, horizon)
+        if rates[0] > 0:
+            yield from poisson_times(float(rates[0]), rng, horizon)
         return
     jumps = np.where(np.eye(k, dtype=bool), 0.0, q) / np.where(leave > 0, leave, 1.0)[:, None]
     cum = np.cumsum(jumps, axis=1)
@@ -127,17 +129,6 @@ def mmpp_times(
         t = float(ends[-1]) if ends.size else horizon
         if not live.all():
             return
-
-
-def _poisson(rate: float, rng: np.random.Generator, horizon: float) -> Iterator[np.ndarray]:
-    t = 0.0
-    while rate > 0:
-        times = t + np.cumsum(rng.exponential(1.0 / rate, CHUNK))
-        if times[-1] >= horizon:
-            yield times[times < horizon]
-            return
-        t = float(times[-1])
-        yield times
 
 
 # --- batches -----------------------------------------------------------------------------
