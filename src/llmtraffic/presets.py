@@ -26,31 +26,6 @@ from llmtraffic.errors import ConfigError
 
 BUILTIN = "built-in"
 
-_MODEL_KEYS = {
-    "provider",
-    "input_per_mtok",
-    "cached_input_per_mtok",
-    "output_per_mtok",
-    "context_window",
-    "max_output_tokens",
-    "source",
-    "as_of",
-    *(
-        "cache_write_per_mtok",
-        "cache_write_1h_per_mtok",
-        "cache_min_tokens",
-        "batch_input_per_mtok",
-        "batch_output_per_mtok",
-        "flex_input_per_mtok",
-        "flex_output_per_mtok",
-        "priority_input_per_mtok",
-        "priority_output_per_mtok",
-        "long_context_above",
-        "long_context_input_per_mtok",
-        "long_context_output_per_mtok",
-        "long_context_cached_input_per_mtok",
-    ),
-}
 # Optional prices of an entry (USD per million tokens), by their key in a price file.
 _EXTRA_PRICES = (
     "cache_write_per_mtok",
@@ -65,6 +40,19 @@ _EXTRA_PRICES = (
     "long_context_output_per_mtok",
     "long_context_cached_input_per_mtok",
 )
+_MODEL_KEYS = {
+    "provider",
+    "input_per_mtok",
+    "cached_input_per_mtok",
+    "output_per_mtok",
+    "context_window",
+    "max_output_tokens",
+    "source",
+    "as_of",
+    "cache_min_tokens",
+    "long_context_above",
+    *_EXTRA_PRICES,
+}
 _LIMIT_KEYS = ("rpm", "tpm", "itpm", "otpm")
 # The counting rules a tier may state: the names of the rate_limit keys they fill in.
 _RULE_KEYS = ("refill", "count_rejected", "cache_reads_count", "rpm_window", "tpm_counts")
